@@ -1,0 +1,199 @@
+"""Symmetric / Hermitian eigendecomposition with degenerate-safe derivatives.
+
+Maths (Giles 2008, "An extended collection of matrix derivative results", sec. 3.1;
+DESIGN.md section 2). For Hermitian ``A = V diag(w) V^H`` and a tangent ``dA``, let
+``P = V^H dA V``. Then
+
+    dw = Re diag(P),        dV = V (F o P),
+
+with ``F`` the inverse-gap matrix of :mod:`eigjax._gaps` (``F_ij = 1/(w_j - w_i)``,
+zero on the diagonal and on degenerate pairs). The zero diagonal fixes the gauge:
+``V^H dV`` has zero diagonal, so ``dV`` carries no change of eigenvector phase.
+Setting ``F_ij = 0`` for a degenerate pair gives the exact derivative of every loss
+that is invariant to the basis chosen inside that eigenspace; for other losses no
+derivative exists at that point.
+
+Cost. ``X = dA V``, ``P = V^H X`` and ``V (F o P)``: three ``n x n`` products, the
+floor for an eigenvector derivative; the transpose (reverse mode) is three products
+too. Eigenvalue-only functions use ``dw_i = Re sum_j conj(V_ji) X_ji``: one product.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from ._checks import as_square_matrix, check_nonnegative_float
+from ._gaps import inverse_gaps
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+class EighResult(NamedTuple):
+    """Result of :func:`eigh`: ascending real eigenvalues and unitary eigenvectors."""
+
+    eigenvalues: jax.Array
+    eigenvectors: jax.Array
+
+
+def _h(x: jax.Array) -> jax.Array:
+    """Conjugate transpose of the last two axes."""
+    return jnp.conj(jnp.swapaxes(x, -1, -2))
+
+
+def _mm(x: jax.Array, y: jax.Array) -> jax.Array:
+    return jnp.matmul(x, y, precision=_HIGHEST)
+
+
+def _hermitian_part(a: jax.Array) -> jax.Array:
+    return (a + _h(a)) / 2
+
+
+def _eigh_forward(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Eigenvalues (ascending, real) and eigenvectors of a Hermitian ``a``.
+
+    The solver of the backend (LAPACK ``syevd``/``heevd`` on CPU, cuSOLVER on GPU).
+    ``a`` is already Hermitian here; the solver reads its lower triangle.
+    """
+    v, w = jax.lax.linalg.eigh(a, lower=True, symmetrize_input=False)
+    return w, v
+
+
+def _eigvalsh_tangent(v: jax.Array, a_dot: jax.Array) -> jax.Array:
+    """``Re diag(V^H dA V)`` with one matrix product."""
+    x = _mm(a_dot, v)
+    return jnp.real(jnp.sum(jnp.conj(v) * x, axis=-2))
+
+
+# The custom_jvp functions below take the options as non-differentiable (static)
+# arguments; they are written over (..., n, n) so vmap needs no batching rule.
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _eigh(a, symmetrize, degenerate_tol, broadening):
+    if symmetrize:
+        a = _hermitian_part(a)
+    return _eigh_forward(a)
+
+
+@_eigh.defjvp
+def _eigh_jvp(symmetrize, degenerate_tol, broadening, primals, tangents):
+    (a,), (a_dot,) = primals, tangents
+    # The primal goes through _eigh itself so that the rule is differentiable
+    # again (jax.hessian, jacfwd(jacrev)).
+    w, v = _eigh(a, symmetrize, degenerate_tol, broadening)
+    if symmetrize:
+        a_dot = _hermitian_part(a_dot)
+    x = _mm(a_dot, v)
+    p = _mm(_h(v), x)
+    w_dot = jnp.real(jnp.diagonal(p, axis1=-2, axis2=-1))
+    f = inverse_gaps(w, degenerate_tol=degenerate_tol, broadening=broadening)
+    v_dot = _mm(v, f.astype(p.dtype) * p)
+    return (w, v), (w_dot, v_dot)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _eigvalsh(a, symmetrize):
+    if symmetrize:
+        a = _hermitian_part(a)
+    return _eigh_forward(a)[0]
+
+
+@_eigvalsh.defjvp
+def _eigvalsh_jvp(symmetrize, primals, tangents):
+    (a,), (a_dot,) = primals, tangents
+    # Eigenvectors come from the differentiable _eigh so higher derivatives work.
+    w, v = _eigh(a, symmetrize, None, None)
+    if symmetrize:
+        a_dot = _hermitian_part(a_dot)
+    return w, _eigvalsh_tangent(v, a_dot)
+
+
+def eigh(
+    a: ArrayLike,
+    *,
+    symmetrize: bool = True,
+    degenerate_tol: float | None = None,
+    broadening: float | None = None,
+) -> EighResult:
+    r"""Eigendecomposition of Hermitian matrices with derivatives that stay finite.
+
+    Like :func:`jax.numpy.linalg.eigh`, but its derivative is exact at degenerate
+    eigenvalues for every loss that is invariant to the basis chosen inside each
+    degenerate eigenspace (a sum over a whole group of eigenvalues, ``sum(V**2)``,
+    projectors onto a whole eigenspace, ``V diag(g(w)) V^H`` with ``g`` equal on each
+    group): ``jnp.linalg.eigh`` returns NaN there.
+
+    Derivative rule (Giles 2008): with ``P = V^H dA V``, ``dw = Re diag(P)`` and
+    ``dV = V (F o P)``, ``F_ij = 1/(w_j - w_i)``; ``F_ij = 0`` on the diagonal and
+    for pairs with ``|w_i - w_j| <= degenerate_tol``. ``V^H dV`` has zero diagonal
+    (no phase change).
+
+    Args:
+      a: array of shape ``(..., n, n)``, float32/float64/complex64/complex128
+        (integer and bool input is promoted to the default float dtype, like
+        ``jnp.linalg``). Leading dimensions are batch dimensions.
+      symmetrize: if True (default), use the Hermitian part ``(a + a^H)/2`` of ``a``
+        and of its tangent, so ``jax.grad`` returns a Hermitian gradient. If False,
+        ``a`` and its tangents must already be Hermitian; only the lower triangle
+        of ``a`` is read.
+      degenerate_tol: eigenvalue pairs closer than this are treated as degenerate.
+        Default: ``n * eps(dtype) * max|w|``, the size of the eigenvalues' own
+        rounding error.
+      broadening: if given (a float ``> 0``), use Lorentzian broadening
+        ``F_ij = d/(d^2 + broadening)``, ``d = w_j - w_i``, instead of the cut.
+
+    Returns:
+      ``EighResult(eigenvalues, eigenvectors)``: real eigenvalues in ascending order,
+      shape ``(..., n)``, and eigenvectors as columns, shape ``(..., n, n)``.
+      Input containing NaN or inf gives NaN (or inf) outputs, never an error.
+
+    Raises:
+      TypeError: ``a`` is not an array, or has a non-numeric dtype.
+      ValueError: ``a`` has fewer than 2 dimensions or is not square.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, eigjax
+      >>> a = jnp.eye(3)                     # triple eigenvalue
+      >>> loss = lambda a: jnp.sum(eigjax.eigh(a).eigenvectors ** 2)
+      >>> bool(jnp.all(jnp.isfinite(jax.grad(loss)(a))))
+      True
+    """
+    a = as_square_matrix(a, name="a", fn="eigjax.eigh")
+    degenerate_tol = check_nonnegative_float(degenerate_tol, name="degenerate_tol", fn="eigjax.eigh")
+    broadening = check_nonnegative_float(broadening, name="broadening", fn="eigjax.eigh")
+    if broadening == 0.0:
+        raise ValueError("eigjax.eigh: option `broadening` must be > 0 (or None); got 0.0.")
+    w, v = _eigh(a, bool(symmetrize), degenerate_tol, broadening)
+    return EighResult(w, v)
+
+
+def eigvalsh(a: ArrayLike, *, symmetrize: bool = True) -> jax.Array:
+    r"""Eigenvalues of Hermitian matrices, ascending, with a cheap, never-NaN derivative.
+
+    The derivative is ``dw = Re diag(V^H dA V)`` (one matrix product): it needs no
+    eigengaps, so it is finite at degenerate points. A loss of eigenvalues is
+    differentiable there when it is symmetric within each degenerate group (such as
+    the sum of the group); for other losses, the value returned is one of the
+    one-sided derivatives.
+
+    Args:
+      a: array of shape ``(..., n, n)``; see :func:`eigh`.
+      symmetrize: see :func:`eigh`.
+
+    Returns:
+      Real eigenvalues in ascending order, shape ``(..., n)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, eigjax
+      >>> a = jnp.array([[2., 1.], [1., 2.]])
+      >>> jax.grad(lambda a: jnp.sum(eigjax.eigvalsh(a)))(a)
+      Array([[1., 0.],
+             [0., 1.]], dtype=float32)
+    """
+    a = as_square_matrix(a, name="a", fn="eigjax.eigvalsh")
+    return _eigvalsh(a, bool(symmetrize))
