@@ -84,11 +84,16 @@ def rel_err(x, y) -> float:
     return float(np.linalg.norm((x - y).ravel()) / den)
 
 
-def assert_fd_match(f, a, da, rtol=1e-6, h=1e-4):
-    """Assert that the JVP of ``f`` at ``a`` along ``da`` matches finite differences."""
-    got = jvp(f, a, da)
-    want = central_fd(f, a, da, h=h)
-    err = rel_err(got, want)
-    assert np.all(np.isfinite(np.asarray(got))), "JVP is not finite"
-    assert err <= rtol, f"JVP vs finite differences: relative error {err:.3e} > {rtol:.1e}"
-    return err
+def assert_fd_match(f, a, da, rtol=1e-6, h=1e-4, atol=1e-10):
+    """Assert that the JVP of ``f`` at ``a`` along ``da`` matches finite differences.
+
+    Passes when ``||jvp - fd|| <= atol + rtol * ||fd||`` (Frobenius norms over all
+    entries); ``atol`` only matters for derivatives that are zero (e.g. n = 1).
+    """
+    got = np.asarray(jvp(f, a, da))
+    want = np.asarray(central_fd(f, a, da, h=h))
+    assert np.all(np.isfinite(got)), "JVP is not finite"
+    diff = np.linalg.norm((got - want).ravel())
+    bound = atol + rtol * np.linalg.norm(want.ravel())
+    assert diff <= bound, f"JVP vs finite differences: |diff| {diff:.3e} > {bound:.3e} (rtol {rtol:.1e})"
+    return diff
