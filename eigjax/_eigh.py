@@ -89,8 +89,10 @@ def _eigh_jvp(symmetrize, degenerate_tol, broadening, primals, tangents):
     if symmetrize:
         a_dot = _hermitian_part(a_dot)
     x = _mm(a_dot, v)
+    # dw from X alone (not from diag(P)), so that an eigenvalue-only loss
+    # transposes to one product and never touches the eigenvector branch.
+    w_dot = jnp.real(jnp.sum(jnp.conj(v) * x, axis=-2))
     p = _mm(_h(v), x)
-    w_dot = jnp.real(jnp.diagonal(p, axis1=-2, axis2=-1))
     f = inverse_gaps(w, degenerate_tol=degenerate_tol, broadening=broadening)
     v_dot = _mm(v, f.astype(p.dtype) * p)
     return (w, v), (w_dot, v_dot)
