@@ -193,9 +193,9 @@ def eigvalsh(a: ArrayLike, *, symmetrize: bool = True) -> jax.Array:
     Example:
       >>> import jax, jax.numpy as jnp, eigjax
       >>> a = jnp.array([[2., 1.], [1., 2.]])
-      >>> jax.grad(lambda a: jnp.sum(eigjax.eigvalsh(a)))(a)
-      Array([[1., 0.],
-             [0., 1.]], dtype=float32)
+      >>> g = jax.grad(lambda a: jnp.sum(eigjax.eigvalsh(a)))(a)
+      >>> g.round(6).tolist()
+      [[1.0, 0.0], [0.0, 1.0]]
     """
     a = as_square_matrix(a, name="a", fn="eigjax.eigvalsh")
     return _eigvalsh(a, bool(symmetrize))
