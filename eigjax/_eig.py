@@ -1,0 +1,422 @@
+"""General (non-Hermitian) eigendecomposition with derivatives that need no opt-in.
+
+Maths (Giles 2008, "An extended collection of matrix derivative results", sec. 3.1;
+Magnus 1985; DESIGN.md section 2 "General"). For a diagonalisable
+``A = V diag(w) V^{-1}`` and a tangent ``dA`` let ``P = V^{-1} dA V``. Then
+
+    dw = diag(P),        dV = V (F o P + diag(c)),
+
+with ``F_ij = 1/(w_j - w_i)`` (zero on the diagonal and on coincident pairs, see
+below). ``V^{-1}`` is formed once per linearisation by one LU solve: its rows are the
+left eigenvectors ``y_i^H`` (``y_i^H x_i = 1``), needed for the condition numbers
+below, and then ``P = V^{-1} (dA V)`` costs two matrix products in forward mode and
+in reverse mode alike. The eigenvalue equation fixes ``dv_j`` only up to ``c_j v_j``; ``c_j`` is set
+by the **normalisation** of the eigenvectors, which is a contract of this module:
+
+* every eigenvector has unit 2-norm, and
+* its largest-magnitude component ``k_j = argmax_i |V_ij|`` (the first, on ties) is
+  real and positive.
+
+This is LAPACK ``geev``'s rule (unit norm, largest component real) with the sign
+also fixed, so ``V`` is a deterministic, locally smooth function of ``A`` wherever
+the eigenvalues are simple and the argmax is unique; real eigenvectors of real
+matrices stay real. Differentiating the two real constraints ``Re(v^H dv) = 0`` and
+``Im(dv_k) = 0`` with ``u = V (F o P)`` gives
+
+    c_j = -Re(v_j^H u_j) - i Im(u_{k_j j}) / V_{k_j j}.
+
+(``jax.lax.linalg.eig(..., enable_eigvec_derivs=True)`` uses the same constraints.)
+The gauge is a convention: a loss that depends on it (on the phase of ``v``) is
+ill-defined; :func:`eig_gauge_check` measures that dependence.
+
+Eigenvalue-only derivatives ``dw_i = y_i^H dA x_i / (y_i^H x_i)`` use the rows of
+``V^{-1}`` as the left eigenvectors: ``dw = diag(V^{-1} (dA V))``, no eigenvector
+derivative and no eigengap, so no opt-in flag is needed.
+
+**Coincident eigenvalues.** A computed eigenvalue of a non-normal matrix carries an
+error ``~ eps ||A|| s_i`` with ``s_i = ||x_i|| ||y_i|| / |y_i^H x_i|`` its condition
+number (Wilkinson). Pairs with ``|w_i - w_j| <= n eps ||A||_F (s_i + s_j)`` (or a
+user ``degenerate_tol``) get ``F_ij = 0``: for a repeated *semisimple* eigenvalue
+this is the exact derivative of every loss invariant to the basis of its
+eigenspace (sums over the group, the group's spectral projector).
+
+**Defective eigenvalues** (a Jordan block) have no derivative. In floating point a
+Jordan block of size m is split into eigenvalues ``eps^(1/m)`` apart with
+``s_i >~ eps^(-1/2)`` (nearly parallel eigenvectors). An eigenvalue with
+``s_i >= 0.05 eps^(-1/2)`` that lies within ``10 n eps ||A||_F s_i`` of another one
+is treated as defective: its derivative, and the derivatives of all outputs of the
+same call, are NaN (multiplicative masks, so reverse mode gives NaN too). An exactly
+singular ``V`` gives inf/NaN by itself. Nothing raises.
+
+**Ordering.** XLA returns eigenvalues unsorted. This module sorts them
+lexicographically by (real part, imaginary part), as :func:`numpy.sort_complex`,
+so every backend (native or host fallback) returns the same order; conjugate pairs
+of a real matrix come as ``(a - ib, a + ib)``. The order is locally constant away
+from ties in the real part; the derivative rule is for that fixed order.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from ._checks import as_square_matrix, check_nonnegative_float
+from ._eig_host import has_native_eig, host_eig
+from ._gaps import gap_matrix
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+_SOLVERS = ("auto", "xla", "host")
+
+
+class EigResult(NamedTuple):
+    """Result of :func:`eig`: eigenvalues and unit-norm right eigenvectors (columns)."""
+
+    eigenvalues: jax.Array
+    eigenvectors: jax.Array
+
+
+class EigLeftResult(NamedTuple):
+    """Result of ``eig(a, left=True)``; ``left_eigenvectors^H @ eigenvectors = I``."""
+
+    eigenvalues: jax.Array
+    eigenvectors: jax.Array
+    left_eigenvectors: jax.Array
+
+
+class EigGaugeCheck(NamedTuple):
+    """Result of :func:`eig_gauge_check`.
+
+    ``phase_sensitivity[..., j]`` is ``|dL/dtheta_j| / ||dL/dv_j||`` for the phase
+    rotation ``v_j -> exp(i theta_j) v_j``: 0 for a loss that does not depend on the
+    phase of eigenvector ``j``, 1 when its gradient w.r.t. ``v_j`` is parallel to
+    ``i v_j`` (a pure phase change). By Cauchy-Schwarz it lies in ``[0, 1]``.
+    ``ok`` is True when every entry is at most ``rtol``.
+    """
+
+    phase_sensitivity: jax.Array
+    ok: jax.Array
+
+
+def _h(x: jax.Array) -> jax.Array:
+    return jnp.conj(jnp.swapaxes(x, -1, -2))
+
+
+def _mm(x: jax.Array, y: jax.Array) -> jax.Array:
+    return jnp.matmul(x, y, precision=_HIGHEST)
+
+
+def _complex_dtype(dtype):
+    return jnp.result_type(dtype, jnp.complex64)
+
+
+def _use_host(solver: str) -> bool:
+    return solver == "host" or (solver == "auto" and not has_native_eig())
+
+
+def _raw_eig(a: jax.Array, solver: str, compute_vectors: bool):
+    """Unsorted LAPACK-convention output of the chosen solver."""
+    if _use_host(solver):
+        return host_eig(a, compute_vectors=compute_vectors)
+    out = jax.lax.linalg.eig(
+        a, compute_left_eigenvectors=False, compute_right_eigenvectors=compute_vectors
+    )
+    return tuple(out)
+
+
+def _sort_order(w: jax.Array) -> jax.Array:
+    """Permutation sorting ``w`` by (real, imag), shape ``w.shape``."""
+    idx = jnp.broadcast_to(jnp.arange(w.shape[-1]), w.shape)
+    *_, perm = jax.lax.sort((jnp.real(w), jnp.imag(w), idx), dimension=w.ndim - 1, num_keys=2)
+    return perm
+
+
+def _normalise(v: jax.Array) -> jax.Array:
+    """Unit 2-norm columns whose largest-magnitude entry is real positive."""
+    v = v / jnp.linalg.norm(v, axis=-2, keepdims=True)
+    k = jnp.argmax(jnp.abs(v), axis=-2, keepdims=True)
+    vk = jnp.take_along_axis(v, k, axis=-2)
+    absvk = jnp.abs(vk)
+    phase = jnp.where(absvk > 0, jnp.conj(vk) / jnp.where(absvk > 0, absvk, 1), 1)
+    return v * phase
+
+
+def _eig_forward(a: jax.Array, solver: str) -> tuple[jax.Array, jax.Array]:
+    w, v = _raw_eig(a, solver, True)
+    perm = _sort_order(w)
+    w = jnp.take_along_axis(w, perm, axis=-1)
+    v = jnp.take_along_axis(v, perm[..., None, :], axis=-1)
+    return w, _normalise(v)
+
+
+def _eigvals_forward(a: jax.Array, solver: str) -> jax.Array:
+    (w,) = _raw_eig(a, solver, False)
+    return jnp.take_along_axis(w, _sort_order(w), axis=-1)
+
+
+class _Linearisation(NamedTuple):
+    """Primal-only quantities of the JVP rule (computed once per linearisation)."""
+
+    vinv: jax.Array  # V^{-1}; its rows are the left eigenvectors y_i^H, y_i^H x_i = 1
+    f: jax.Array  # inverse gaps, zero on the diagonal and on coincident pairs
+    nan_mask: jax.Array  # (..., n): 1, or NaN for eigenvalues treated as defective
+
+
+def _linearise(a, w, v, degenerate_tol) -> _Linearisation:
+    n = w.shape[-1]
+    rdtype = jnp.finfo(w.dtype).dtype
+    eps = jnp.finfo(w.dtype).eps
+    # One LU solve per linearisation: V^{-1} (differentiable, for higher derivatives).
+    # Its rows are the left eigenvectors, needed anyway for the condition numbers;
+    # then P = V^{-1} (dA V) costs matmuls only, in forward and in reverse mode.
+    vinv = jnp.linalg.inv(v)
+    # Condition numbers s_i = ||y_i|| (||x_i|| = 1, y_i^H x_i = 1): masks only.
+    ws = jax.lax.stop_gradient(w)
+    s = jnp.linalg.norm(jax.lax.stop_gradient(vinv), axis=-1)
+    norm_a = jnp.linalg.norm(jax.lax.stop_gradient(a), axis=(-2, -1))[..., None]
+    err = (n * eps) * norm_a * s  # first-order error bound of each eigenvalue
+    d = gap_matrix(ws)
+    absd = jnp.abs(d)
+    if degenerate_tol is None:
+        tol = err[..., :, None] + err[..., None, :]
+    else:
+        tol = jnp.full(absd.shape, degenerate_tol, dtype=rdtype)
+    coincident = (absd <= tol) | ~jnp.isfinite(tol)
+    # 1/(w_j - w_i) with the double-where pattern; differentiable in w.
+    dw = gap_matrix(w)
+    safe = jnp.where(coincident, jnp.ones_like(dw), dw)
+    f = jnp.where(coincident, jnp.zeros_like(dw), 1.0 / safe)
+    # Defective: ill-conditioned and within its own (generous) error bar of another.
+    offdiag = jnp.broadcast_to(~jnp.eye(n, dtype=bool), absd.shape)
+    near = (absd <= (10.0 * err)[..., :, None]) & offdiag
+    defective = (s >= 0.05 / jnp.sqrt(eps)) & jnp.any(near, axis=-1)
+    defective = defective | ~jnp.isfinite(s)
+    nan_mask = jnp.where(defective, jnp.nan, 1.0).astype(rdtype)
+    return _Linearisation(vinv, f, nan_mask)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _eig(a, degenerate_tol, solver):
+    return _eig_forward(a, solver)
+
+
+@_eig.defjvp
+def _eig_jvp(degenerate_tol, solver, primals, tangents):
+    (a,), (a_dot,) = primals, tangents
+    # Primal through _eig itself, so the rule is differentiable again.
+    w, v = _eig(a, degenerate_tol, solver)
+    lin = _linearise(a, w, v, degenerate_tol)
+    p = _mm(lin.vinv, _mm(a_dot.astype(v.dtype), v))  # P = V^{-1} dA V
+    w_dot = jnp.diagonal(p, axis1=-2, axis2=-1) * lin.nan_mask
+    u = _mm(v, lin.f * p)
+    k = jnp.argmax(jnp.abs(jax.lax.stop_gradient(v)), axis=-2, keepdims=True)
+    vk = jnp.real(jnp.take_along_axis(v, k, axis=-2))[..., 0, :]
+    uk = jnp.take_along_axis(u, k, axis=-2)[..., 0, :]
+    c = -jnp.real(jnp.sum(jnp.conj(v) * u, axis=-2)) - 1j * jnp.imag(uk) / vk
+    v_dot = (u + v * c[..., None, :]) * lin.nan_mask[..., None, :]
+    return (w, v), (w_dot, v_dot)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _eigvals(a, solver):
+    return _eigvals_forward(a, solver)
+
+
+@_eigvals.defjvp
+def _eigvals_jvp(solver, primals, tangents):
+    (a,), (a_dot,) = primals, tangents
+    w, v = _eig(a, None, solver)
+    lin = _linearise(a, w, v, None)
+    x = _mm(a_dot.astype(v.dtype), v)
+    # dw_i = y_i^H dA x_i = sum_j (V^{-1})_ij (dA V)_ji: one product, no eigengaps used.
+    w_dot = jnp.sum(lin.vinv * jnp.swapaxes(x, -1, -2), axis=-1) * lin.nan_mask
+    return w, w_dot
+
+
+def _check_solver(solver, fn):
+    if solver not in _SOLVERS:
+        raise ValueError(f"{fn}: option `solver` must be one of {_SOLVERS}; got {solver!r}.")
+    return solver
+
+
+def eig(
+    a: ArrayLike,
+    *,
+    left: bool = False,
+    degenerate_tol: float | None = None,
+    solver: str = "auto",
+) -> EigResult | EigLeftResult:
+    r"""Eigendecomposition of general square matrices, differentiable with no opt-in.
+
+    ``A V = V diag(w)`` with complex ``w`` and ``V``, for real or complex ``A``.
+    Unlike :func:`jax.numpy.linalg.eig`, ``jax.grad``/``jax.jvp``/``jax.hessian``
+    work for eigenvalues *and* eigenvectors.
+
+    Conventions (see the module docstring for the maths):
+
+    * eigenvalues sorted by (real part, imaginary part);
+    * eigenvectors of unit 2-norm whose largest-magnitude component is real and
+      positive (LAPACK's rule, sign included). Derivatives of raw eigenvector
+      entries are those of this normalisation; gauge-invariant quantities (``|v|``,
+      projectors) do not depend on it.
+
+    Derivative rule: ``P = V^{-1} dA V`` (LU solve), ``dw = diag(P)``,
+    ``dV = V (F o P + diag(c))``, ``F_ij = 1/(w_j - w_i)``, ``F_ij = 0`` for
+    coincident pairs (repeated semisimple eigenvalues: exact for losses invariant
+    to the basis of the repeated eigenspace). Defective (Jordan-block) eigenvalues
+    have no derivative: their derivatives are NaN; nothing raises.
+
+    Args:
+      a: array of shape ``(..., n, n)``, float32/float64/complex64/complex128 (int and
+        bool are promoted to the default float). Leading dimensions are batch
+        dimensions.
+      left: if True, also return left eigenvectors ``Y`` normalised so that
+        ``Y^H V = I`` (``Y^H = V^{-1}``), hence ``y_i^H A = w_i y_i^H`` and the spectral
+        projector of ``w_i`` is ``x_i y_i^H``. Differentiable.
+      degenerate_tol: eigenvalue pairs with ``|w_i - w_j| <= degenerate_tol`` are
+        treated as repeated (``F_ij = 0``). Default: their first-order error bars,
+        ``n eps ||A||_F (s_i + s_j)`` with ``s`` the condition numbers.
+      solver: ``"auto"`` (XLA's eig where the backend has one - CPU, CUDA, ROCm -
+        else the host fallback), ``"xla"`` or ``"host"`` (``jax.pure_callback`` into
+        :func:`numpy.linalg.eig`; works on every backend, under ``jit``/``vmap``).
+
+    Returns:
+      ``EigResult(eigenvalues, eigenvectors)`` with shapes ``(..., n)`` and
+      ``(..., n, n)`` (eigenvectors are columns), complex; or, with ``left=True``,
+      ``EigLeftResult(eigenvalues, eigenvectors, left_eigenvectors)``. Input with NaN
+      or inf gives NaN outputs.
+
+    Raises:
+      TypeError: ``a`` is not an array or has a non-numeric dtype.
+      ValueError: ``a`` is not of shape ``(..., n, n)``, or an option is invalid.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, numpy as np, eigjax
+      >>> a = jnp.array([[1., 2.], [3., 4.]])
+      >>> loss = lambda a: jnp.sum(jnp.abs(eigjax.eig(a).eigenvalues))
+      >>> g = jax.grad(loss)(a)          # jnp.linalg.eig raises NotImplementedError here
+      >>> print(np.asarray(g, dtype=np.float64).round(4))
+      [[-0.5222  1.0445]
+       [ 0.6963  0.5222]]
+    """
+    fn = "eigjax.eig"
+    a = as_square_matrix(a, name="a", fn=fn)
+    degenerate_tol = check_nonnegative_float(degenerate_tol, name="degenerate_tol", fn=fn)
+    solver = _check_solver(solver, fn)
+    w, v = _eig(a, degenerate_tol, solver)
+    if not left:
+        return EigResult(w, v)
+    y = _h(jnp.linalg.solve(v, jnp.broadcast_to(jnp.eye(a.shape[-1], dtype=v.dtype), v.shape)))
+    return EigLeftResult(w, v, y)
+
+
+def eigvals(a: ArrayLike, *, solver: str = "auto") -> jax.Array:
+    r"""Eigenvalues of general square matrices, sorted by (real, imag), differentiable.
+
+    The derivative ``dw = diag(V^{-1} dA V)`` needs no eigenvector derivative and no
+    eigengap; second and higher derivatives (``jax.hessian``, ``jacfwd(jacrev)``)
+    work. Derivatives at defective eigenvalues are NaN (see :func:`eig`).
+
+    Args:
+      a: array of shape ``(..., n, n)``; see :func:`eig`.
+      solver: ``"auto"``, ``"xla"`` or ``"host"``; see :func:`eig`.
+
+    Returns:
+      Complex eigenvalues, shape ``(..., n)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, eigjax
+      >>> a = jnp.array([[0., 1.], [-2., 0.]])   # eigenvalues -i sqrt(2), +i sqrt(2)
+      >>> eigjax.eigvals(a).round(4)
+      Array([0.-1.4142j, 0.+1.4142j], dtype=complex64)
+    """
+    fn = "eigjax.eigvals"
+    a = as_square_matrix(a, name="a", fn=fn)
+    return _eigvals(a, _check_solver(solver, fn))
+
+
+def eig_condition_numbers(a: ArrayLike, *, solver: str = "auto") -> jax.Array:
+    r"""Eigenvalue condition numbers ``s_i = ||x_i|| ||y_i|| / |y_i^H x_i|`` (diagnostic).
+
+    ``s_i >= 1``, with equality for normal matrices; a perturbation ``E`` moves
+    ``w_i`` by about ``s_i ||E||``. Very large values (``~ eps^(-1/2)``) mean the
+    eigenvalue is numerically defective and has no reliable derivative. Ordered as
+    :func:`eigvals`. Inf when the computed eigenvectors are linearly dependent.
+
+    Args:
+      a: array of shape ``(..., n, n)``; see :func:`eig`.
+      solver: see :func:`eig`.
+
+    Returns:
+      Real array of shape ``(..., n)``.
+
+    Example:
+      >>> import jax.numpy as jnp, eigjax
+      >>> eigjax.eig_condition_numbers(jnp.array([[1., 10.], [0., 2.]])).round(3)
+      Array([10.05, 10.05], dtype=float32)
+    """
+    fn = "eigjax.eig_condition_numbers"
+    a = as_square_matrix(a, name="a", fn=fn)
+    res = eig(a, left=True, solver=_check_solver(solver, fn))
+    return jnp.linalg.norm(res.left_eigenvectors, axis=-2)
+
+
+def eig_gauge_check(
+    loss: Callable[[jax.Array, jax.Array], jax.Array],
+    a: ArrayLike,
+    *,
+    rtol: float | None = None,
+    solver: str = "auto",
+) -> EigGaugeCheck:
+    r"""Measure how much ``loss(eigenvalues, eigenvectors)`` depends on eigenvector phases.
+
+    An eigenvector is defined only up to a factor ``exp(i theta)``; :func:`eig` fixes
+    it by a convention. A loss whose value changes with ``theta`` depends on that
+    convention, so its derivative is not meaningful (PyTorch raises in that case;
+    here the check is on request). For each eigenvector this returns
+
+        ``|d loss / d theta_j| / ||d loss / d v_j||``   (in [0, 1]),
+
+    the cosine between the loss's gradient w.r.t. ``v_j`` and the phase direction
+    ``i v_j`` (``||v_j|| = 1``).
+    Sensitivities far above rounding level (default ``rtol = sqrt(eps)``) mean the
+    loss is ill-defined.
+
+    Args:
+      loss: ``loss(w, v) -> real scalar``, with ``w, v`` as returned by :func:`eig`.
+      a: the matrix (or batch) at which to check.
+      rtol: threshold for ``ok``; default ``sqrt(eps)`` of ``a``'s dtype.
+      solver: see :func:`eig`.
+
+    Returns:
+      :class:`EigGaugeCheck` ``(phase_sensitivity, ok)``; works under ``jit``.
+
+    Example:
+      >>> import jax.numpy as jnp, eigjax
+      >>> a = jnp.array([[0., 1.], [-2., 0.]])
+      >>> eigjax.eig_gauge_check(lambda w, v: jnp.sum(jnp.abs(v) ** 2 * 3), a).ok
+      Array(True, dtype=bool)
+      >>> eigjax.eig_gauge_check(lambda w, v: jnp.sum(jnp.real(v)), a).ok
+      Array(False, dtype=bool)
+    """
+    fn = "eigjax.eig_gauge_check"
+    a = as_square_matrix(a, name="a", fn=fn)
+    rtol = check_nonnegative_float(rtol, name="rtol", fn=fn)
+    w, v = eig(a, solver=_check_solver(solver, fn))
+    w, v = jax.lax.stop_gradient((w, v))
+    rdtype = jnp.finfo(v.dtype).dtype
+    if rtol is None:
+        rtol = float(np.sqrt(np.finfo(rdtype).eps))
+
+    def rotated(theta):
+        return jnp.real(loss(w, v * jnp.exp(1j * theta)[..., None, :]))
+
+    dtheta = jax.jacfwd(rotated)(jnp.zeros(w.shape, rdtype))
+    gv = jax.grad(lambda vv: jnp.real(loss(w, vv)))(v)
+    scale = jnp.linalg.norm(gv, axis=-2)
+    ratio = jnp.abs(dtheta) / jnp.where(scale > 0, scale, 1.0)
+    return EigGaugeCheck(ratio, jnp.all(ratio <= rtol))
