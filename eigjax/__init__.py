@@ -8,6 +8,13 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from ._eigh import EighResult as EighResult
 from ._eigh import eigh as eigh
 from ._eigh import eigvalsh as eigvalsh
+from ._eig import EigGaugeCheck as EigGaugeCheck
+from ._eig import EigLeftResult as EigLeftResult
+from ._eig import EigResult as EigResult
+from ._eig import eig as eig
+from ._eig import eig_condition_numbers as eig_condition_numbers
+from ._eig import eig_gauge_check as eig_gauge_check
+from ._eig import eigvals as eigvals
 
 try:
     __version__ = _version("eigjax")
