@@ -1,0 +1,280 @@
+"""Experiment configs: YAML loading, ``--set``/``--sweep`` overrides, typed validation.
+
+A config is a YAML mapping with these keys (all checked; unknown keys are errors)::
+
+    experiment: experiments.seed_example3   # import path of the experiment module
+    seed: 0                                 # PRNG seed (int)
+    steps: 100                              # optimisation steps (int >= 1)
+    precision: float32                      # float32 | float64
+    optimizer:                              # any optax optimizer, by name
+      name: adam
+      learning_rate: 0.1                    # other keys: that optimizer's keyword arguments
+      schedule:                             # optional: an optax schedule used as learning_rate
+        name: cosine_decay_schedule
+        init_value: 0.1
+        decay_steps: 100
+    log_every: 10                           # metrics row (and progress update) every N steps
+    checkpoint_every: 50                    # checkpoint every N steps (a multiple of log_every)
+    problem: {...}                          # validated by the experiment's own ``Problem`` schema
+
+Every problem raises :class:`ConfigError`, whose message names the key, what was
+expected and what was given; the CLI turns it into exit code 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import inspect
+import itertools
+import types
+import typing
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """An invalid config: the message names the key, the expected and the given value."""
+
+
+TOP_LEVEL = {
+    "experiment": str,
+    "seed": int,
+    "steps": int,
+    "precision": str,
+    "optimizer": dict,
+    "log_every": int,
+    "checkpoint_every": int,
+    "problem": dict,
+}
+DEFAULTS = {"seed": 0, "precision": "float32", "log_every": 10, "checkpoint_every": 100, "problem": {}}
+REQUIRED = ("experiment", "steps", "optimizer")
+
+
+def _type_name(t) -> str:
+    return getattr(t, "__name__", str(t))
+
+
+def _describe(value) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def load_yaml(path) -> dict:
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r}: expected a YAML mapping at the top level, got {_describe(data)}")
+    return data
+
+
+def parse_value(text: str):
+    """A ``--set``/``--sweep`` value, parsed as YAML (``0.1`` -> float, ``[1, 2]`` -> list)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def set_dotted(cfg: dict, key: str, value) -> None:
+    """Set ``cfg["a"]["b"] = value`` for ``key = "a.b"``, creating mappings as needed."""
+    parts = key.split(".")
+    node = cfg
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(
+                f"--set {key}: {'.'.join(parts[: i + 1])} is {_describe(child)}, not a mapping, so it has no key {parts[i + 1]!r}"
+            )
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_assignment(text: str, flag: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise ConfigError(f"{flag} expects KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    if not key:
+        raise ConfigError(f"{flag} expects KEY=VALUE with a non-empty KEY, got {text!r}")
+    return key.strip(), value
+
+
+def apply_overrides(cfg: dict, assignments: list[str]) -> dict:
+    cfg = copy.deepcopy(cfg)
+    for text in assignments:
+        key, value = parse_assignment(text, "--set")
+        set_dotted(cfg, key, parse_value(value))
+    return cfg
+
+
+def sweep_points(sweeps: list[str]) -> list[dict[str, Any]]:
+    """The grid of ``--sweep KEY=V1,V2,...`` flags, as a list of {key: value} dicts."""
+    axes = []
+    for text in sweeps:
+        key, values = parse_assignment(text, "--sweep")
+        vals = [parse_value(v) for v in values.split(",")]
+        if not values or any(v is None for v in vals):
+            raise ConfigError(f"--sweep {key}: expected comma-separated values, got {values!r}")
+        axes.append([(key, v) for v in vals])
+    return [dict(p) for p in itertools.product(*axes)]
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_type(key: str, value, expected) -> Any:
+    """Check ``value`` against a type annotation (int, float, str, bool, list, dict, Optional, Literal)."""
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(expected)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(key, value, arg)
+            except ConfigError as exc:
+                errors.append(exc)
+        names = " or ".join(_type_name(a) if a is not type(None) else "null" for a in args)
+        raise ConfigError(f"{key}: expected {names}, got {_describe(value)}")
+    if origin is typing.Literal:
+        allowed = typing.get_args(expected)
+        if value not in allowed:
+            raise ConfigError(f"{key}: expected one of {list(allowed)}, got {_describe(value)}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {_describe(value)}")
+        (item,) = typing.get_args(expected)[:1] or (Any,)
+        return [value_ if item is Any else _check_type(f"{key}[{i}]", value_, item) for i, value_ in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {_describe(value)}")
+        return value
+    if expected is Any:
+        return value
+    if expected is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number (float), got {_describe(value)}")
+        return float(value)
+    if expected is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {_describe(value)}")
+        return value
+    if expected in (str, bool, list, dict):
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(f"{key}: expected {_type_name(expected)}, got {_describe(value)}")
+        return value
+    raise TypeError(f"unsupported schema type {expected!r} for {key}")
+
+
+def build_dataclass(cls, values: dict, prefix: str):
+    """Instantiate a dataclass schema from a mapping, checking keys and types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix}: expected a mapping, got {_describe(values)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{prefix}.{unknown[0]}: unknown key; expected one of {sorted(fields)}")
+    kwargs = {}
+    for name, field in fields.items():
+        key = f"{prefix}.{name}"
+        if name in values:
+            kwargs[name] = _check_type(key, values[name], hints[name])
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{key}: required key is missing")
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        try:
+            validate()
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(f"{prefix}: {exc}") from None
+    return obj
+
+
+def import_experiment(path: str):
+    try:
+        module = importlib.import_module(path)
+    except ImportError as exc:
+        raise ConfigError(f"experiment: cannot import module {path!r} ({exc})") from None
+    missing = [name for name in ("Problem", "setup", "init_params", "objective") if not hasattr(module, name)]
+    if missing:
+        raise ConfigError(
+            f"experiment: module {path!r} is not an eigjax experiment (missing {', '.join(missing)}); "
+            "see eigjax/_runner.py for the interface"
+        )
+    return module
+
+
+def _check_optimizer(opt: dict) -> None:
+    import optax
+
+    if "name" not in opt:
+        raise ConfigError("optimizer.name: required key is missing (an optax optimizer, e.g. adam)")
+    name = opt["name"]
+    factory = getattr(optax, name, None) if isinstance(name, str) else None
+    if factory is None or not callable(factory) or not isinstance(name, str) or name.startswith("_"):
+        raise ConfigError(f"optimizer.name: expected the name of an optax optimizer (e.g. adam, sgd, lbfgs), got {_describe(name)}")
+    params = inspect.signature(factory).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for key, value in opt.items():
+        if key in ("name", "schedule"):
+            continue
+        if key not in params and not accepts_any:
+            raise ConfigError(f"optimizer.{key}: unknown keyword for optax.{name}; expected one of {sorted(params)}")
+    if "schedule" in opt and opt["schedule"] is not None:
+        sched = opt["schedule"]
+        if not isinstance(sched, dict) or "name" not in sched:
+            raise ConfigError(f"optimizer.schedule: expected a mapping with a 'name' (an optax schedule), got {_describe(sched)}")
+        sfactory = getattr(optax, str(sched["name"]), None)
+        if sfactory is None or not str(sched["name"]).endswith("schedule"):
+            raise ConfigError(f"optimizer.schedule.name: expected an optax schedule name (e.g. cosine_decay_schedule), got {_describe(sched['name'])}")
+        sparams = inspect.signature(sfactory).parameters
+        for key in sched:
+            if key != "name" and key not in sparams:
+                raise ConfigError(f"optimizer.schedule.{key}: unknown keyword for optax.{sched['name']}; expected one of {sorted(sparams)}")
+        if "learning_rate" in opt:
+            raise ConfigError("optimizer: give either learning_rate or schedule, not both")
+
+
+def resolve(raw: dict):
+    """Validate a raw config; return (resolved config dict, experiment module, Problem instance)."""
+    unknown = sorted(set(raw) - set(TOP_LEVEL))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown key; expected one of {sorted(TOP_LEVEL)}")
+    for key in REQUIRED:
+        if key not in raw:
+            raise ConfigError(f"{key}: required key is missing")
+    cfg = {**copy.deepcopy(DEFAULTS), **copy.deepcopy(raw)}
+    for key, expected in TOP_LEVEL.items():
+        _check_type(key, cfg[key], expected)
+    if cfg["steps"] < 1:
+        raise ConfigError(f"steps: expected an integer >= 1, got {_describe(cfg['steps'])}")
+    if cfg["precision"] not in ("float32", "float64"):
+        raise ConfigError(f"precision: expected 'float32' or 'float64', got {_describe(cfg['precision'])}")
+    for key in ("log_every", "checkpoint_every"):
+        if cfg[key] < 1:
+            raise ConfigError(f"{key}: expected an integer >= 1, got {_describe(cfg[key])}")
+    if cfg["checkpoint_every"] % cfg["log_every"]:
+        raise ConfigError(
+            f"checkpoint_every: expected a multiple of log_every ({cfg['log_every']}), got {cfg['checkpoint_every']}"
+        )
+    _check_optimizer(cfg["optimizer"])
+    module = import_experiment(cfg["experiment"])
+    problem = build_dataclass(module.Problem, cfg["problem"], "problem")
+    cfg["problem"] = dataclasses.asdict(problem)
+    return cfg, module, problem

@@ -1,0 +1,149 @@
+"""The ``eigjax`` command line: ``eigjax run CONFIG``, ``eigjax list``, ``eigjax check``.
+
+Exit codes: 0 success; 2 invalid config or arguments (nothing written); 3 the run stopped
+on a non-finite objective (the last good checkpoint is kept); 1 any other error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import pkgutil
+import sys
+
+RUN_EXAMPLES = """examples:
+  eigjax run configs/seed_example3.yaml
+  eigjax run configs/fmmc.yaml --set problem.graph.n=8 --set optimizer.learning_rate=0.05
+  eigjax run configs/fmmc.yaml --out runs/fmmc_a --resume
+  eigjax run configs/seed_example3.yaml --sweep seed=0,1,2 --sweep optimizer.learning_rate=0.1,0.01
+"""
+
+
+def _configs_dir() -> pathlib.Path:
+    here = pathlib.Path.cwd() / "configs"
+    if here.is_dir():
+        return here
+    return pathlib.Path(__file__).resolve().parents[1] / "configs"
+
+
+def _header(path: pathlib.Path) -> str:
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            text = line.lstrip("#").strip()
+            if text and not text.lower().startswith("run:"):
+                return text
+        elif line:
+            break
+    return ""
+
+
+def cmd_list(args) -> int:
+    import importlib
+
+    try:
+        import experiments
+    except ImportError:
+        experiments = None
+    print("experiments:")
+    if experiments is not None:
+        for info in sorted(pkgutil.iter_modules(experiments.__path__), key=lambda m: m.name):
+            if info.name.startswith("_"):
+                continue
+            mod = importlib.import_module(f"experiments.{info.name}")
+            doc = (mod.__doc__ or "").strip().splitlines()
+            print(f"  experiments.{info.name:<28} {doc[0] if doc else ''}")
+    print("configs:")
+    cdir = _configs_dir()
+    for path in sorted(cdir.rglob("*.yaml")):
+        rel = os.path.relpath(path, pathlib.Path.cwd())
+        print(f"  {rel:<38} {_header(path)}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from ._config import ConfigError, apply_overrides, load_yaml, resolve, sweep_points
+
+    try:
+        raw = apply_overrides(load_yaml(args.config), args.set or [])
+        cfg, module, problem = resolve(raw)
+        sweep = sweep_points(args.sweep) if args.sweep else None
+        out = args.out or os.path.join("runs", pathlib.Path(args.config).stem)
+        from ._runner import NonFiniteObjective, run
+
+        if sweep:
+            from ._config import set_dotted  # noqa: F401  (validated inside run before writing)
+        summaries = run(cfg, module, problem, out, resume=args.resume, sweep=sweep, progress=not args.no_progress)
+    except ConfigError as exc:
+        print(f"eigjax run: invalid config: {exc}", file=sys.stderr)
+        return 2
+    except NonFiniteObjective as exc:
+        print(f"eigjax run: stopped: {exc}", file=sys.stderr)
+        return 3
+    for s in summaries:
+        ref = "" if s["reference"] is None else f"  reference {s['reference']:.10g}  gap {s['gap']:.3e}"
+        print(f"{s['experiment']}: objective {s['objective']:.10g}  best {s['best_objective']:.10g}{ref}")
+    print(f"outputs in {out}")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from ._diagnostics import run_check
+
+    return run_check(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eigjax",
+        description="eigjax: differentiable eigendecompositions for JAX; config-driven spectral experiments.",
+        epilog=RUN_EXAMPLES + "  eigjax list\n  eigjax check --help\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="run one experiment config (or a sweep of it)",
+        description="Run an experiment from a YAML config and write metrics.jsonl, summary.json, "
+        "params.npz, plots and checkpoints to the output directory.",
+        epilog=RUN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("config", help="path to a YAML config (see configs/)")
+    run.add_argument("--out", help="output directory (default: runs/<config name>)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value; dotted keys, YAML values (repeatable)")
+    run.add_argument("--sweep", action="append", metavar="KEY=V1,V2,...", help="run the grid of these values (repeatable)")
+    run.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output directory")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+    lst = sub.add_parser(
+        "list",
+        help="list the experiments and configs that ship",
+        description="List the experiment modules and the configs, one line each.",
+        epilog="example:\n  eigjax list\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    lst.set_defaults(func=cmd_list)
+    chk = sub.add_parser(
+        "check",
+        help="spectral and gradient diagnostics for a matrix (.npy or a named test matrix)",
+        description="Run eigjax's diagnostics on a matrix; `eigjax check --help` lists the options.",
+        add_help=False,
+    )
+    chk.add_argument("rest", nargs=argparse.REMAINDER)
+    chk.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
