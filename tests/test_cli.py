@@ -1,0 +1,292 @@
+"""The eigjax CLI end to end: smoke configs, invalid configs, non-finite stop, resume, sweeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from eigjax import cli
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SMOKE = sorted((ROOT / "configs" / "smoke").glob("*.yaml"))
+SUMMARY_KEYS = {
+    "experiment", "objective", "best_objective", "reference", "gap", "steps",
+    "wall_time_s", "steps_per_s", "device", "result",
+}
+
+
+def eigjax(*args, env=None, **kw):
+    """Run ``python -m eigjax ARGS`` from the repo root."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "eigjax", *args], cwd=ROOT, capture_output=True, text=True, env=full_env, **kw
+    )
+
+
+def load_npz(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_every_config_has_a_smoke_variant_and_a_run_header():
+    full = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
+    assert full, "no configs ship"
+    assert sorted(p.name for p in SMOKE) == full
+    for path in [*SMOKE, *(ROOT / "configs").glob("*.yaml")]:
+        rel = path.relative_to(ROOT)
+        assert f"# Run: eigjax run {rel}" in path.read_text(), f"{rel}: header must give the exact command"
+
+
+@pytest.mark.parametrize("config", SMOKE, ids=lambda p: p.stem)
+def test_smoke_config_end_to_end(config, tmp_path):
+    out = tmp_path / "out"
+    proc = eigjax("run", str(config.relative_to(ROOT)), "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    for name in ["config.yaml", "metrics.jsonl", "summary.json", "params.npz", "objective.png", "checkpoint.npz"]:
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert summary["experiment"] == cfg["experiment"] and summary["steps"] == cfg["steps"]
+    assert np.isfinite(summary["objective"]) and isinstance(summary["result"], dict) and summary["result"]
+    if summary["reference"] is not None:
+        sign = -1 if summary["maximize"] else 1
+        assert summary["gap"] == pytest.approx(sign * (summary["objective"] - summary["reference"]))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["step"] == 0 and rows[-1]["step"] == cfg["steps"]
+    assert rows[-1]["objective"] == pytest.approx(summary["objective"], rel=1e-6)
+    best = min(r["objective"] for r in rows) if not summary["maximize"] else max(r["objective"] for r in rows)
+    assert (summary["best_objective"] <= best) if not summary["maximize"] else (summary["best_objective"] >= best)
+    if "eigenvalues" in rows[0]:
+        assert (out / "eigenvalues.png").is_file()
+    assert (out / "objective.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_seed_example3_does_what_the_issue_says(tmp_path):
+    """A0 = [[2,1],[1,2]] float32, Adam lr 0.1, 100 steps: check against a hand-written loop."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import eigjax as ej
+
+    out = tmp_path / "seed"
+    proc = eigjax("run", "configs/seed_example3.yaml", "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    loss = lambda a: jnp.sum(ej.eigvalsh(a)) + 0.1 * jnp.sum(a**2) / 2
+    a = jnp.array([[2.0, 1.0], [1.0, 2.0]], dtype=jnp.float32)
+    opt = optax.adam(0.1)
+    state = opt.init(a)
+    for _ in range(100):
+        g = jax.grad(loss)(a)
+        upd, state = opt.update(g, state, a)
+        a = optax.apply_updates(a, upd)
+    np.testing.assert_allclose(summary["result"]["a"], a, rtol=1e-5, atol=1e-5)
+    assert summary["steps"] == 100 and summary["reference"] == -10.0
+
+
+# ----------------------------------------------------------------------------- invalid configs
+
+
+def write_config(tmp_path, **changes):
+    cfg = yaml.safe_load((ROOT / "configs" / "smoke" / "seed_example3.yaml").read_text())
+    for key, value in changes.items():
+        node = cfg
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node[p]
+        if value is DELETE:
+            del node[parts[-1]]
+        else:
+            node[parts[-1]] = value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+DELETE = object()
+
+INVALID = [
+    ({"stepz": 3}, "stepz: unknown key"),
+    ({"steps": "ten"}, "steps: expected an integer, got 'ten'"),
+    ({"steps": 0}, "steps: expected an integer >= 1"),
+    ({"precision": "float16"}, "precision: expected 'float32' or 'float64', got 'float16'"),
+    ({"optimizer.name": "adamm"}, "optimizer.name: expected the name of an optax optimizer"),
+    ({"optimizer.learning_rat": 0.1}, "optimizer.learning_rat: unknown keyword for optax.adam"),
+    ({"problem.ridge": "big"}, "problem.ridge: expected a number (float), got 'big'"),
+    ({"problem.colour": 1}, "problem.colour: unknown key"),
+    ({"problem.a0": [[1.0, 2.0]]}, "a0: expected a square matrix"),
+    ({"experiment": "experiments.nope"}, "experiment: cannot import module 'experiments.nope'"),
+    ({"experiment": DELETE}, "experiment: required key is missing"),
+    ({"checkpoint_every": 15}, "checkpoint_every: expected a multiple of log_every"),
+]
+
+
+@pytest.mark.parametrize("changes,message", INVALID, ids=[m.split(":")[0] for _, m in INVALID])
+def test_invalid_config_exit_2_clear_message_nothing_written(changes, message, tmp_path, capsys):
+    path = write_config(tmp_path, **changes)
+    out = tmp_path / "out"
+    code = cli.main(["run", str(path), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_invalid_set_and_sweep_values(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["run", "configs/smoke/seed_example3.yaml", "--out", str(out), "--set", "steps=-1"]) == 2
+    assert "steps: expected an integer >= 1, got -1" in capsys.readouterr().err
+    assert cli.main(["run", "configs/smoke/seed_example3.yaml", "--out", str(out), "--set", "nokey"]) == 2
+    assert "--set expects KEY=VALUE" in capsys.readouterr().err
+    code = cli.main(["run", "configs/smoke/seed_example3.yaml", "--out", str(out), "--sweep", "precision=float32,float8"])
+    assert code == 2 and "precision: expected 'float32' or 'float64', got 'float8'" in capsys.readouterr().err
+    assert cli.main(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_invalid_config_through_the_console_process(tmp_path):
+    path = write_config(tmp_path, steps="ten")
+    proc = eigjax("run", str(path), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert "steps: expected an integer, got 'ten'" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- non-finite objective
+
+DIVERGING = '''
+"""Test experiment: objective log(30 - x) with x rising by 1 per step: -inf at step 30."""
+import dataclasses
+import jax.numpy as jnp
+
+@dataclasses.dataclass
+class Problem:
+    pass
+
+def setup(problem, dtype):
+    return {}
+
+def init_params(data, key):
+    return jnp.zeros(())
+
+def objective(x, data):
+    return jnp.log(30.0 - x)
+
+def loss(x, data, step):
+    return -x
+'''
+
+
+def test_non_finite_objective_stops_names_step_keeps_checkpoint(tmp_path):
+    (tmp_path / "diverging_exp.py").write_text(textwrap.dedent(DIVERGING))
+    cfg = {
+        "experiment": "diverging_exp", "steps": 100, "optimizer": {"name": "sgd", "learning_rate": 1.0},
+        "log_every": 10, "checkpoint_every": 10, "precision": "float64",
+    }
+    path = tmp_path / "div.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    proc = eigjax("run", str(path), "--out", str(out), "--no-progress", env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 3, proc.stderr
+    assert "non-finite objective" in proc.stderr and "at step 30" in proc.stderr
+    assert not (out / "summary.json").exists()
+    with np.load(out / "checkpoint.npz") as z:
+        assert int(z["step"]) == 20  # the last good checkpoint
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 10, 20]
+
+
+# ----------------------------------------------------------------------------- resume after kill -9
+
+
+def test_kill_and_resume_gives_identical_results(tmp_path):
+    cfg = yaml.safe_load((ROOT / "configs" / "smoke" / "seed_example3.yaml").read_text())
+    cfg.update(steps=30000, log_every=10, checkpoint_every=500)
+    cfg["optimizer"]["learning_rate"] = 0.001
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+
+    ref = tmp_path / "ref"
+    assert eigjax("run", str(path), "--out", str(ref), "--no-progress").returncode == 0
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eigjax", "run", str(path), "--out", str(out), "--no-progress"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    ckpt = out / "checkpoint.npz"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.005)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "summary.json").exists(), "the run finished before it could be killed: make it longer"
+    with np.load(ckpt) as z:
+        killed_at = int(z["step"])
+    assert 0 < killed_at < 30000
+
+    proc = eigjax("run", str(path), "--out", str(out), "--no-progress", "--resume")
+    assert proc.returncode == 0, proc.stderr
+    a, b = load_npz(ref / "params.npz"), load_npz(out / "params.npz")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    sa = json.loads((ref / "summary.json").read_text())
+    sb = json.loads((out / "summary.json").read_text())
+    for key in ["wall_time_s", "compile_time_s", "steps_per_s"]:
+        sa.pop(key), sb.pop(key)
+    assert sa == sb
+    assert (ref / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()
+
+
+# ----------------------------------------------------------------------------- sweeps, list, help
+
+
+def test_sweep_vmapped_grid_matches_single_runs(tmp_path):
+    out = tmp_path / "sweep"
+    proc = eigjax(
+        "run", "configs/smoke/seed_example3.yaml", "--out", str(out), "--no-progress",
+        "--sweep", "seed=0,1", "--sweep", "optimizer.learning_rate=0.1,0.05",
+    )
+    assert proc.returncode == 0, proc.stderr
+    points = sorted(p for p in out.iterdir() if p.name.startswith("point_"))
+    assert len(points) == 4
+    # one vmapped group: seeds and float hyperparameters share a compiled program
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("group_")) == ["group_000"]
+    table = (out / "sweep_summary.md").read_text()
+    assert table.count("| point_") == 4
+    single = tmp_path / "single"
+    proc = eigjax(
+        "run", "configs/smoke/seed_example3.yaml", "--out", str(single), "--no-progress",
+        "--set", "optimizer.learning_rate=0.05", "--set", "seed=1",
+    )
+    assert proc.returncode == 0, proc.stderr
+    match = [p for p in points if "seed=1" in p.name and "learning_rate=0.05" in p.name]
+    assert len(match) == 1
+    a, b = load_npz(match[0] / "params.npz"), load_npz(single / "params.npz")
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-6)
+
+
+def test_list_and_help():
+    proc = eigjax("list")
+    assert proc.returncode == 0
+    assert "experiments.seed_example3" in proc.stdout and "configs/seed_example3.yaml" in proc.stdout
+    for args in (["--help"], ["run", "--help"], ["list", "--help"]):
+        proc = eigjax(*args)
+        assert proc.returncode == 0 and "example" in proc.stdout
