@@ -28,6 +28,7 @@ import dataclasses
 import importlib
 import inspect
 import itertools
+import re
 import types
 import typing
 from typing import Any
@@ -61,10 +62,32 @@ def _describe(value) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-5`` as a string; this loader reads it as a float, as users expect."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _yaml_load(text_or_file):
+    return yaml.load(text_or_file, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load_yaml(path) -> dict:
     try:
         with open(path) as f:
-            data = yaml.safe_load(f)
+            data = _yaml_load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except yaml.YAMLError as exc:
@@ -77,7 +100,7 @@ def load_yaml(path) -> dict:
 def parse_value(text: str):
     """A ``--set``/``--sweep`` value, parsed as YAML (``0.1`` -> float, ``[1, 2]`` -> list)."""
     try:
-        return yaml.safe_load(text)
+        return _yaml_load(text)
     except yaml.YAMLError:
         return text
 
@@ -240,15 +263,29 @@ def _check_optimizer(opt: dict) -> None:
         sched = opt["schedule"]
         if not isinstance(sched, dict) or "name" not in sched:
             raise ConfigError(f"optimizer.schedule: expected a mapping with a 'name' (an optax schedule), got {_describe(sched)}")
-        sfactory = getattr(optax, str(sched["name"]), None)
-        if sfactory is None or not str(sched["name"]).endswith("schedule"):
-            raise ConfigError(f"optimizer.schedule.name: expected an optax schedule name (e.g. cosine_decay_schedule), got {_describe(sched['name'])}")
+        sname = str(sched["name"])
+        sfactory = None if sname.startswith("_") else getattr(optax.schedules, sname, None)
+        if sfactory is None or not callable(sfactory):
+            raise ConfigError(f"optimizer.schedule.name: expected the name of an optax schedule (e.g. cosine_decay_schedule, exponential_decay), got {_describe(sched['name'])}")
         sparams = inspect.signature(sfactory).parameters
         for key in sched:
             if key != "name" and key not in sparams:
                 raise ConfigError(f"optimizer.schedule.{key}: unknown keyword for optax.{sched['name']}; expected one of {sorted(sparams)}")
         if "learning_rate" in opt:
             raise ConfigError("optimizer: give either learning_rate or schedule, not both")
+    # Build it once, so a bad value (say a string where a number belongs) fails here, clearly.
+    import jax.numpy as jnp
+
+    from ._runner import make_optimizer
+
+    try:
+        optimizer = make_optimizer(opt)
+        optimizer.init(jnp.zeros(1))
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - optax raises many kinds; report which key set it off
+        given = {k: v for k, v in opt.items() if k != "name"}
+        raise ConfigError(f"optimizer: optax.{name} cannot be built from {given}: {type(exc).__name__}: {exc}") from None
 
 
 def resolve(raw: dict):

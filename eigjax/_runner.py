@@ -114,9 +114,16 @@ def make_optimizer(opt_cfg: dict):
     sched = opt_cfg.get("schedule")
     if sched:
         sargs = {k: v for k, v in sched.items() if k != "name"}
-        kwargs["learning_rate"] = getattr(optax, sched["name"])(**sargs)
-    # Floats become injected (traced, vmappable) hyperparameters; everything else is static.
-    static = [k for k, v in kwargs.items() if not isinstance(v, float) and not callable(v)]
+        kwargs["learning_rate"] = getattr(optax.schedules, sched["name"])(**sargs)
+    # Floats (given or default) become injected (traced, vmappable) hyperparameters;
+    # everything else (ints such as memory sizes, bools, None, objects) is static.
+    import inspect
+
+    static = []
+    for pname, param in inspect.signature(getattr(optax, name)).parameters.items():
+        value = kwargs.get(pname, param.default)
+        if not (isinstance(value, float) or callable(value)):
+            static.append(pname)
     try:
         return optax.inject_hyperparams(getattr(optax, name), static_args=static)(**kwargs)
     except TypeError as exc:
