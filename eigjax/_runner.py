@@ -11,7 +11,8 @@ examples; a user's own module works the same way, named by its import path)::
     objective(params, data)       -> scalar: the reported objective
     MAXIMIZE = False              optional: the objective is maximised
     loss(params, data, step)      optional: what the optimiser minimises (default: the
-                                  objective, negated if MAXIMIZE); may anneal with step
+                                  objective, negated if MAXIMIZE); may anneal with step;
+                                  may return (loss, objective) to share one eigensolve
     project(params, data)         optional: applied after every update (constraints)
     metrics(params, data)         optional: dict of extra arrays logged every log_every
                                   steps; a vector under "eigenvalues" is plotted
@@ -55,12 +56,15 @@ class NonFiniteObjective(RuntimeError):
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a torn one."""
+    """Write a file so that readers see the old or the new content, never a torn one.
+
+    Write-to-temporary then ``os.replace``: atomic against the process dying at any
+    moment (``kill -9``). No fsync: that would cost milliseconds per checkpoint and only
+    protects against the whole machine losing power.
+    """
     tmp = f"{path}.tmp.{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -147,26 +151,32 @@ def _device_string() -> str:
 
 
 def _chunk_fn(module, opt, data, length: int):
+    """jit(vmap(chunk)): ``length`` optimiser steps in a lax.scan, then objective and metrics."""
+    import optax
+
     maximize = bool(getattr(module, "MAXIMIZE", False))
     objective = module.objective
     user_loss = getattr(module, "loss", None)
     project = getattr(module, "project", None)
+    metrics = getattr(module, "metrics", None)
 
-    def loss_fn(params, step):
-        if user_loss is not None:
-            return user_loss(params, data, step)
-        value = objective(params, data)
-        return -value if maximize else value
+    def loss_and_objective(params, step):
+        """(loss, objective); a user loss may return both to share one eigensolve."""
+        if user_loss is None:
+            value = objective(params, data)
+            return (-value if maximize else value), value
+        out = user_loss(params, data, step)
+        if isinstance(out, tuple):
+            return out
+        return out, objective(params, data)
 
     def one_step(carry, _):
         params, opt_state, step = carry
-        value, grads = jax.value_and_grad(loss_fn)(params, step)
-        obj = objective(params, data) if user_loss is not None else (-value if maximize else value)
+        (value, obj), grads = jax.value_and_grad(loss_and_objective, has_aux=True)(params, step)
         updates, opt_state = opt.update(
-            grads, opt_state, params, value=value, grad=grads, value_fn=lambda p: loss_fn(p, step)
+            grads, opt_state, params, value=value, grad=grads,
+            value_fn=lambda p: loss_and_objective(p, step)[0],
         )
-        import optax
-
         params = optax.apply_updates(params, updates)
         if project is not None:
             params = project(params, data)
@@ -174,7 +184,8 @@ def _chunk_fn(module, opt, data, length: int):
 
     def chunk(params, opt_state, step):
         (params, opt_state, _), objs = jax.lax.scan(one_step, (params, opt_state, step), None, length=length)
-        return params, opt_state, objs, objective(params, data)
+        extra = metrics(params, data) if metrics is not None else {}
+        return params, opt_state, objs, objective(params, data), extra
 
     return jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)))
 
@@ -247,28 +258,40 @@ def run_group(module, problem, points: list[Point], *, state_dir: str, resume: b
     metrics = _metrics_fn(module, data)
     objective = jax.jit(jax.vmap(lambda p: module.objective(p, data)))
 
-    def log_rows(at_step, objs_end):
-        extra = jax.device_get(metrics(params)) if metrics is not None else {}
-        for i, path in enumerate(metrics_path):
+    mfiles = [open(path, "a") for path in metrics_path]  # closed in the finally below
+
+    def log_rows(at_step, objs_end, extra):
+        extra = jax.device_get(extra)
+        for i, f in enumerate(mfiles):
             row = {"step": at_step, "objective": float(objs_end[i])}
             row.update({k: _jsonable(np.asarray(v)[i]) for k, v in extra.items()})
-            with open(path, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(row) + "\n")
+            f.flush()  # whole rows reach the file before any checkpoint records its size
 
     if step == 0:
         obj0 = np.asarray(objective(params))
-        _check_finite(obj0, points, 0)
-        log_rows(0, obj0)
+        try:
+            _check_finite(obj0, points, 0)
+        except NonFiniteObjective:
+            for f in mfiles:
+                f.close()
+            raise
+        log_rows(0, obj0, metrics(params) if metrics is not None else {})
 
-    chunks = {}
+    compiled = {}  # chunk length -> AOT-compiled executable (at most two lengths)
 
-    def get_chunk(length):
-        if length not in chunks:
-            chunks[length] = _chunk_fn(module, opt, data, length)
-        return chunks[length]
+    def executable(length):
+        if length not in compiled:
+            compiled[length] = _chunk_fn(module, opt, data, length).lower(params, opt_state, step).compile()
+        return compiled[length]
+
+    def dispatch(params, opt_state, at):
+        length = min(log_every, steps - at)
+        return length, executable(length)(params, opt_state, at)
 
     t_compile = time.perf_counter()
-    get_chunk(min(log_every, steps)).lower(params, opt_state, step).compile() if step < steps else None
+    if step < steps:
+        executable(min(log_every, steps - step))
     compile_s = time.perf_counter() - t_compile
 
     bar = None
@@ -278,26 +301,32 @@ def run_group(module, problem, points: list[Point], *, state_dir: str, resume: b
         bar = tqdm(total=steps, initial=step, desc=module.__name__.rsplit(".", 1)[-1], unit="step", dynamic_ncols=True)
     t_loop = time.perf_counter()
     steps_this_process = 0
+    pending = dispatch(params, opt_state, step) if step < steps else None
     try:
-        while step < steps:
-            length = min(log_every, steps - step)
-            new_params, new_state, objs, obj_end = get_chunk(length)(params, opt_state, step)
+        while pending is not None:
+            length, (new_params, new_state, objs, obj_end, extra) = pending
+            # Dispatch the next chunk before reading this one back (JAX dispatch is
+            # asynchronous), so the device works while the host logs. If this chunk turns
+            # out non-finite, the next one is simply dropped.
+            nxt = step + length
+            pending = dispatch(new_params, new_state, nxt) if nxt < steps else None
             objs, obj_end = np.asarray(objs), np.asarray(obj_end)
             _check_finite(objs, points, step)
-            _check_finite(obj_end, points, step + length)
-            params, opt_state = new_params, new_state
-            step += length
+            _check_finite(obj_end, points, nxt)
+            params, opt_state, step = new_params, new_state, nxt
             steps_this_process += length
             for i in range(len(points)):
                 seen = np.concatenate([objs[i], obj_end[i : i + 1]])
                 best[i] = float(max(best[i], seen.max()) if maximize else min(best[i], seen.min()))
-            log_rows(step, obj_end)
+            log_rows(step, obj_end, extra)
             if bar is not None:
                 bar.update(length)
                 bar.set_postfix(objective=f"{float(obj_end[0]):.6g}")
             if step % ckpt_every == 0 or step == steps:
                 _save_checkpoint(ckpt_path, params, opt_state, step, best, metrics_path, fingerprint)
     finally:
+        for f in mfiles:
+            f.close()
         if bar is not None:
             bar.close()
     loop_s = time.perf_counter() - t_loop

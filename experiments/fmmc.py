@@ -117,7 +117,8 @@ def loss(theta, data, step):
     frac = jnp.minimum(step / data["anneal_steps"], 1.0)
     beta = data["beta_start"] * (data["beta_end"] / data["beta_start"]) ** frac
     lam = _centred_eigenvalues(theta, data)
-    return jax.nn.logsumexp(beta * jnp.concatenate([lam, -lam])) / beta
+    smooth = jax.nn.logsumexp(beta * jnp.concatenate([lam, -lam])) / beta
+    return smooth, jnp.max(jnp.abs(lam))  # (loss, objective) from one eigensolve
 
 
 def project(theta, data):
