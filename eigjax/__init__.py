@@ -8,6 +8,11 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from ._eigh import EighResult as EighResult
 from ._eigh import eigh as eigh
 from ._eigh import eigvalsh as eigvalsh
+from ._generalized_eigh import eigh_generalized as eigh_generalized
+from ._partial_eigh import PartialEighResult as PartialEighResult
+from ._partial_eigh import eigh_partial as eigh_partial
+from ._batch import BatchConfigError as BatchConfigError
+from ._batch import run_batch_eval as run_batch_eval
 from ._eig import EigGaugeCheck as EigGaugeCheck
 from ._eig import EigLeftResult as EigLeftResult
 from ._eig import EigResult as EigResult
@@ -15,6 +20,21 @@ from ._eig import eig as eig
 from ._eig import eig_condition_numbers as eig_condition_numbers
 from ._eig import eig_gauge_check as eig_gauge_check
 from ._eig import eigvals as eigvals
+from ._diagnostics import GaugeCheck as GaugeCheck
+from ._diagnostics import GradCheck as GradCheck
+from ._diagnostics import SpectralReport as SpectralReport
+from ._diagnostics import check_gauge_invariance as check_gauge_invariance
+from ._diagnostics import check_grad as check_grad
+from ._diagnostics import format_spectral_report as format_spectral_report
+from ._diagnostics import random_gauge as random_gauge
+from ._diagnostics import spectral_report as spectral_report
+from ._testmatrices import named_matrix as named_matrix
+from ._matfun import expm as expm
+from ._matfun import inv_sqrtm as inv_sqrtm
+from ._matfun import logm as logm
+from ._matfun import matrix_function as matrix_function
+from ._matfun import powm as powm
+from ._matfun import sqrtm as sqrtm
 
 try:
     __version__ = _version("eigjax")

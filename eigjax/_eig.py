@@ -119,13 +119,31 @@ def _use_host(solver: str) -> bool:
 
 
 def _raw_eig(a: jax.Array, solver: str, compute_vectors: bool):
-    """Unsorted LAPACK-convention output of the chosen solver."""
+    """Unsorted LAPACK-convention output of the chosen solver.
+
+    Each matrix is first scaled by an exact power of two to ``max|a_ij|`` in [0.5, 1):
+    the geev behind ``jax.lax.linalg.eig`` (and SciPy's) returns wrong eigenvalues
+    for ``||A||`` beyond about 1e12 (float32) / 1e138 (float64) and their reciprocals,
+    because it does not undo its internal scaling. Eigenvalues are scaled back exactly;
+    eigenvectors are unaffected. Zero and non-finite matrices are not scaled.
+    """
+    if a.shape[-1] == 0:
+        w = jnp.zeros(a.shape[:-1], _complex_dtype(a.dtype))
+        return (w, jnp.zeros(a.shape, w.dtype)) if compute_vectors else (w,)
+    amax = jnp.max(jnp.abs(a), axis=(-2, -1), keepdims=True)
+    ok = jnp.isfinite(amax) & (amax > 0)
+    _, e = jnp.frexp(jnp.where(ok, amax, 1).astype(jnp.abs(a).dtype))
+    e = jnp.where(ok, e, 0)
+    a = jnp.ldexp(a.real, -e) + (1j * jnp.ldexp(a.imag, -e) if jnp.iscomplexobj(a) else 0)
     if _use_host(solver):
-        return host_eig(a, compute_vectors=compute_vectors)
-    out = jax.lax.linalg.eig(
-        a, compute_left_eigenvectors=False, compute_right_eigenvectors=compute_vectors
-    )
-    return tuple(out)
+        out = host_eig(a, compute_vectors=compute_vectors)
+    else:
+        out = jax.lax.linalg.eig(
+            a, compute_left_eigenvectors=False, compute_right_eigenvectors=compute_vectors
+        )
+    w = out[0]
+    w = jax.lax.complex(jnp.ldexp(w.real, e[..., 0]), jnp.ldexp(w.imag, e[..., 0])).astype(w.dtype)
+    return (w, *tuple(out)[1:])
 
 
 def _sort_order(w: jax.Array) -> jax.Array:
@@ -307,6 +325,10 @@ def eig(
     a = as_square_matrix(a, name="a", fn=fn)
     degenerate_tol = check_nonnegative_float(degenerate_tol, name="degenerate_tol", fn=fn)
     solver = _check_solver(solver, fn)
+    if a.shape[-1] == 0:  # nothing to decompose (and nothing to differentiate)
+        w = jnp.zeros(a.shape[:-1], _complex_dtype(a.dtype))
+        v = jnp.zeros(a.shape, w.dtype)
+        return EigResult(w, v) if not left else EigLeftResult(w, v, v)
     w, v = _eig(a, degenerate_tol, solver)
     if not left:
         return EigResult(w, v)
@@ -329,10 +351,10 @@ def eigvals(a: ArrayLike, *, solver: str = "auto") -> jax.Array:
       Complex eigenvalues, shape ``(..., n)``.
 
     Example:
-      >>> import jax, jax.numpy as jnp, eigjax
+      >>> import jax, jax.numpy as jnp, numpy as np, eigjax
       >>> a = jnp.array([[0., 1.], [-2., 0.]])   # eigenvalues -i sqrt(2), +i sqrt(2)
-      >>> eigjax.eigvals(a).round(4)
-      Array([0.-1.4142j, 0.+1.4142j], dtype=complex64)
+      >>> print(np.asarray(eigjax.eigvals(a)).round(4))
+      [0.-1.4142j 0.+1.4142j]
     """
     fn = "eigjax.eigvals"
     a = as_square_matrix(a, name="a", fn=fn)

@@ -67,6 +67,8 @@ def cmd_run(args) -> int:
 
     try:
         raw = apply_overrides(load_yaml(args.config), args.set or [])
+        if raw.get("experiment") == "batch_eval":
+            return _run_batch(raw, args)
         cfg, module, problem = resolve(raw)
         sweep = sweep_points(args.sweep) if args.sweep else None
         out = args.out or os.path.join("runs", pathlib.Path(args.config).stem)
@@ -85,6 +87,31 @@ def cmd_run(args) -> int:
         ref = "" if s["reference"] is None else f"  reference {s['reference']:.10g}  gap {s['gap']:.3e}"
         print(f"{s['experiment']}: objective {s['objective']:.10g}  best {s['best_objective']:.10g}{ref}")
     print(f"outputs in {out}")
+    return 0
+
+
+def _run_batch(raw: dict, args) -> int:
+    """``experiment: batch_eval``: the chunked, sharded batch evaluator (eigjax/_batch.py)."""
+    from ._batch import BatchConfigError, run_batch_eval, validate_config
+
+    extra = sorted(set(raw) - {"experiment", "batch"})
+    if extra:
+        print(f"eigjax run: invalid config: {extra[0]}: unknown key for experiment batch_eval; expected batch", file=sys.stderr)
+        return 2
+    if args.sweep:
+        print("eigjax run: invalid config: --sweep: not supported for experiment batch_eval", file=sys.stderr)
+        return 2
+    out = args.out or os.path.join("runs", pathlib.Path(args.config).stem)
+    batch = dict(raw.get("batch") or {})
+    if args.no_progress:
+        batch["progress"] = False
+    try:
+        validate_config(batch)
+        summary = run_batch_eval(batch, out, resume=args.resume)
+    except BatchConfigError as exc:
+        print(f"eigjax run: invalid config: {exc}", file=sys.stderr)
+        return 2
+    print(f"batch_eval: {summary['rows']} matrices, {summary['matrices_per_second']:.3g} matrices/s, outputs in {out}")
     return 0
 
 

@@ -1,0 +1,172 @@
+"""Generalized Hermitian-definite eigenproblem ``A v = w B v`` with derivatives in ``A`` and ``B``.
+
+Forward (Golub & Van Loan, "Matrix Computations", 4th ed., sec. 8.7.2). With the
+Cholesky factor ``B = L L^H``, the pencil is congruent to the standard problem
+
+    C = L^{-1} A L^{-H},     C U = U diag(w),     V = L^{-H} U,
+
+so ``V^H B V = U^H U = I`` and ``V^H A V = diag(w)``. ``C`` is formed with two
+triangular solves (never an explicit inverse) and diagonalised by eigjax's own solver.
+
+Derivative (DESIGN.md section 2; Nelson 1976; Giles 2008 style). Differentiate
+``A V = B V diag(w)`` and ``V^H B V = I`` with ``P = V^H dA V``, ``Q = V^H dB V`` and
+``dV = V C``:
+
+    dw_i = Re(P_ii - w_i Q_ii),
+    C_ij = (P_ij - w_j Q_ij) / (w_j - w_i)                      (i != j, w_i != w_j),
+    C + C^H = -Q                                                 (from V^H B V = I).
+
+The constraint fixes only the Hermitian part of ``C`` on the diagonal; we take
+``C_ii = -Q_ii / 2`` (no phase change, as in :func:`eigjax.eigh`).
+
+Degenerate pairs (``|w_i - w_j| <= tol``, ``i != j``, one eigenspace). Only the
+Hermitian part of the within-group block ``C_GG`` is determined (by the normalisation);
+its anti-Hermitian part is a rotation of the basis inside the eigenspace, which changes
+no loss that is invariant to that basis (eigenvalue sums over the group, the
+B-orthogonal projector ``V_G V_G^H``, ``V diag(g(w)) V^H`` with ``g`` constant on the
+group). We take ``C_ij = -Q_ij / 2`` there, the unique choice with zero anti-Hermitian
+part: it keeps ``d(V^H B V) = C^H + Q + C = 0`` exactly, so ``V^H B V = I`` holds to
+first order, and it gives the exact derivative of every such invariant loss. Check: for
+a within-group pair ``C_ij + conj(C_ji) = -Q_ij/2 - conj(Q_ji)/2 = -Q_ij`` since ``Q``
+is Hermitian; for a non-degenerate pair the quotient gives ``-Q_ij`` as well.
+
+Higher order: the rule calls the custom_jvp function for its primal, so it is itself
+differentiable (``jax.hessian``).
+
+Not positive definite ``B``: the Cholesky factorisation fails and every output is NaN
+(never an exception under ``jit``). ``check=True`` raises a ``ValueError`` instead when
+``b`` is concrete.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from ._checks import as_square_matrix, check_nonnegative_float, check_same_shape
+from ._eigh import EighResult, _eigh_forward, _h, _hermitian_part, _mm
+from ._gaps import default_tolerance, gap_matrix, inverse_gaps
+
+_FN = "eigjax.eigh_generalized"
+
+
+def _reduce(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Cholesky factor ``L`` of ``b`` and the congruent matrix ``C = L^{-1} a L^{-H}``."""
+    l = jax.lax.linalg.cholesky(b, symmetrize_input=False)
+    x = jax.lax.linalg.triangular_solve(l, a, left_side=True, lower=True)
+    c = jax.lax.linalg.triangular_solve(
+        l, x, left_side=False, lower=True, transpose_a=True, conjugate_a=True
+    )
+    return l, _hermitian_part(c)
+
+
+def _forward(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    l, c = _reduce(a, b)
+    w, u = _eigh_forward(c)
+    v = jax.lax.linalg.triangular_solve(
+        l, u, left_side=True, lower=True, transpose_a=True, conjugate_a=True
+    )
+    return w, v
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _eigh_gen(a, b, degenerate_tol):
+    return _forward(_hermitian_part(a), _hermitian_part(b))
+
+
+@_eigh_gen.defjvp
+def _eigh_gen_jvp(degenerate_tol, primals, tangents):
+    (a, b), (a_dot, b_dot) = primals, tangents
+    w, v = _eigh_gen(a, b, degenerate_tol)  # differentiable primal: hessian works
+    a_dot = _hermitian_part(a_dot)
+    b_dot = _hermitian_part(b_dot)
+    vh = _h(v)
+    p = _mm(vh, _mm(a_dot, v))
+    q = _mm(vh, _mm(b_dot, v))
+    wc = w.astype(p.dtype)
+    w_dot = jnp.real(jnp.diagonal(p, axis1=-2, axis2=-1) - wc * jnp.diagonal(q, axis1=-2, axis2=-1))
+    n = w.shape[-1]
+    tol = default_tolerance(w, n) if degenerate_tol is None else jnp.asarray(degenerate_tol, w.dtype)
+    # Degenerate pairs and the diagonal: C = -Q/2 (keeps V^H B V = I, no rotation).
+    degenerate = jnp.abs(jax.lax.stop_gradient(gap_matrix(w))) <= tol
+    f = inverse_gaps(w, degenerate_tol=degenerate_tol).astype(p.dtype)  # zero where degenerate
+    c_gap = f * (p - q * wc[..., None, :])
+    c = jnp.where(degenerate, -q / 2, c_gap)
+    v_dot = _mm(v, c)
+    return (w, v), (w_dot, v_dot)
+
+
+def _check_positive_definite(b: jax.Array) -> None:
+    """Raise ``ValueError`` if a concrete ``b`` is not Hermitian positive definite."""
+    if isinstance(b, jax.core.Tracer):
+        return  # values unknown at trace time: documented, outputs are NaN instead
+    bh = np.asarray(_hermitian_part(b))
+    l = np.asarray(jax.lax.linalg.cholesky(jnp.asarray(bh), symmetrize_input=False))
+    bad = ~np.all(np.isfinite(l), axis=(-2, -1))
+    if np.any(bad):
+        where = "" if bh.ndim == 2 else f" (batch index {tuple(int(i) for i in np.argwhere(bad)[0])})"
+        wmin = float(np.min(np.linalg.eigvalsh(bh.reshape((-1,) + bh.shape[-2:])[int(np.argmax(bad.ravel()))])))
+        raise ValueError(
+            f"{_FN}: argument `b` must be Hermitian positive definite; its Hermitian part{where} "
+            f"has smallest eigenvalue {wmin:.3e} and the Cholesky factorisation failed."
+        )
+
+
+def eigh_generalized(
+    a: ArrayLike,
+    b: ArrayLike,
+    *,
+    degenerate_tol: float | None = None,
+    check: bool = False,
+) -> EighResult:
+    r"""Generalized Hermitian-definite eigenproblem ``A v = w B v``, differentiable in ``A`` and ``B``.
+
+    ``jax.scipy.linalg.eigh(a, b)`` is not implemented in JAX; this solves it by the
+    Cholesky reduction ``C = L^{-1} A L^{-H}`` (``B = L L^H``) and :func:`eigjax.eigh`'s
+    solver, with a custom JVP with respect to both matrices.
+
+    Derivative: with ``P = V^H dA V`` and ``Q = V^H dB V``, ``dw_i = Re(P_ii - w_i Q_ii)``
+    and ``dV = V C``, ``C_ij = (P_ij - w_j Q_ij)/(w_j - w_i)`` for ``i != j``,
+    ``C_ii = -Q_ii/2``. For a degenerate pair (``|w_i - w_j| <= degenerate_tol``)
+    ``C_ij = -Q_ij/2``: exact for every loss invariant to the basis inside each
+    degenerate eigenspace, and it keeps ``V^H B V = I`` to first order.
+
+    Args:
+      a: Hermitian matrices, shape ``(..., n, n)`` (the Hermitian part is used, and
+        the tangent is projected on Hermitian matrices, like :func:`eigjax.eigh`).
+      b: Hermitian positive definite matrices, the same shape as ``a``.
+      degenerate_tol: eigenvalue pairs closer than this are treated as degenerate.
+        Default ``n * eps * max|w|``, as in :func:`eigjax.eigh`.
+      check: if True and ``b`` is concrete (not traced under ``jit``/``grad``), raise
+        ``ValueError`` when ``b`` is not positive definite. Traced input is not checked.
+
+    Returns:
+      ``EighResult(eigenvalues, eigenvectors)``: ascending real eigenvalues, shape
+      ``(..., n)``, and eigenvectors as columns normalised so that ``V^H B V = I``.
+      A ``b`` that is not positive definite gives NaN outputs (and NaN derivatives).
+
+    Raises:
+      TypeError: ``a`` or ``b`` is not a numeric array.
+      ValueError: ``a`` or ``b`` is not square, their shapes differ, or (with
+        ``check=True``) ``b`` is not positive definite.
+
+    Example:
+      >>> import jax.numpy as jnp, eigjax
+      >>> a = jnp.array([[2., 0.], [0., 3.]]); b = jnp.array([[2., 0.], [0., 1.]])
+      >>> eigjax.eigh_generalized(a, b).eigenvalues.round(6).tolist()
+      [1.0, 3.0]
+    """
+    a = as_square_matrix(a, name="a", fn=_FN)
+    b = as_square_matrix(b, name="b", fn=_FN)
+    check_same_shape(a, b, names=("a", "b"), fn=_FN)
+    degenerate_tol = check_nonnegative_float(degenerate_tol, name="degenerate_tol", fn=_FN)
+    dtype = jnp.result_type(a.dtype, b.dtype)
+    a, b = a.astype(dtype), b.astype(dtype)
+    if check:
+        _check_positive_definite(b)
+    w, v = _eigh_gen(a, b, degenerate_tol)
+    return EighResult(w, v)

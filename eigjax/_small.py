@@ -1,0 +1,343 @@
+"""Fast forward solvers for batches of small real symmetric matrices.
+
+Maths. Every solver here is the cyclic Jacobi method (Jacobi 1846; Golub & Van Loan,
+*Matrix Computations*, 4th ed., sec. 8.5; Rutishauser 1966 for the rotation). One
+rotation annihilates the pair ``(p, q)``:
+
+    theta = (a_qq - a_pp) / (2 a_pq),   t = sign(theta) / (|theta| + hypot(1, theta)),
+    c = 1 / sqrt(1 + t^2),   s = t c,
+    a_pp' = a_pp - t a_pq,   a_qq' = a_qq + t a_pq,   a_pq' = 0,
+    a_rp' = c a_rp - s a_rq, a_rq' = s a_rp + c a_rq  (r != p, q),
+
+and the same column rotation accumulates the eigenvectors ``V``. ``t`` is the
+smaller root of ``t^2 + 2 theta t - 1 = 0`` (``|t| <= 1``, rotation angle at most
+pi/4), computed without cancellation and, through ``hypot``, without overflow for
+``|theta|`` up to the largest float; ``a_pq = 0`` gives exactly ``c = 1, s = 0``.
+This is the "numerically careful" 2x2 closed form: for ``n = 2`` one rotation is the
+exact eigendecomposition, with no quadratic formula and no cancellation.
+
+Jacobi is backward stable: each rotation is an exact orthogonal similarity of a
+matrix within ``O(eps ||A||)`` of the current one, so the residual
+``||A V - V diag(w)|| / ||A||`` and ``||V^T V - I||`` stay at a small multiple of
+``eps`` times the number of sweeps (Demmel & Veselic 1992). Convergence of the
+cyclic orderings is quadratic once ``off(A)`` is below half the smallest gap between
+distinct eigenvalue clusters (Schonhage 1964; Hari 1991 for clusters, including
+exact multiple eigenvalues), so a fixed small number of sweeps suffices:
+``off(A)^2`` drops from ``O(||A||^2)`` to below ``eps^2 ||A||^2`` in 4-6 sweeps for
+``n <= 4`` (verified on random, exactly degenerate, nearly degenerate and badly
+scaled batches of 10^5 matrices in tests/test_small.py and during development).
+
+Scaling. The matrix is first multiplied by ``2^-e`` with ``2^e`` the power of two
+just above ``max |a_ij|`` (exact in binary floating point) and the eigenvalues
+scaled back, so inputs of size 1e-30 or 1e+30 in float32 neither underflow nor
+overflow inside the rotations.
+
+Two implementations share these formulas:
+
+* ``n <= 4``: fully unrolled over the matrix entries, each entry an array over the
+  batch, with a fixed sweep count. XLA fuses the whole solver into one elementwise
+  loop over the batch, with every entry in registers.
+* ``5 <= n``: the parallel (round-robin, Brent & Luk 1985) ordering on arrays of
+  shape ``(n, n, T)`` with the batch last (vectorized), tiles of ``T`` matrices
+  processed by ``lax.map`` so a tile stays in cache, and a ``while_loop`` over sweeps
+  stopped when ``off(A) <= eps ||A||_F`` for the whole tile (or at a cap). Each round
+  rotates the ``n/2`` disjoint pairs ``(2k, 2k+1)`` at once, then applies a fixed
+  permutation of the indices so every pair meets once in ``n - 1`` rounds. Odd ``n``
+  is padded with one decoupled row/column whose diagonal lies above every
+  eigenvalue; zero couplings give exact identity rotations, so it never mixes in,
+  sorts last and is dropped.
+
+Complex Hermitian input is not handled here (the caller routes it to the backend
+solver).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _rotation(app, aqq, apq):
+    """``(t, c, s)`` of the Jacobi rotation annihilating ``apq`` (arrays, scaled input).
+
+    ``t = 2 a_pq sign(d) / (|d| + sqrt(d^2 + 4 a_pq^2))`` with ``d = a_qq - a_pp`` is
+    Rutishauser's ``sign(theta) / (|theta| + sqrt(1 + theta^2))`` multiplied through by
+    ``|2 a_pq|``: no division by ``a_pq``, no cancellation. Entries are at most
+    ``||A||_F <= n`` after scaling, so the squares cannot overflow; if they underflow
+    (``|d|, |a_pq| < 1e-19`` in float32, far below ``eps ||A||``) the rotation may be
+    skipped or be off the small-angle branch, which changes nothing beyond rounding.
+    """
+    d = aqq - app
+    one = jnp.ones_like(d)
+    sign = jnp.where(d >= 0, one, -one)
+    den = jnp.abs(d) + jnp.sqrt(d * d + 4 * (apq * apq))
+    t = jnp.where(den > 0, (2 * sign) * apq / jnp.where(den > 0, den, one), jnp.zeros_like(d))
+    t = jnp.clip(t, -one, one)
+    c = jax.lax.rsqrt(1 + t * t)
+    s = t * c
+    return t, c, s
+
+
+def _scales(amax):
+    """Powers of two ``(2^-e, 2^e)`` with ``2^-e amax`` in [0.5, 1); ``(1, 1)`` for zero
+    or non-finite ``amax``. Computed once per matrix; multiplying by them is exact."""
+    _, e = jnp.frexp(amax)
+    ok = (amax > 0) & jnp.isfinite(amax)
+    e = jnp.where(ok, e, jnp.zeros_like(e))
+    one = jnp.ones_like(amax)
+    return jnp.ldexp(one, -e), jnp.ldexp(one, e)
+
+
+# Fixed sweep counts for the unrolled solvers. Measured (development script in
+# tests/test_small.py::test_sweep_count_margin): the worst max off-diagonal after
+# k sweeps over 10^5 random / degenerate / nearly degenerate matrices reaches the
+# rounding floor at k = 3 (n = 3) and k = 4 (n = 4) in float32, k = 4 and k = 5 in
+# float64; one more sweep is added as margin.
+_UNROLLED_SWEEPS = {
+    (3, np.dtype(np.float32)): 4,
+    (3, np.dtype(np.float64)): 5,
+    (4, np.dtype(np.float32)): 5,
+    (4, np.dtype(np.float64)): 6,
+}
+
+
+def _sort_network(w, cols):
+    """Sort eigenvalues ascending (list of arrays), permuting the eigenvector columns.
+
+    Odd-even transposition network: ``n`` passes of compare-and-swap with
+    ``jnp.where``, all elementwise over the batch.
+    """
+    n = len(w)
+    w, cols = list(w), [list(c) for c in cols]
+    for pass_ in range(n):
+        for i in range(pass_ % 2, n - 1, 2):
+            swap = w[i + 1] < w[i]
+            w[i], w[i + 1] = jnp.where(swap, w[i + 1], w[i]), jnp.where(swap, w[i], w[i + 1])
+            ci, cj = cols[i], cols[i + 1]
+            cols[i] = [jnp.where(swap, y, x) for x, y in zip(ci, cj)]
+            cols[i + 1] = [jnp.where(swap, x, y) for x, y in zip(ci, cj)]
+    return w, cols
+
+
+def _eigh_unrolled(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Cyclic Jacobi unrolled over entries, for real ``(..., n, n)`` with ``n <= 4``."""
+    n = a.shape[-1]
+    dtype = np.dtype(a.dtype)
+    amax = jnp.max(jnp.abs(a), axis=(-2, -1))
+    scale, unscale = _scales(amax)
+    a = a * scale[..., None, None]
+    # Symmetric storage: entry (i, j) with i <= j, read from the lower triangle.
+    # Batch last, so each entry below is one contiguous array.
+    batch = a.shape[:-2]
+    a = jnp.moveaxis(a.reshape(-1, n, n), 0, -1)
+    m = {(i, j): a[j, i] for i in range(n) for j in range(i, n)}
+
+    def get(i, j):
+        return m[(i, j)] if i <= j else m[(j, i)]
+
+    def put(i, j, x):
+        m[(i, j) if i <= j else (j, i)] = x
+
+    one, zero = jnp.ones_like(m[(0, 0)]), jnp.zeros_like(m[(0, 0)])
+    v = [[one if r == c else zero for c in range(n)] for r in range(n)]  # v[row][col]
+    keys = list(m)
+
+    def sweep(_, carry):
+        mm, vv = carry
+        m.update(zip(keys, mm))
+        v[:] = [list(row) for row in vv]
+        for p in range(n - 1):
+            for q in range(p + 1, n):
+                app, aqq, apq = get(p, p), get(q, q), get(p, q)
+                t, c, s = _rotation(app, aqq, apq)
+                put(p, p, app - t * apq)
+                put(q, q, aqq + t * apq)
+                put(p, q, zero)
+                for r in range(n):
+                    if r != p and r != q:
+                        arp, arq = get(r, p), get(r, q)
+                        put(r, p, c * arp - s * arq)
+                        put(r, q, s * arp + c * arq)
+                for r in range(n):
+                    vrp, vrq = v[r][p], v[r][q]
+                    v[r][p] = c * vrp - s * vrq
+                    v[r][q] = s * vrp + c * vrq
+        return tuple(m[k] for k in keys), tuple(tuple(row) for row in v)
+
+    sweeps = 1 if n == 2 else _UNROLLED_SWEEPS[(n, dtype)]
+    carry = (tuple(m[k] for k in keys), tuple(tuple(row) for row in v))
+    if sweeps == 1:
+        carry = sweep(0, carry)
+    else:
+        carry = jax.lax.fori_loop(0, sweeps, sweep, carry)
+    m.update(zip(keys, carry[0]))
+    v = [list(row) for row in carry[1]]
+    w = [get(i, i) for i in range(n)]
+    cols = [[v[r][c] for r in range(n)] for c in range(n)]
+    w, cols = _sort_network(w, cols)
+    w = jnp.stack(w, axis=-1) * unscale.reshape(-1, 1)
+    vecs = jnp.moveaxis(jnp.stack([jnp.stack(col) for col in cols], axis=1), -1, 0)  # (B, row, col)
+    return w.reshape(*batch, n), vecs.reshape(*batch, n, n)
+
+
+# ---------------------------------------------------------------------------
+# Round-robin parallel Jacobi for 5 <= n.
+
+
+def _round_robin_perm(n: int) -> np.ndarray:
+    """``src`` with ``new[i] = old[src[i]]``: one step of the round-robin tournament.
+
+    Positions ``(2k, 2k+1)`` hold pair ``k`` (top[k], bottom[k]). Player top[0] stays;
+    the others move one seat around the table, so that after ``n - 1`` steps every
+    pair of players has met exactly once.
+    """
+    m = n // 2
+    src = np.empty(n, dtype=np.int32)
+    src[0] = 0
+    if m > 1:
+        src[2] = 1
+    for k in range(2, m):
+        src[2 * k] = 2 * (k - 1)
+    for k in range(m - 1):
+        src[2 * k + 1] = 2 * (k + 1) + 1
+    src[2 * m - 1] = 2 * (m - 1)
+    return src
+
+
+_MAX_SWEEPS = {np.dtype(np.float32): 12, np.dtype(np.float64): 16}
+
+
+def _jacobi_tile(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Parallel-order Jacobi on a tile ``a`` of shape ``(n, n, T)`` (n even, scaled).
+
+    Returns the diagonal ``(n, T)`` and the eigenvectors ``(n, n, T)`` (unsorted).
+    """
+    n, _, tsz = a.shape
+    m = n // 2
+    dtype = a.dtype
+    eps = float(jnp.finfo(dtype).eps)
+    src = jnp.asarray(_round_robin_perm(n))
+    v = jnp.broadcast_to(jnp.eye(n, dtype=dtype)[:, :, None], (n, n, tsz))
+    pp = np.arange(m) * 2
+    diag_idx = (pp, pp + 1)
+
+    def one_round(_, carry):
+        a, v = carry
+        app = a[diag_idx[0], diag_idx[0]]  # (m, T)
+        aqq = a[diag_idx[1], diag_idx[1]]
+        apq = a[diag_idx[0], diag_idx[1]]
+        t, c, s = _rotation(app, aqq, apq)
+        c3, s3 = c[:, None, :], s[:, None, :]
+        # Rows: a[p, :], a[q, :].
+        r = a.reshape(m, 2, n, tsz)
+        rp, rq = r[:, 0], r[:, 1]
+        a = jnp.stack([c3 * rp - s3 * rq, s3 * rp + c3 * rq], axis=1).reshape(n, n, tsz)
+        # Columns: a[:, p], a[:, q]; the same for v.
+        c4, s4 = c[None, :, :], s[None, :, :]
+
+        def cols(x):
+            x = x.reshape(n, m, 2, tsz)
+            xp, xq = x[:, :, 0], x[:, :, 1]
+            return jnp.stack([c4 * xp - s4 * xq, s4 * xp + c4 * xq], axis=2).reshape(n, n, tsz)
+
+        a, v = cols(a), cols(v)
+        # Permute the indices for the next round (rows and columns of a, columns of v).
+        a = a[src][:, src]
+        v = v[:, src]
+        return a, v
+
+    offmask = jnp.asarray(1 - np.eye(n), dtype)[:, :, None]
+
+    def off2(a):
+        sq = a * a
+        return jnp.sum(sq * offmask, axis=(0, 1)), jnp.sum(sq, axis=(0, 1))
+
+    def cond(state):
+        a, _, k = state
+        off, total = off2(a)
+        return (k < _MAX_SWEEPS[np.dtype(dtype)]) & jnp.any(off > (eps * eps) * total)
+
+    def sweep(state):
+        a, v, k = state
+        a, v = jax.lax.fori_loop(0, n - 1, one_round, (a, v))
+        return a, v, k + 1
+
+    a, v, _ = jax.lax.while_loop(cond, sweep, (a, v, jnp.int32(0)))
+    return jnp.diagonal(a, axis1=0, axis2=1).T, v
+
+
+def _eigh_tiled(a: jax.Array, tile: int = 256) -> tuple[jax.Array, jax.Array]:
+    """Round-robin Jacobi for real ``(..., n, n)``; see the module docstring."""
+    *batch, n, _ = a.shape
+    dtype = a.dtype
+    a = a.reshape(-1, n, n)
+    b = a.shape[0]
+    amax = jnp.max(jnp.abs(a), axis=(-2, -1))
+    scale, unscale = _scales(amax)
+    a = a * scale[:, None, None]
+    # Symmetric from the lower triangle (what the backend solver reads).
+    low = jnp.tril(a)
+    a = low + jnp.swapaxes(jnp.tril(a, -1), -1, -2)
+    npad = n + (n % 2)
+    if npad != n:
+        # Decoupled extra eigenvalue 4 > ||A||_2 / 2^e, which is at most n.
+        big = jnp.asarray(2.0 * n + 4.0, dtype)
+        a = jnp.pad(a, ((0, 0), (0, 1), (0, 1)))
+        a = a.at[:, n, n].set(big)
+    tile = int(min(tile, max(b, 1)))
+    nt = -(-b // tile)
+    bp = nt * tile
+    if bp != b:
+        a = jnp.concatenate([a, jnp.broadcast_to(jnp.eye(npad, dtype=dtype), (bp - b, npad, npad))])
+    tiles = a.reshape(nt, tile, npad, npad).transpose(0, 2, 3, 1)  # (nt, n, n, T)
+    w, v = jax.lax.map(_jacobi_tile, tiles)
+    w = w.transpose(0, 2, 1).reshape(bp, npad)[:b]
+    v = v.transpose(0, 3, 1, 2).reshape(bp, npad, npad)[:b]
+    order = jnp.argsort(w, axis=-1)
+    w = jnp.take_along_axis(w, order, axis=-1)[:, :n]
+    v = jnp.take_along_axis(v, order[:, None, :], axis=-1)[:, :n, :n]
+    w = w * unscale[:, None]
+    return w.reshape(*batch, n), v.reshape(*batch, n, n)
+
+
+@jax.jit  # also outside jit: eager calls reuse one compilation per shape/dtype
+def eigh_small(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Eigenvalues (ascending) and eigenvectors of real symmetric ``(..., n, n)`` input.
+
+    Reads the lower triangle, like ``jax.lax.linalg.eigh(a, lower=True)``. Returns
+    ``(w, v)`` in the order of ``_eigh_forward``. Real dtypes only.
+
+    Raises:
+      TypeError: complex input (use the backend solver for complex Hermitian input).
+    """
+    if jnp.issubdtype(a.dtype, jnp.complexfloating):
+        raise TypeError(
+            f"eigjax._small.eigh_small: argument `a` must be real (float32 or float64); got dtype {a.dtype}."
+        )
+    n = a.shape[-1]
+    if n == 1:
+        return a[..., 0], jnp.ones_like(a)
+    if n <= 4:
+        return _eigh_unrolled(a)
+    return _eigh_tiled(a)
+
+
+@functools.lru_cache(maxsize=None)
+def use_small(n: int, dtype, backend: str) -> bool:
+    """Whether ``_eigh_forward`` should call :func:`eigh_small` (see the table in _eigh.py)."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        return False
+    if backend != "cpu":
+        return False
+    return 2 <= n <= _SMALL_MAX_N[dtype]
+
+
+# Largest n for which the fast path wins on CPU (measured, benchmarks/results_small.md):
+# the unrolled solver (n <= 4) is 5-15x faster than vmap(jnp.linalg.eigh); the tiled
+# round-robin solver is about as fast at n = 8 and 3-5x slower at n = 16, 32, so it is
+# never chosen automatically (it stays available, and tested, as eigh_small).
+_SMALL_MAX_N = {np.dtype(np.float32): 4, np.dtype(np.float64): 4}

@@ -1,0 +1,165 @@
+"""Batch evaluation (eigjax._batch): config errors, sharded == unsharded, resume after kill.
+
+Sharded runs use XLA_FLAGS=--xla_force_host_platform_device_count=4 in a subprocess
+(the flag must be set before jax is imported). Multi-host (jax.distributed) cannot be
+tested on one machine.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from eigjax._batch import BatchConfigError, run_batch_eval, validate_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+RUNNER = """
+import json, sys, jax
+jax.config.update("jax_enable_x64", True)
+from eigjax._batch import run_batch_eval
+cfg, out, resume = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
+s = run_batch_eval(cfg, out, resume)
+print(json.dumps({"ndev": s["local_device_count"], "chunks_this_run": s["chunks_this_run"]}))
+"""
+
+
+def run_sub(cfg, out, ndev, resume=False, env_extra=None, wait=True):
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ndev}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env.update(env_extra or {})
+    args = [sys.executable, "-c", RUNNER, json.dumps(cfg), str(out), "1" if resume else "0"]
+    if not wait:
+        return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def load(out, name):
+    return np.load(os.path.join(out, f"{name}.npy"))
+
+
+def cfg_gen(n, count, chunk, **kw):
+    base = {
+        "op": "eigh",
+        "input": {"generator": "random_symmetric", "n": n, "count": count, "seed": 3, "dtype": "float64"},
+        "chunk_size": chunk,
+        "vectors": True,
+        "grad_loss": "sum_squares",
+        "sample_checks": 16,
+        "progress": False,
+    }
+    base.update(kw)
+    return base
+
+
+@pytest.mark.parametrize("n", [3, 6])  # fast path (n <= 4) and LAPACK path
+def test_sharded_equals_unsharded(tmp_path, n):
+    # 37 rows, chunks of 10: chunk size not divisible by 4 devices, final chunk of 7.
+    cfg = cfg_gen(n, 37, 10)
+    info4 = run_sub(cfg, tmp_path / "d4", 4)
+    s1 = run_batch_eval(cfg, str(tmp_path / "d1"))  # this process: one CPU device
+    assert info4["ndev"] == 4 and s1["local_device_count"] == 1
+    for name in ("eigenvalues", "eigenvectors", "grad"):
+        x4, x1 = load(tmp_path / "d4", name), load(tmp_path / "d1", name)
+        assert x4.shape[0] == 37
+        np.testing.assert_array_equal(x4, x1)
+    # Independent oracle on every row: regenerate nothing, check against LAPACK.
+    w = load(tmp_path / "d4", "eigenvalues")
+    assert np.all(np.isfinite(w)) and not np.any(np.all(w == 0, axis=-1))
+    g = load(tmp_path / "d4", "grad")
+    # grad of sum(w^2) is 2A (symmetric A): recovers the inputs; their spectra must match w.
+    np.testing.assert_allclose(np.linalg.eigvalsh(g / 2), w, atol=1e-10)
+    summ = json.load(open(tmp_path / "d4" / "summary.json"))
+    assert summ["local_device_count"] == 4 and summ["complete"]
+    assert summ["accuracy"]["max_relative_residual"] < 1e-13
+    assert summ["accuracy"]["max_orthogonality_error"] < 1e-13
+
+
+def test_interrupt_and_resume(tmp_path):
+    cfg = cfg_gen(4, 240, 16)  # 15 chunks
+    ref = tmp_path / "ref"
+    run_batch_eval(cfg, str(ref))  # uninterrupted, unsharded
+    out = tmp_path / "run"
+    p = run_sub(cfg, out, 2, env_extra={"EIGJAX_BATCH_TEST_DELAY": "0.15"}, wait=False)
+    prog = out / "progress.json"
+    deadline = time.time() + 200
+    done = []
+    while time.time() < deadline:
+        if prog.exists():
+            try:
+                done = json.load(open(prog))["done_chunks"]
+            except (json.JSONDecodeError, OSError):
+                done = []
+            if len(done) >= 3:
+                break
+        time.sleep(0.05)
+    p.kill()
+    p.wait()
+    done = json.load(open(prog))["done_chunks"]
+    assert 3 <= len(done) < 15, f"kill did not land mid-run: {len(done)} chunks done"
+    # Without resume=True an existing run is not overwritten.
+    with pytest.raises(BatchConfigError, match="resume"):
+        run_batch_eval(cfg, str(out), resume=False)
+    info = run_sub(cfg, out, 2, resume=True)
+    assert info["chunks_this_run"] == 15 - len(done)  # finished chunks not recomputed
+    assert sorted(json.load(open(prog))["done_chunks"]) == list(range(15))
+    for name in ("eigenvalues", "eigenvectors", "grad"):
+        np.testing.assert_array_equal(load(out, name), load(ref, name))
+    # Resuming with a different config is refused.
+    with pytest.raises(BatchConfigError, match="differs"):
+        run_batch_eval({**cfg, "grad_loss": "sum_abs"}, str(out), resume=True)
+
+
+def test_file_inputs_and_ops(tmp_path):
+    r = np.random.default_rng(0)
+    x = r.standard_normal((13, 4, 4))
+    s = (x + np.swapaxes(x, 1, 2)) / 2
+    np.save(tmp_path / "s.npy", s)
+    np.savez(tmp_path / "g.npz", mats=x)
+    base = {"chunk_size": 5, "progress": False, "sample_checks": 13}
+    out = run_batch_eval({**base, "op": "eigvalsh", "input": {"path": str(tmp_path / "s.npy")}},
+                         str(tmp_path / "o1"))
+    np.testing.assert_allclose(load(tmp_path / "o1", "eigenvalues"), np.linalg.eigvalsh(s), atol=1e-12)
+    assert out["accuracy"]["max_eigenvalue_error_rel"] < 1e-13
+    assert not os.path.exists(tmp_path / "o1" / "eigenvectors.npy")
+    out = run_batch_eval({**base, "op": "eig", "input": {"path": str(tmp_path / "g.npz"), "key": "mats"}},
+                         str(tmp_path / "o2"))
+    w = load(tmp_path / "o2", "eigenvalues")
+    want = np.linalg.eigvals(x)
+    for wi, ri in zip(w, want):  # same multiset of eigenvalues
+        assert np.abs(wi[:, None] - ri[None, :]).min(axis=1).max() < 1e-10
+    assert out["accuracy"]["max_relative_residual"] < 1e-12
+    out = run_batch_eval({**base, "op": "eigvals", "grad_loss": "sum_squares",
+                          "input": {"generator": "planted_degenerate", "n": 3, "count": 7, "dtype": "float64"}},
+                         str(tmp_path / "o3"))
+    w = load(tmp_path / "o3", "eigenvalues")
+    srt = np.sort(w.real, axis=-1)
+    assert np.all(np.abs(srt[:, 1] - srt[:, 0]) < 1e-12)  # the planted double eigenvalue
+    assert np.all(np.isfinite(load(tmp_path / "o3", "grad")))
+
+
+@pytest.mark.parametrize(
+    "cfg, key",
+    [
+        ({"op": "svd", "input": {"generator": "random_symmetric", "n": 2, "count": 1}}, "op"),
+        ({"chunk_size": 0, "input": {"generator": "random_symmetric", "n": 2, "count": 1}}, "chunk_size"),
+        ({"input": {"generator": "nope", "n": 2, "count": 1}}, "input.generator"),
+        ({"input": {"generator": "random_symmetric", "n": 0, "count": 1}}, "input.n"),
+        ({"input": {"path": "/nonexistent.npy"}}, "input.path"),
+        ({"input": {"generator": "random_symmetric", "n": 2, "count": 1}, "grad_loss": "x"}, "grad_loss"),
+        ({"input": {"generator": "random_symmetric", "n": 2, "count": 1}, "chunks": 3}, "chunks"),
+        ({"op": "eigvalsh", "vectors": True, "input": {"generator": "random_symmetric", "n": 2, "count": 1}},
+         "vectors"),
+    ],
+)
+def test_config_errors_name_the_key(cfg, key):
+    with pytest.raises(BatchConfigError, match=f"key `{key}`") as e:
+        validate_config(cfg)
+    assert isinstance(e.value, ValueError) and "got" in str(e.value)
