@@ -377,9 +377,9 @@ def eig_condition_numbers(a: ArrayLike, *, solver: str = "auto") -> jax.Array:
       Real array of shape ``(..., n)``.
 
     Example:
-      >>> import jax.numpy as jnp, eigjax
-      >>> eigjax.eig_condition_numbers(jnp.array([[1., 10.], [0., 2.]])).round(3)
-      Array([10.05, 10.05], dtype=float32)
+      >>> import jax.numpy as jnp, numpy as np, eigjax
+      >>> print(np.asarray(eigjax.eig_condition_numbers(jnp.array([[1., 10.], [0., 2.]]))).round(3))
+      [10.05 10.05]
     """
     fn = "eigjax.eig_condition_numbers"
     a = as_square_matrix(a, name="a", fn=fn)
