@@ -659,6 +659,8 @@ def _check_parser():
     p = argparse.ArgumentParser(
         prog="eigjax check",
         description="Spectral report and derivative checks for one matrix (or a batch in a .npy file).",
+        epilog="examples:\n  eigjax check rosser\n  eigjax check wilkinson -n 21\n  eigjax check mats.npy --general --no-grad\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("matrix", help=f"a .npy file holding an (..., n, n) array, or a named test matrix: {', '.join(NAMES)}")
     p.add_argument("-n", "--size", type=int, default=None, help="size of a named test matrix")

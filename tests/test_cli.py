@@ -296,6 +296,6 @@ def test_list_and_help():
     proc = eigjax("list")
     assert proc.returncode == 0
     assert "experiments.seed_example3" in proc.stdout and "configs/seed_example3.yaml" in proc.stdout
-    for args in (["--help"], ["run", "--help"], ["list", "--help"]):
+    for args in (["--help"], ["run", "--help"], ["list", "--help"], ["check", "--help"]):
         proc = eigjax(*args)
         assert proc.returncode == 0 and "example" in proc.stdout
