@@ -67,6 +67,7 @@ from jax.typing import ArrayLike
 
 from ._checks import as_square_matrix, check_nonnegative_float
 from ._eig_host import has_native_eig, host_eig
+from ._eigh import _h, _mm
 from ._gaps import gap_matrix
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -100,14 +101,6 @@ class EigGaugeCheck(NamedTuple):
 
     phase_sensitivity: jax.Array
     ok: jax.Array
-
-
-def _h(x: jax.Array) -> jax.Array:
-    return jnp.conj(jnp.swapaxes(x, -1, -2))
-
-
-def _mm(x: jax.Array, y: jax.Array) -> jax.Array:
-    return jnp.matmul(x, y, precision=_HIGHEST)
 
 
 def _complex_dtype(dtype):

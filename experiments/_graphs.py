@@ -9,6 +9,7 @@ connectivity by redrawing), or ``{n: 4, edges: [[0, 1], [1, 2], [2, 3]]}``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -129,3 +130,42 @@ def incidence(n: int, edges: np.ndarray) -> np.ndarray:
 
 def degrees(n: int, edges: np.ndarray) -> np.ndarray:
     return np.bincount(edges.ravel(), minlength=n)
+
+
+@dataclasses.dataclass
+class AnnealedGraphProblem:
+    """The ``problem:`` schema shared by the graph experiments: a graph and a smoothing schedule.
+
+    The nonsmooth eigenvalue objective is replaced by a log-sum-exp smoothing whose
+    sharpness ``beta`` grows geometrically from ``beta_start`` to ``beta_end`` over
+    ``anneal_steps`` steps (see :func:`annealed_beta`).
+    """
+
+    graph: dict = dataclasses.field(default_factory=lambda: {"family": "path", "n": 6})
+    beta_start: float = 10.0
+    beta_end: float = 1e5
+    anneal_steps: int = 2000
+
+    def validate(self):
+        make_graph(self.graph)
+        if not 0 < self.beta_start <= self.beta_end:
+            raise ValueError(f"beta_start, beta_end: expected 0 < beta_start <= beta_end, got {self.beta_start}, {self.beta_end}")
+        if self.anneal_steps < 1:
+            raise ValueError(f"anneal_steps: expected an integer >= 1, got {self.anneal_steps}")
+
+    def schedule_data(self, dtype) -> dict:
+        import jax.numpy as jnp
+
+        return {
+            "beta_start": jnp.asarray(self.beta_start, dtype=dtype),
+            "beta_end": jnp.asarray(self.beta_end, dtype=dtype),
+            "anneal_steps": jnp.asarray(self.anneal_steps, dtype=dtype),
+        }
+
+
+def annealed_beta(data, step):
+    """``beta_start (beta_end / beta_start)^min(step / anneal_steps, 1)``."""
+    import jax.numpy as jnp
+
+    frac = jnp.minimum(step / data["anneal_steps"], 1.0)
+    return data["beta_start"] * (data["beta_end"] / data["beta_start"]) ** frac

@@ -26,30 +26,16 @@ unweighted Laplacian eigenvalues: ``p* = min(2/(mu_2 + mu_n), 1/d_max)``.
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import eigjax
 
-from ._graphs import EDGE_TRANSITIVE, degrees, incidence, make_graph
+from ._graphs import EDGE_TRANSITIVE, AnnealedGraphProblem, annealed_beta, degrees, incidence, make_graph
 
 
-@dataclasses.dataclass
-class Problem:
-    graph: dict = dataclasses.field(default_factory=lambda: {"family": "path", "n": 6})
-    beta_start: float = 10.0
-    beta_end: float = 1e5
-    anneal_steps: int = 2000
-
-    def validate(self):
-        make_graph(self.graph)
-        if not 0 < self.beta_start <= self.beta_end:
-            raise ValueError(f"beta_start, beta_end: expected 0 < beta_start <= beta_end, got {self.beta_start}, {self.beta_end}")
-        if self.anneal_steps < 1:
-            raise ValueError(f"anneal_steps: expected an integer >= 1, got {self.anneal_steps}")
+Problem = AnnealedGraphProblem
 
 
 def setup(problem: Problem, dtype):
@@ -57,9 +43,7 @@ def setup(problem: Problem, dtype):
     return {
         "b": jnp.asarray(incidence(n, edges), dtype=dtype),
         "absb": jnp.asarray(np.abs(incidence(n, edges)), dtype=dtype),
-        "beta_start": jnp.asarray(problem.beta_start, dtype=dtype),
-        "beta_end": jnp.asarray(problem.beta_end, dtype=dtype),
-        "anneal_steps": jnp.asarray(problem.anneal_steps, dtype=dtype),
+        **problem.schedule_data(dtype),
     }
 
 
@@ -114,8 +98,7 @@ def objective(theta, data):
 
 
 def loss(theta, data, step):
-    frac = jnp.minimum(step / data["anneal_steps"], 1.0)
-    beta = data["beta_start"] * (data["beta_end"] / data["beta_start"]) ** frac
+    beta = annealed_beta(data, step)
     lam = _centred_eigenvalues(theta, data)
     smooth = jax.nn.logsumexp(beta * jnp.concatenate([lam, -lam])) / beta
     return smooth, jnp.max(jnp.abs(lam))  # (loss, objective) from one eigensolve
