@@ -326,14 +326,15 @@ def eigh_small(a: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 @functools.lru_cache(maxsize=None)
-def use_small(n: int, dtype, backend: str) -> bool:
-    """Whether ``_eigh_forward`` should call :func:`eigh_small` (see the table in _eigh.py)."""
+def use_small(n: int, dtype, backend: str, batch: int = 1 << 30) -> bool:
+    """Whether ``_eigh_forward`` should call :func:`eigh_small` for ``batch`` matrices of
+    size ``n`` (see the table in _eigh.py)."""
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         return False
     if backend != "cpu":
         return False
-    return 2 <= n <= _SMALL_MAX_N[dtype]
+    return 2 <= n <= _SMALL_MAX_N[dtype] and batch >= SMALL_MIN_BATCH
 
 
 # Largest n for which the fast path wins on CPU (measured, benchmarks/results_small.md):
@@ -341,3 +342,10 @@ def use_small(n: int, dtype, backend: str) -> bool:
 # round-robin solver is about as fast at n = 8 and 3-5x slower at n = 16, 32, so it is
 # never chosen automatically (it stays available, and tested, as eigh_small).
 _SMALL_MAX_N = {np.dtype(np.float32): 4, np.dtype(np.float64): 4}
+
+# Fewest matrices in one call for which the fast path is chosen. XLA takes 1-5 s to
+# compile the unrolled solver (n = 3, 4; once per shape), while LAPACK solves a few
+# small matrices in microseconds: the fast path pays off only for batches. The count is
+# the product of the explicit batch dimensions and, under ``jax.vmap``, the mapped axis
+# (``_eigh_forward`` has a ``custom_vmap`` rule that sees it).
+SMALL_MIN_BATCH = 128

@@ -19,7 +19,7 @@ from eigjax._small import eigh_small, use_small
 
 import helpers as h
 
-BATCH = 100
+BATCH = small.SMALL_MIN_BATCH  # the fast path is taken from this batch size on
 
 
 def family(name, n, dtype, seed=0):
@@ -96,16 +96,26 @@ def test_reads_lower_triangle_and_batch_shapes():
 
 
 def test_dispatch_uses_fast_path_only_where_measured():
-    assert use_small(3, np.float32, "cpu") and use_small(4, np.float64, "cpu")
-    assert not use_small(8, np.float32, "cpu")
-    assert not use_small(3, np.complex64, "cpu")
-    assert not use_small(3, np.float32, "gpu")
+    big = small.SMALL_MIN_BATCH
+    assert use_small(3, np.float32, "cpu", big) and use_small(4, np.float64, "cpu", big)
+    assert not use_small(3, np.float32, "cpu", big - 1)  # a few matrices: not worth the compile
+    assert not use_small(8, np.float32, "cpu", big)
+    assert not use_small(3, np.complex64, "cpu", big)
+    assert not use_small(3, np.float32, "gpu", big)
     lapack = re.compile(r"= eigh\[")  # the jax.lax.linalg.eigh primitive in a jaxpr
-    jaxpr = str(jax.make_jaxpr(lambda a: eigjax.eigh(a))(jnp.ones((10, 3, 3), jnp.float32)))
-    if jax.default_backend() == "cpu":
-        assert not lapack.search(jaxpr)
-    jaxpr = str(jax.make_jaxpr(lambda a: eigjax.eigh(a))(jnp.ones((10, 8, 8), jnp.float32)))
-    assert lapack.search(jaxpr)
+
+    def uses_lapack(f, shape):
+        return bool(lapack.search(str(jax.make_jaxpr(f)(jnp.ones(shape, jnp.float32)))))
+
+    cpu = jax.default_backend() == "cpu"
+    assert uses_lapack(eigjax.eigh, (big, 3, 3)) != cpu
+    assert uses_lapack(eigjax.eigh, (big - 1, 3, 3))
+    assert uses_lapack(eigjax.eigh, (3, 3))
+    # jax.vmap: the batching rule hands the whole mapped axis to the dispatch
+    assert uses_lapack(jax.vmap(eigjax.eigh), (big, 3, 3)) != cpu
+    assert uses_lapack(jax.vmap(jax.grad(lambda a: eigjax.eigh(a)[1][0, 0] ** 2)), (big, 3, 3)) != cpu
+    assert uses_lapack(jax.vmap(eigjax.eigh), (2, 3, 3))
+    assert uses_lapack(eigjax.eigh, (big, 8, 8))
 
 
 def test_complex_routed_to_backend_solver():
@@ -147,7 +157,7 @@ def general_eigh(a):
 @pytest.mark.parametrize("n", [2, 3, 4])
 def test_grad_matches_general_path(n):
     r = h.rng(20 + n)
-    a = jnp.asarray(h.random_hermitian(r, n, batch=(2,)))
+    a = jnp.asarray(h.random_hermitian(r, n, batch=(BATCH,)))
     g = jnp.asarray(r.standard_normal(n))
 
     def loss(eigh):
@@ -163,7 +173,7 @@ def test_grad_matches_general_path(n):
     want = (want + jnp.swapaxes(want, -1, -2)) / 2
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-10)
     # Second order through the fast path: Hessian-vector product vs the general path.
-    da = jnp.asarray(h.hermitian_direction(r, (2, n, n)))
+    da = jnp.asarray(h.hermitian_direction(r, (BATCH, n, n)))
 
     def hvp(eigh):
         return jax.jit(lambda a, da: jax.jvp(jax.grad(loss(eigh)), (a,), (da,))[1])(a, da)
@@ -173,26 +183,35 @@ def test_grad_matches_general_path(n):
     np.testing.assert_allclose(hv_got, hv_want, rtol=1e-7, atol=1e-8)
 
 
+def _fast(f, shape):
+    """``f`` mapped over a batch large enough for the fast path (checked in its jaxpr)."""
+    fb = lambda a: jnp.sum(jax.vmap(f)(a))  # noqa: E731
+    jaxpr = str(jax.make_jaxpr(jax.grad(fb))(jnp.ones((BATCH, *shape))))
+    assert jax.default_backend() != "cpu" or not re.search(r"= eigh\[", jaxpr)
+    return fb
+
+
 def test_grad_at_exact_degeneracy_matches_fd():
     """Exactly degenerate 3x3 through the fast path: finite gradient equal to FD."""
     r = h.rng(30)
-    a = h.with_spectrum(r, [1.0, 1.0, 3.0])
+    a = np.stack([h.with_spectrum(r, [1.0, 1.0, 3.0]) for _ in range(BATCH)])
 
     def f(a):
         w, v = eigjax.eigh(a)
         return jnp.sum(v**2 * w[None, :]) + jnp.sum(v[:, :2] @ v[:, :2].T * a)  # projector onto the pair
 
-    da = h.hermitian_direction(r, (3, 3))
-    h.assert_fd_match(jax.jit(f), a, da, rtol=1e-6)
-    assert np.all(np.isfinite(np.asarray(jax.grad(f)(jnp.asarray(a)))))
+    fb = _fast(f, (3, 3))
+    da = h.hermitian_direction(r, (BATCH, 3, 3))
+    h.assert_fd_match(jax.jit(fb), a, da, rtol=1e-6)
+    assert np.all(np.isfinite(np.asarray(jax.jit(jax.grad(fb))(jnp.asarray(a)))))
 
 
 def test_eigvalsh_hessian_fast_path():
     r = h.rng(31)
-    a = jnp.asarray(h.random_hermitian(r, 3))
-    da = jnp.asarray(h.hermitian_direction(r, (3, 3)))
-    f = lambda a: jnp.sum(eigjax.eigvalsh(a) ** 3)  # noqa: E731
+    a = jnp.asarray(h.random_hermitian(r, 3, batch=(BATCH,)))
+    da = jnp.asarray(h.hermitian_direction(r, (BATCH, 3, 3)))
+    f = _fast(lambda a: jnp.sum(eigjax.eigvalsh(a) ** 3), (3, 3))
     g = lambda a: jnp.sum(jnp.linalg.eigvalsh(a) ** 3)  # noqa: E731
-    hf = jax.jvp(jax.grad(f), (a,), (da,))[1]
-    hg = jax.jvp(jax.grad(g), (a,), (da,))[1]
-    np.testing.assert_allclose(hf, (hg + hg.T) / 2, rtol=1e-8, atol=1e-9)
+    hf = jax.jit(lambda a, da: jax.jvp(jax.grad(f), (a,), (da,))[1])(a, da)
+    hg = jax.jit(lambda a, da: jax.jvp(jax.grad(g), (a,), (da,))[1])(a, da)
+    np.testing.assert_allclose(hf, (hg + jnp.swapaxes(hg, -1, -2)) / 2, rtol=1e-8, atol=1e-9)
