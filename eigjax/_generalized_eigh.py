@@ -140,7 +140,7 @@ def eigh_generalized(
         the tangent is projected on Hermitian matrices, like :func:`eigjax.eigh`).
       b: Hermitian positive definite matrices, the same shape as ``a``.
       degenerate_tol: eigenvalue pairs closer than this are treated as degenerate.
-        Default ``n * eps * max|w|``, as in :func:`eigjax.eigh`.
+        Default ``4 * max(n, 8) * eps * max|w|``, as in :func:`eigjax.eigh`.
       check: if True and ``b`` is concrete (not traced under ``jit``/``grad``), raise
         ``ValueError`` when ``b`` is not positive definite. Traced input is not checked.
 

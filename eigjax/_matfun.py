@@ -16,7 +16,8 @@ cancellation when the eigenvalues are close. We use the identity
     G_ij = int_0^1 f'(w_j + t (w_i - w_j)) dt
 
 and evaluate it by 5-point Gauss-Legendre quadrature when the pair is close:
-``|w_i - w_j| <= 0.1 max(|w_i|, |w_j|) + sqrt(eps) max_k |w_k|``. The nodes lie between
+``|w_i - w_j| <= 0.1 max(|w_i|, |w_j|)`` and ``|w_i - w_j| |f''(w_j)| <= |f'(w_j)| / 2``
+(``f'`` varies little between them), or ``|w_i - w_j| <= sqrt(eps) max_k |w_k|``. The nodes lie between
 the two eigenvalues, so inside the domain of ``f`` whenever both eigenvalues are (sqrt
 and log included). For a pair that close, the relative error of the quadrature for
 power-like functions (singular at 0) and for entire functions is below ``1e-14``, and the
@@ -71,7 +72,14 @@ def _divided_differences(f: Callable, w: jax.Array, fw: jax.Array) -> jax.Array:
     eps = jnp.finfo(w.dtype).eps
     scale = jnp.max(jnp.abs(ws), axis=-1, keepdims=True)[..., None]
     pair_scale = jnp.maximum(jnp.abs(ws)[..., :, None], jnp.abs(ws)[..., None, :])
-    close = jnp.abs(jax.lax.stop_gradient(d)) <= _REL_CLOSE * pair_scale + np.sqrt(eps) * scale
+    # Quadrature also needs f' to vary little over the interval: |d f''| <= |f'| / 2 at
+    # w_j (automatic for powers and log at 10% relative distance; for exp it means
+    # |d| <= 1/2, where the quotient of exp at (50, 55) would otherwise be replaced by a
+    # quadrature over e^x on an interval of length 5, accurate only to 1e-6).
+    f1, f2 = jax.jvp(lambda x: _derivative(f, x), (ws,), (jnp.ones_like(ws),))
+    smooth = jnp.abs(jax.lax.stop_gradient(d) * f2[..., None, :]) <= 0.5 * jnp.abs(f1[..., None, :])
+    abs_d = jnp.abs(jax.lax.stop_gradient(d))
+    close = (abs_d <= _REL_CLOSE * pair_scale) & smooth | (abs_d <= np.sqrt(eps) * scale)
     # Quotient on the pairs that are far apart (safe denominator elsewhere).
     safe_d = jnp.where(close, jnp.ones_like(d), d)
     quotient = (fw[..., :, None] - fw[..., None, :]) / safe_d

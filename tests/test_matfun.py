@@ -77,6 +77,18 @@ def test_expm_matches_jax_scipy_and_its_derivative(dtype):
     assert rel_err(jax.grad(loss_ours)(a), jax.grad(loss_ref)(a)) < 1e-12
 
 
+@pytest.mark.parametrize("spectrum", [(50.0, 55.0, 1.0), (100.0, 109.0, 3.0)])
+def test_expm_derivative_at_large_close_eigenvalues(spectrum):
+    """Pairs 10% apart but |d| >> 1: the divided difference of exp must be the quotient
+    (a 5-point quadrature of e^x over a length-5 interval is only good to 1e-6)."""
+    r = rng(3)
+    a = with_spectrum(r, spectrum)
+    da = hermitian_direction(r, (3, 3), np.float64)
+    got = jax.jvp(eigjax.expm, (a,), (da,))[1]
+    want = jax.jvp(jsl.expm, (a,), (da,))[1]
+    assert rel_err(got, want) < 1e-10
+
+
 def test_complex_valued_f_is_unitary_evolution():
     r = rng(2)
     a = random_hermitian(r, 4, np.float64)
