@@ -260,6 +260,11 @@ def _check_solver(solver, fn):
     return solver
 
 
+# Jitted entry points (see eigjax._eigh._eigh_entry: eager callers get one program).
+_eig_entry = jax.jit(lambda a, tol, solver: _eig(a, tol, solver), static_argnums=(1, 2))
+_eigvals_entry = jax.jit(lambda a, solver: _eigvals(a, solver), static_argnums=(1,))
+
+
 def eig(
     a: ArrayLike,
     *,
@@ -328,7 +333,7 @@ def eig(
         w = jnp.zeros(a.shape[:-1], _complex_dtype(a.dtype))
         v = jnp.zeros(a.shape, w.dtype)
         return EigResult(w, v) if not left else EigLeftResult(w, v, v)
-    w, v = _eig(a, degenerate_tol, solver)
+    w, v = _eig_entry(a, degenerate_tol, solver)
     if not left:
         return EigResult(w, v)
     y = _h(jnp.linalg.solve(v, jnp.broadcast_to(jnp.eye(a.shape[-1], dtype=v.dtype), v.shape)))
@@ -357,7 +362,7 @@ def eigvals(a: ArrayLike, *, solver: str = "auto") -> jax.Array:
     """
     fn = "eigjax.eigvals"
     a = as_square_matrix(a, name="a", fn=fn)
-    return _eigvals(a, _check_solver(solver, fn))
+    return _eigvals_entry(a, _check_solver(solver, fn))
 
 
 def eig_condition_numbers(a: ArrayLike, *, solver: str = "auto") -> jax.Array:

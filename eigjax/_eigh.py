@@ -144,6 +144,15 @@ def _eigvalsh_jvp(symmetrize, primals, tangents):
     return w, _eigvalsh_tangent(v, a_dot)
 
 
+# Entry points. Eager callers (jax.grad outside jit) would otherwise dispatch each
+# primitive of the rules on its own, compiling ~100 tiny XLA programs (seconds for a
+# 2x2 eig); these jitted wrappers make it one program per shape and options. Under an
+# outer jit they are inlined. They look the custom_jvp functions up at trace time, and
+# eigjax.random_gauge swaps them for uncompiled calls while it intercepts.
+_eigh_entry = jax.jit(lambda a, s, tol, br: _eigh(a, s, tol, br), static_argnums=(1, 2, 3))
+_eigvalsh_entry = jax.jit(lambda a, s: _eigvalsh(a, s), static_argnums=(1,))
+
+
 def eigh(
     a: ArrayLike,
     *,
@@ -199,7 +208,7 @@ def eigh(
     broadening = check_nonnegative_float(broadening, name="broadening", fn="eigjax.eigh")
     if broadening == 0.0:
         raise ValueError("eigjax.eigh: option `broadening` must be > 0 (or None); got 0.0.")
-    w, v = _eigh(a, bool(symmetrize), degenerate_tol, broadening)
+    w, v = _eigh_entry(a, bool(symmetrize), degenerate_tol, broadening)
     return EighResult(w, v)
 
 
@@ -227,4 +236,4 @@ def eigvalsh(a: ArrayLike, *, symmetrize: bool = True) -> jax.Array:
       [[1.0, 0.0], [0.0, 1.0]]
     """
     a = as_square_matrix(a, name="a", fn="eigjax.eigvalsh")
-    return _eigvalsh(a, bool(symmetrize))
+    return _eigvalsh_entry(a, bool(symmetrize))

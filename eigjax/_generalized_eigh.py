@@ -116,6 +116,10 @@ def _check_positive_definite(b: jax.Array) -> None:
         )
 
 
+# Jitted entry point (see eigjax._eigh._eigh_entry: eager callers get one program).
+_eigh_gen_entry = jax.jit(lambda a, b, tol: _eigh_gen(a, b, tol), static_argnums=(2,))
+
+
 def eigh_generalized(
     a: ArrayLike,
     b: ArrayLike,
@@ -168,5 +172,5 @@ def eigh_generalized(
     a, b = a.astype(dtype), b.astype(dtype)
     if check:
         _check_positive_definite(b)
-    w, v = _eigh_gen(a, b, degenerate_tol)
+    w, v = _eigh_gen_entry(a, b, degenerate_tol)
     return EighResult(w, v)

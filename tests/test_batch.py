@@ -59,16 +59,17 @@ def cfg_gen(n, count, chunk, **kw):
     return base
 
 
-@pytest.mark.parametrize("n", [3, 6])  # fast path (n <= 4) and LAPACK path
-def test_sharded_equals_unsharded(tmp_path, n):
-    # 37 rows, chunks of 10: chunk size not divisible by 4 devices, final chunk of 7.
-    cfg = cfg_gen(n, 37, 10)
+# n = 3 in chunks of 130 >= SMALL_MIN_BATCH takes the fast path; n = 6 in chunks of 10 LAPACK.
+# Chunk sizes not divisible by 4 devices, and a final partial chunk (40 and 7 rows).
+@pytest.mark.parametrize("n, count, chunk", [(3, 300, 130), (6, 37, 10)])
+def test_sharded_equals_unsharded(tmp_path, n, count, chunk):
+    cfg = cfg_gen(n, count, chunk)
     info4 = run_sub(cfg, tmp_path / "d4", 4)
     s1 = run_batch_eval(cfg, str(tmp_path / "d1"))  # this process: one CPU device
     assert info4["ndev"] == 4 and s1["local_device_count"] == 1
     for name in ("eigenvalues", "eigenvectors", "grad"):
         x4, x1 = load(tmp_path / "d4", name), load(tmp_path / "d1", name)
-        assert x4.shape[0] == 37
+        assert x4.shape[0] == count
         np.testing.assert_array_equal(x4, x1)
     # Independent oracle on every row: regenerate nothing, check against LAPACK.
     w = load(tmp_path / "d4", "eigenvalues")
