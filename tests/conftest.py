@@ -5,13 +5,21 @@ and runs each a few times, so XLA's optimisation passes cost more than they save
 are turned off (``JAX_DISABLE_MOST_OPTIMIZATIONS``, set in the environment so that the
 CLI and batch subprocesses the tests start inherit it). This changes code generation,
 not the arithmetic the tests check; ``EIGJAX_TEST_XLA_OPTIMIZE=1`` runs the whole suite
-with full optimisation, as users run it.
+with full optimisation, as users run it. The session also shares one fresh XLA
+compilation cache between the xdist workers and the subprocesses (below).
 """
 
 import os
+import tempfile
 
 if os.environ.get("EIGJAX_TEST_XLA_OPTIMIZE", "0") != "1":
     os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+# One compilation cache for the session, shared by the xdist workers and the CLI/batch
+# subprocesses (which compile the same programs again: kill/resume, sweeps, smoke runs).
+# Created fresh per session, so nothing carries over between runs.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="eigjax-test-xla-cache-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import jax  # noqa: E402
 
