@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import eigjax
@@ -352,6 +352,9 @@ def _max_condition_number(a) -> float:
 
 
 @given(cases(GENERAL_FAMILIES, SIZES_NONEMPTY))
+# found by the long profile: a float32 near-Jordan pair 30x above rounding was declared
+# defective (NaN) by a criterion with a spurious factor n
+@example(case=(12, np.float32, "nearly_defective", (), 1))
 def test_eig_derivatives(case):
     n, dtype, family, batch, seed = case
     assume(family in _general_families(dtype))
