@@ -1,60 +1,379 @@
-"""Benchmark: 8 smallest non-zero Laplacian eigenpairs of a 2-D grid graph, plus gradients.
+"""Benchmark: the 8 smallest non-zero Laplacian eigenpairs of a 100,000-node graph, plus gradients.
 
-Run: .venv/bin/python benchmarks/bench_partial.py [NX NY] [TOL]
-Compares eigjax.eigh_partial (block Krylov, no shift-invert) with
-scipy.sparse.linalg.eigsh (shift-invert at sigma=-1e-3, sparse LU) on the same matrix.
-A rectangular grid avoids the exact degeneracies of a square grid.
+Run (the numbers in benchmarks/results_partial.md):
+
+    .venv/bin/python benchmarks/bench_partial.py                      # 250 x 400 grid, n = 100,000
+    .venv/bin/python benchmarks/bench_partial.py --graph rgg          # random geometric graph
+    .venv/bin/python benchmarks/bench_partial.py --nx 50 --ny 80      # quick
+
+The operator is matrix-free, ``matvec(weights, x)``, built from the edge list and the edge
+weights (a padded neighbour table, so the product is gathers only), so ``jax.grad``
+returns the gradient with respect to every edge weight. Measured, with
+``eigjax.eigh_partial(matvec, 9, params=weights, n=n)`` (the zero eigenvalue and the 8
+smallest non-zero ones; default tolerance unless ``--tol``):
+
+* forward: compile time and run time (jit, after compile);
+* value and gradient of the sum of the 8 smallest non-zero eigenvalues (no linear solve);
+* value and gradient of ``trace(P C)``, ``P`` the projector onto the computed 9-dimensional
+  subspace and ``C`` a fixed diagonal (gauge invariant: it depends on the subspace only);
+* both gradients from one forward (``jax.jacrev`` of the pair of losses);
+* peak resident memory of this process (``getrusage``; scipy runs in child processes);
+* ``scipy.sparse.linalg.eigsh`` on the same matrix: shift-invert (``sigma = -1e-3``, sparse
+  LU) and plain Lanczos (``which="SA"``, killed after ``--sa-timeout`` seconds), each in a
+  fresh process with its own peak memory;
+* the gradients on a small grid (12 x 20) against the full dense ``eigjax.eigh``.
+
+Wall and CPU (process) times are printed with the load average: the machine is shared.
 """
 
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import scipy.sparse as ssp
-import scipy.sparse.linalg as sla
 
-jax.config.update("jax_enable_x64", True)
-import eigjax  # noqa: E402
-
-nx, ny = (int(sys.argv[1]), int(sys.argv[2])) if len(sys.argv) > 2 else (250, 400)
-tol = float(sys.argv[3]) if len(sys.argv) > 3 else 1e-8
-n = nx * ny
-idx = np.arange(n).reshape(nx, ny)
-src = np.concatenate([idx[:-1, :].ravel(), idx[:, :-1].ravel()])
-dst = np.concatenate([idx[1:, :].ravel(), idx[:, 1:].ravel()])
-weights = jnp.ones(src.shape[0])
-k = 9  # the zero eigenvalue plus 8 non-zero ones
+K = 9  # the zero eigenvalue plus 8 non-zero ones
 
 
-def matvec(w, x):
-    d = x[src] - x[dst]
-    return jnp.zeros_like(x).at[src].add(w * d).at[dst].add(-w * d)
+def build_graph(args):
+    """Edge list ``(n, src, dst, exact)`` of the graph; ``exact`` the 9 smallest eigenvalues if known."""
+    if args.graph == "grid":
+        nx, ny = args.nx, args.ny
+        n = nx * ny
+        idx = np.arange(n).reshape(nx, ny)
+        src = np.concatenate([idx[:-1, :].ravel(), idx[:, :-1].ravel()])
+        dst = np.concatenate([idx[1:, :].ravel(), idx[:, 1:].ravel()])
+        ii, jj = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
+        lam = (2 - 2 * np.cos(np.pi * ii / nx)) + (2 - 2 * np.cos(np.pi * jj / ny))
+        return n, src, dst, np.sort(lam.ravel())[:K]
+    # Random geometric graph in the unit square, mean degree ~ 10, largest component.
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(args.seed)
+    m = args.n
+    pts = rng.random((m, 2))
+    pairs = cKDTree(pts).query_pairs(np.sqrt(10.0 / (np.pi * m)), output_type="ndarray")
+    adj = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(m, m))
+    _, label = connected_components(adj, directed=False)
+    keep = label == np.argmax(np.bincount(label))
+    new = np.full(m, -1)
+    new[keep] = np.arange(keep.sum())
+    pairs = pairs[keep[pairs[:, 0]] & keep[pairs[:, 1]]]
+    return int(keep.sum()), new[pairs[:, 0]], new[pairs[:, 1]], None
 
 
-def solve(w):
-    return eigjax.eigh_partial(matvec, k, params=w, n=n, tol=tol)
+def neighbour_table(n, src, dst):
+    """Padded neighbour table: ``nbr[i, s]`` and the edge ``eid[i, s]`` (``E`` = padding)."""
+    e = len(src)
+    ends = np.concatenate([src, dst])
+    others = np.concatenate([dst, src])
+    eids = np.concatenate([np.arange(e), np.arange(e)])
+    order = np.argsort(ends, kind="stable")
+    ends, others, eids = ends[order], others[order], eids[order]
+    deg = np.bincount(ends, minlength=n)
+    slot = np.arange(len(ends)) - np.concatenate([[0], np.cumsum(deg)[:-1]])[ends]
+    width = int(deg.max())
+    nbr = np.tile(np.arange(n)[:, None], (1, width))
+    eid = np.full((n, width), e)
+    nbr[ends, slot] = others
+    eid[ends, slot] = eids
+    return nbr.astype(np.int32), eid.astype(np.int32)
 
 
-def loss(w):
-    res = solve(w)
-    lam, v = res.eigenvalues[1:], res.eigenvectors[:, 1:]
-    return jnp.sum(lam) + jnp.sum(v**4)  # v**4 summed per column: invariant to sign
+def degree_buckets(n, src, dst, buckets=6):
+    """Nodes grouped by degree, each group with its own neighbour table padded to the group's
+    largest degree (so an irregular graph pays about nnz gathers, not n * max degree).
+
+    Returns ``(groups, inverse)``: per group ``(nodes, nbr, eid)``; ``inverse`` undoes the
+    concatenation order (a gather, no scatter).
+    """
+    nbr, eid = neighbour_table(n, src, dst)
+    deg = (eid < len(src)).sum(axis=1)
+    order = np.argsort(deg, kind="stable")
+    cuts = sorted({0, n, *(int(q * n) for q in (0.5, 0.75, 0.9, 0.97, 0.995)[: buckets - 1])})
+    groups = []
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        nodes = order[a:b]
+        width = int(deg[nodes].max())
+        groups.append((nodes.astype(np.int32), nbr[nodes, :width], eid[nodes, :width]))
+    inverse = np.empty(n, np.int64)
+    inverse[order] = np.arange(n)
+    return groups, inverse.astype(np.int32)
 
 
-fwd = jax.jit(solve)
-t = time.perf_counter(); r = fwd(weights); jax.block_until_ready(r); t_fwd_c = time.perf_counter() - t
-t = time.perf_counter(); r = fwd(weights); jax.block_until_ready(r); t_fwd = time.perf_counter() - t
-print(f"n={n} eigjax forward: {t_fwd:.2f} s (first call incl. compile {t_fwd_c:.2f} s), "
-      f"restarts={int(r.iterations)}, converged={bool(r.converged)}, max residual={float(jnp.max(r.residual_norms)):.2e}")
-print("eigenvalues", np.asarray(r.eigenvalues))
+def laplacian_csr(n, src, dst, w):
+    import scipy.sparse as ssp
 
-L = ssp.coo_matrix((np.concatenate([np.ones(len(src)), np.ones(len(src)), -np.ones(len(src)), -np.ones(len(src))]),
-                    (np.concatenate([src, dst, src, dst]), np.concatenate([src, dst, dst, src]))), shape=(n, n)).tocsc()
-t = time.perf_counter(); ws, _ = sla.eigsh(L, k=k, sigma=-1e-3, which="LM"); t_sp = time.perf_counter() - t
-print(f"scipy eigsh (shift-invert): {t_sp:.2f} s; max |dlambda| vs eigjax: {np.max(np.abs(np.sort(ws) - np.asarray(r.eigenvalues))):.2e}")
+    return ssp.coo_matrix(
+        (np.concatenate([w, w, -w, -w]), (np.concatenate([src, dst, src, dst]), np.concatenate([src, dst, dst, src]))),
+        shape=(n, n),
+    ).tocsr()
 
-g = jax.jit(jax.grad(loss))
-t = time.perf_counter(); gw = g(weights); jax.block_until_ready(gw); t_g = time.perf_counter() - t
-print(f"value+gradient w.r.t. {len(src)} edge weights (incl. compile): {t_g:.2f} s; finite: {bool(jnp.all(jnp.isfinite(gw)))}")
+
+def node_weights(n):
+    """The fixed diagonal ``C`` of the eigenvector loss (smooth, not symmetric)."""
+    t = np.linspace(0.0, 1.0, n)
+    return 0.5 + t**2 + 0.3 * np.sin(7 * t)
+
+
+def load():
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process (VmHWM: per address space, so a child started by
+    fork + exec reports its own, where getrusage's ru_maxrss would carry the parent's over)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- scipy, in a child process (own peak memory; SA may be killed) ---
+
+
+def scipy_worker(args):
+    import scipy.sparse.linalg as sla
+
+    n, src, dst, _ = build_graph(args)
+    lap = laplacian_csr(n, src, dst, np.ones(len(src)))
+    count = [0]
+
+    def mv(x):
+        count[0] += 1
+        return lap @ x
+
+    t, c = time.perf_counter(), time.process_time()
+    if args.scipy_worker == "si":
+        w, v = sla.eigsh(lap.tocsc(), k=K, sigma=-1e-3, which="LM", tol=args.scipy_tol)
+    else:
+        op = sla.LinearOperator((n, n), matvec=mv, dtype=float)
+        w, v = sla.eigsh(op, k=K, which="SA", tol=args.scipy_tol, ncv=args.sa_ncv)
+    wall, cpu = time.perf_counter() - t, time.process_time() - c
+    order = np.argsort(w)
+    w, v = w[order], v[:, order]
+    res = np.linalg.norm(lap @ v - v * w[None, :], axis=0)
+    print(json.dumps({"wall": wall, "cpu": cpu, "eigenvalues": w.tolist(), "max_residual": float(res.max()),
+                      "matvecs": count[0], "peak_rss_mb": peak_rss_mb()}))
+
+
+def run_scipy(args, mode, timeout):
+    cmd = [sys.executable, __file__, "--scipy-worker", mode, "--graph", args.graph, "--nx", str(args.nx),
+           "--ny", str(args.ny), "--n", str(args.n), "--seed", str(args.seed), "--scipy-tol", str(args.scipy_tol)]
+    if args.sa_ncv:
+        cmd += ["--sa-ncv", str(args.sa_ncv)]
+    t = time.perf_counter()
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        return {"timeout": timeout, "wall": time.perf_counter() - t}
+
+
+# --- eigjax ---
+
+
+def timed(f, *a):
+    t, c = time.perf_counter(), time.process_time()
+    out = f(*a)
+    import jax
+
+    jax.block_until_ready(out)
+    return out, time.perf_counter() - t, time.process_time() - c
+
+
+ROW_PRODUCTS = [0]
+
+
+def make_problem(n, src, dst, tol, block_size, count=False):
+    import jax
+    import jax.numpy as jnp
+
+    import eigjax
+
+    nbr, eid = neighbour_table(n, src, dst)
+    irregular = nbr.shape[1] > 1.5 * (2 * len(src) / n)  # max degree well above the mean
+    groups, inverse = degree_buckets(n, src, dst) if irregular else ([(None, nbr, eid)], None)
+    groups = [(None if g is None else jnp.asarray(g), jnp.asarray(b), jnp.asarray(e)) for g, b, e in groups]
+    cdiag = jnp.asarray(node_weights(n))
+
+    def matvec(w, x):  # (L(w) x)_i = sum_j w_ij (x_i - x_j): gathers only
+        if count:  # under vmap the callback sees the whole block: count its rows
+            jax.debug.callback(lambda x0: ROW_PRODUCTS.__setitem__(0, ROW_PRODUCTS[0] + np.size(x0)), x[0])
+        w_pad = jnp.concatenate([w, jnp.zeros((1,), w.dtype)])
+        parts = []
+        for nodes, nbr_g, eid_g in groups:
+            we = w_pad[eid_g]
+            y = jnp.sum(we, axis=1) * (x if nodes is None else x[nodes])
+            for s in range(nbr_g.shape[1]):
+                y = y - we[:, s] * x[nbr_g[:, s]]
+            parts.append(y)
+        return parts[0] if inverse is None else jnp.concatenate(parts)[inverse]
+
+    def solve(w):
+        return eigjax.eigh_partial(matvec, K, params=w, n=n, tol=tol, block_size=block_size)
+
+    def loss_val(res):
+        return jnp.sum(res.eigenvalues[1:])
+
+    def loss_vec(res):
+        v = res.eigenvectors
+        return jnp.sum(cdiag[:, None] * v * v)  # trace(P C), P = V V^T
+
+    return solve, loss_val, loss_vec, matvec
+
+
+def run_eigjax(args, n, src, dst, exact):
+    import jax
+    import jax.numpy as jnp
+
+    solve, loss_val, loss_vec, _ = make_problem(n, src, dst, args.tol, args.block_size)
+    w0 = jnp.ones(len(src))
+    out = {}
+
+    def compile_and_run(name, f, runs=1):
+        t, c = time.perf_counter(), time.process_time()
+        comp = jax.jit(f).lower(w0).compile()
+        out[name + "_compile"] = time.perf_counter() - t
+        times = []
+        for _ in range(runs):
+            res, wall, cpu = timed(comp, w0)
+            times.append((wall, cpu))
+        out[name + "_wall"] = [x[0] for x in times]
+        out[name + "_cpu"] = [x[1] for x in times]
+        print(f"  {name}: compile {out[name + '_compile']:.1f} s, run {', '.join(f'{a:.2f} s (cpu {b:.2f})' for a, b in times)}"
+              f"   [{load()}]", flush=True)
+        return res
+
+    res = compile_and_run("forward", solve, runs=args.runs)
+    lam = np.asarray(res.eigenvalues)
+    out["iterations"], out["converged"] = int(res.iterations), bool(res.converged)
+    out["max_residual"] = float(jnp.max(res.residual_norms))
+    out["eigenvalues"] = lam.tolist()
+    if exact is not None:
+        out["max_abs_error_vs_exact"] = float(np.max(np.abs(lam - exact)))
+    print(f"  filter iterations {out['iterations']}, converged {out['converged']}, "
+          f"max residual {out['max_residual']:.2e}" + (f", max |lambda - exact| {out['max_abs_error_vs_exact']:.1e}" if exact is not None else ""))
+
+    def vg(loss):
+        return lambda w: jax.value_and_grad(lambda w: loss(solve(w)))(w)
+
+    (val, g_val) = compile_and_run("grad_eigenvalues", vg(loss_val))
+    (vec, g_vec) = compile_and_run("grad_eigenvector_loss", vg(loss_vec))
+    both = compile_and_run("both_grads_one_forward", jax.jacrev(lambda w: (lambda r: jnp.stack([loss_val(r), loss_vec(r)]))(solve(w))))
+    out["loss_eigenvalues"], out["loss_eigenvector"] = float(val), float(vec)
+    out["grad_norms"] = [float(jnp.linalg.norm(g_val)), float(jnp.linalg.norm(g_vec))]
+    out["both_vs_separate"] = float(max(jnp.max(jnp.abs(both[0] - g_val)), jnp.max(jnp.abs(both[1] - g_vec))))
+    out["grads_finite"] = bool(jnp.all(jnp.isfinite(g_val)) and jnp.all(jnp.isfinite(g_vec)))
+    out["peak_rss_mb"] = peak_rss_mb()
+    print(f"  |grad| {out['grad_norms'][0]:.4e} (eigenvalues), {out['grad_norms'][1]:.4e} (trace(P C)); finite {out['grads_finite']}; "
+          f"one-forward vs separate max diff {out['both_vs_separate']:.1e}; peak RSS {out['peak_rss_mb']:.0f} MB")
+    if args.count:  # the same computations once more, counting products of A with one vector
+        solve, loss_val, loss_vec, _ = make_problem(n, src, dst, args.tol, args.block_size, count=True)
+        for name, f in [("forward", solve), ("grad_eigenvalues", lambda w: jax.grad(lambda w: loss_val(solve(w)))(w)),
+                        ("grad_eigenvector_loss", lambda w: jax.grad(lambda w: loss_vec(solve(w)))(w))]:
+            ROW_PRODUCTS[0] = 0
+            jax.block_until_ready(jax.jit(f)(w0))
+            jax.effects_barrier()
+            out[name + "_vector_products"] = ROW_PRODUCTS[0]
+        print("  products of A with one vector: " + ", ".join(f"{k} {out[k + '_vector_products']}" for k in ("forward", "grad_eigenvalues", "grad_eigenvector_loss")))
+    return out
+
+
+def gradient_check(tol):
+    """Both gradients on a 12 x 20 grid against the full dense eigjax.eigh (same losses)."""
+    import jax
+    import jax.numpy as jnp
+
+    import eigjax
+
+    class A:
+        graph, nx, ny = "grid", 12, 20
+
+    n, src, dst, _ = build_graph(A)
+    solve, loss_val, loss_vec, _ = make_problem(n, src, dst, tol, None)
+    cdiag = jnp.asarray(node_weights(n))
+
+    def dense(w):
+        lap = jnp.zeros((n, n)).at[src, src].add(w).at[dst, dst].add(w).at[src, dst].add(-w).at[dst, src].add(-w)
+        lam, v = eigjax.eigh(lap)
+        return lam[:K], v[:, :K]
+
+    dense_val = lambda w: jnp.sum(dense(w)[0][1:])
+    dense_vec = lambda w: jnp.sum(cdiag[:, None] * dense(w)[1] ** 2)
+    rng = np.random.default_rng(0)
+    w0 = jnp.asarray(1.0 + 0.5 * rng.random(len(src)))  # non-uniform weights
+    errs = []
+    for ours, ref in [(lambda w: loss_val(solve(w)), dense_val), (lambda w: loss_vec(solve(w)), dense_vec)]:
+        g = jax.jit(jax.grad(ours))(w0)
+        g_ref = jax.jit(jax.grad(ref))(w0)
+        errs.append(float(jnp.linalg.norm(g - g_ref) / jnp.linalg.norm(g_ref)))
+    print(f"  gradient check, 12 x 20 grid, random weights: relative error vs dense eigjax.eigh "
+          f"{errs[0]:.1e} (eigenvalue sum), {errs[1]:.1e} (trace(P C))")
+    return errs
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--graph", choices=["grid", "rgg"], default="grid")
+    p.add_argument("--nx", type=int, default=250)
+    p.add_argument("--ny", type=int, default=400)
+    p.add_argument("--n", type=int, default=100_000, help="nodes of the random geometric graph (before taking its largest component)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tol", type=float, default=None, help="eigh_partial tol (default: its default, 10 eps^0.75)")
+    p.add_argument("--block-size", type=int, default=None)
+    p.add_argument("--runs", type=int, default=2, help="forward runs after compile")
+    p.add_argument("--scipy-tol", type=float, default=1e-10)
+    p.add_argument("--sa-timeout", type=float, default=300.0)
+    p.add_argument("--sa-ncv", type=int, default=None, help="ncv of the 'SA' run (default scipy's, 2k+1)")
+    p.add_argument("--skip-scipy", action="store_true")
+    p.add_argument("--skip-check", action="store_true")
+    p.add_argument("--count", action="store_true", help="also count products of A with one vector (an extra, untimed run)")
+    p.add_argument("--json", default=None, help="write all numbers to this file")
+    p.add_argument("--scipy-worker", choices=["si", "sa"], default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.scipy_worker:
+        return scipy_worker(args)
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    n, src, dst, exact = build_graph(args)
+    print(f"{args.graph}: n = {n}, edges = {len(src)}, {os.cpu_count()} CPUs, jax {jax.__version__}  [{load()}]", flush=True)
+    report = {"graph": args.graph, "n": n, "edges": int(len(src)), "load_start": os.getloadavg()}
+    print("eigjax.eigh_partial (chebyshev):")
+    report["eigjax"] = run_eigjax(args, n, src, dst, exact)
+    if not args.skip_scipy:
+        for mode, timeout in [("si", 1800.0), ("sa", args.sa_timeout)]:
+            r = run_scipy(args, mode, timeout)
+            report["scipy_" + mode] = r
+            name = {"si": "shift-invert (sigma=-1e-3, sparse LU)", "sa": f"Lanczos which='SA' (ncv {args.sa_ncv or 2 * K + 1})"}[mode]
+            if "timeout" in r:
+                print(f"scipy eigsh {name}: killed after {r['timeout']:.0f} s (not finished)  [{load()}]")
+            else:
+                d = np.max(np.abs(np.asarray(r["eigenvalues"]) - np.asarray(report["eigjax"]["eigenvalues"])))
+                print(f"scipy eigsh {name}, tol {args.scipy_tol:g}: {r['wall']:.2f} s (cpu {r['cpu']:.2f}), "
+                      f"max residual {r['max_residual']:.1e}, matvecs {r['matvecs']}, peak RSS {r['peak_rss_mb']:.0f} MB; "
+                      f"max |lambda_scipy - lambda_eigjax| {d:.1e}  [{load()}]", flush=True)
+    if not args.skip_check:
+        report["gradient_check_rel_err"] = gradient_check(args.tol)
+    report["load_end"] = os.getloadavg()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,13 +1,20 @@
 """Tests for eigjax.eigh_partial (k extremal eigenpairs of dense / BCOO / matrix-free operators).
 
-Oracles: NumPy's dense eigvalsh; gradients of the full dense eigjax.eigh (itself checked
-against finite differences in test_eigh.py) of gauge-invariant losses (eigenvalue sums,
-projectors onto the computed subspace); central finite differences for operator params.
+Oracles: NumPy's dense eigh of the test matrix (eigenvalues; and the closed-form
+first-order perturbation gradient of gauge-invariant losses, eigenvalue sums plus a
+weighted sum of the projector onto the block, which only involves pairs across the block
+boundary); the full dense eigjax.eigh (itself checked against finite differences in
+test_eigh.py); central finite differences for operator params.
 The test spectrum has an exactly degenerate pair inside the block at both ends
 (k = 4) and a gap after the block, as the derivative requires.
+
+Compile time dominates this file (the solves at n <= 200 take milliseconds), so every
+case is one jitted function that returns everything it checks, compiled with XLA's
+backend optimisations off (the numbers are the same; compilation is ~3x faster).
 """
 
 import functools
+import time
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +24,10 @@ from jax.experimental import sparse as jsparse
 
 import eigjax
 from helpers import central_fd, hermitian_direction, rel_err, rng, with_spectrum
+
+jit = functools.partial(
+    jax.jit, compiler_options={"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
+)
 
 N = 200
 SPEC = np.sort(np.concatenate([[1.0, 1.5, 2.0, 2.0, 3.0], np.linspace(5.0, 17.0, N - 10), [18.0, 19.0, 19.0, 19.5, 20.0]]))
@@ -28,76 +39,143 @@ def matrix():
     return with_spectrum(rng(0), SPEC)
 
 
+def block(k, which):
+    return slice(0, k) if which == "smallest" else slice(N - k, N)
+
+
 def loss_from(w, v):
     """Gauge-invariant: eigenvalue sum plus a weighted sum of the projector V V^T."""
     return jnp.sum(w) + jnp.sum((v @ v.T) * WEIGHT)
 
 
-def dense_loss(a, k, which):
-    w, v = eigjax.eigh(a)
-    sl = slice(0, k) if which == "smallest" else slice(N - k, N)
-    return loss_from(w[sl], v[:, sl])
+@functools.lru_cache(maxsize=None)
+def reference_grad(k, which):
+    """d loss_from / dA (symmetric) from NumPy's eigh: P_S + sum over i in S, j not in S."""
+    w, v = np.linalg.eigh(matrix())
+    inside = np.zeros(N, bool)
+    inside[block(k, which)] = True
+    vs, vr = v[:, inside], v[:, ~inside]
+    ws = (WEIGHT + WEIGHT.T) / 2
+    m = vr.T @ ws @ vs  # (n - k, k)
+    d = 1.0 / (w[inside][None, :] - w[~inside][:, None])
+    g = vr @ (2 * m * d) @ vs.T
+    return vs @ vs.T + (g + g.T) / 2
+
+
+def check_result(res, a, k, which, tol=1e-9):
+    want = SPEC[block(k, which)]
+    np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-10)
+    assert bool(res.converged) and int(res.iterations) >= 1
+    v, w = np.asarray(res.eigenvectors), np.asarray(res.eigenvalues)
+    r = np.linalg.norm(np.asarray(a) @ v - v * w[None, :], axis=0)
+    np.testing.assert_allclose(res.residual_norms, r, rtol=1e-3, atol=1e-13)
+    assert np.all(r <= tol * np.max(np.abs(SPEC)))
+    np.testing.assert_allclose(v.T @ v, np.eye(k), atol=1e-12)
+
+
+# Covered across the three forms (each compile costs a second): dense (4, smallest),
+# (1, largest) and (1, largest, Krylov); BCOO (4, largest) and (1, smallest); operator (4, largest) in
+# forward mode and (4, smallest) against finite differences.
+@pytest.mark.parametrize(
+    "k,which,method", [(4, "smallest", "chebyshev"), (1, "largest", "chebyshev"), (1, "largest", "krylov")]
+)
+def test_dense_matches_eigh(k, which, method):
+    a = jnp.asarray(matrix())
+
+    @jit
+    def run(a):
+        def loss(a):
+            res = eigjax.eigh_partial(a, k, which=which, method=method)
+            return loss_from(res.eigenvalues, res.eigenvectors), res
+
+        # trace(V V^T) = k: its cotangent for V lies in the subspace itself and is all
+        # rounding once projected out; the solve must not amplify it.
+        trace = lambda a: (lambda res: jnp.sum(res.eigenvalues) + jnp.sum(res.eigenvectors**2))(
+            eigjax.eigh_partial(a, k, which=which, method=method))
+        return (*jax.grad(loss, has_aux=True)(a), jax.grad(trace)(a))
+
+    g, res, g_trace = run(a)
+    check_result(res, a, k, which)
+    assert rel_err(g, reference_grad(k, which)) < 1e-8
+    assert rel_err(g_trace, reference_projector(k, which)) < 1e-10
+
+
+def test_eigenvalue_loss_runs_no_cg():
+    """An eigenvalue-only loss gives the solve a zero right-hand side: CG stops at once.
+
+    cg_tol = 0 would make any CG iteration run to cg_maxiter (10**9 here: hours). The
+    solve is the same for every forward method; the dense path (n < 4 p) compiles fastest.
+    """
+    n, k = 20, 2
+    spec = np.arange(1.0, n + 1)
+    a = jnp.asarray(with_spectrum(rng(5), spec))
+    loss = lambda a: jnp.sum(eigjax.eigh_partial(a, k, block_size=6, cg_tol=0.0, cg_maxiter=10**9).eigenvalues)
+    g = jit(jax.grad(loss))
+    g(a).block_until_ready()
+    t = time.perf_counter()
+    got = g(a)
+    assert time.perf_counter() - t < 5.0
+    _, v = np.linalg.eigh(np.asarray(a))
+    np.testing.assert_allclose(got, v[:, :k] @ v[:, :k].T, atol=1e-10)
+
+
+@pytest.mark.parametrize("k,which", [(4, "largest"), (1, "smallest")])
+def test_bcoo_matches_eigh(k, which):
+    """Concrete indices use the padded-row layout (k = 4); traced indices the BCOO product (k = 1)."""
+    a = jnp.asarray(matrix())
+    sp = bcoo_of(matrix())
+    da = direction()
+
+    def loss(data, indices):
+        res = eigjax.eigh_partial(jsparse.BCOO((data, indices), shape=sp.shape), k, which=which)
+        return loss_from(res.eigenvalues, res.eigenvectors), res
+
+    if k == 4:
+        g, res = jit(lambda data: jax.grad(lambda d: loss(d, sp.indices), has_aux=True)(data))(sp.data)
+    else:
+        g, res = jit(jax.grad(loss, has_aux=True))(sp.data, sp.indices)
+    check_result(res, a, k, which)
+    # Directional derivative along a symmetric perturbation (the BCOO is assumed Hermitian).
+    idx = np.asarray(sp.indices)
+    lin = float(jnp.sum(g * da[idx[:, 0], idx[:, 1]]))
+    ref = float(np.sum(reference_grad(k, which) * da))
+    assert abs(lin - ref) <= 1e-8 * abs(ref)
 
 
 def direction():
     return hermitian_direction(rng(1), (N, N))
 
 
-CASES = [(k, which) for k in (1, 4) for which in ("smallest", "largest")]
+def bcoo_of(a):
+    """BCOO with every entry of ``a`` (built in NumPy: BCOO.fromdense compiles for seconds)."""
+    idx = np.argwhere(np.ones(a.shape, bool)).astype(np.int32)
+    return jsparse.BCOO((jnp.asarray(a[idx[:, 0], idx[:, 1]]), jnp.asarray(idx)), shape=a.shape)
 
 
-@pytest.mark.parametrize("k,which", CASES)
-def test_dense_matches_eigh(k, which):
+def test_operator_matches_eigh_forward_mode():
     a = jnp.asarray(matrix())
-    res = eigjax.eigh_partial(a, k, which=which)
-    want = SPEC[:k] if which == "smallest" else SPEC[N - k :]
-    np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-10)
-    assert bool(res.converged) and int(res.iterations) >= 1
-    r = np.linalg.norm(np.asarray(a @ res.eigenvectors - res.eigenvectors * res.eigenvalues[None, :]), axis=0)
-    np.testing.assert_allclose(res.residual_norms, r, rtol=1e-3, atol=1e-13)
-    assert np.all(r <= 1e-9)
-    np.testing.assert_allclose(res.eigenvectors.T @ res.eigenvectors, np.eye(k), atol=1e-12)
-    g = jax.grad(lambda a: loss_from(*eigjax.eigh_partial(a, k, which=which)[:2]))(a)
-    g_ref = jax.grad(dense_loss)(a, k, which)
-    assert rel_err(g, g_ref) < 1e-8
-
-
-@pytest.mark.parametrize("k,which", [(4, "smallest"), (1, "largest")])
-def test_bcoo_matches_eigh(k, which):
-    a = jnp.asarray(matrix())
-    sp = jsparse.BCOO.fromdense(a)
-    loss = lambda data: loss_from(*eigjax.eigh_partial(jsparse.BCOO((data, sp.indices), shape=sp.shape), k, which=which)[:2])
-    res = eigjax.eigh_partial(sp, k, which=which)
-    want = SPEC[:k] if which == "smallest" else SPEC[N - k :]
-    np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-10)
-    # Directional derivative along a symmetric perturbation (the BCOO is assumed Hermitian).
-    da = direction()
-    idx = np.asarray(sp.indices)
-    g = jax.grad(loss)(sp.data)
-    lin = float(jnp.sum(g * da[idx[:, 0], idx[:, 1]]))
-    ref = float(jax.jvp(lambda a: dense_loss(a, k, which), (a,), (jnp.asarray(da),))[1])
-    assert abs(lin - ref) <= 1e-8 * abs(ref)
-
-
-@pytest.mark.parametrize("k,which", [(1, "smallest"), (4, "largest")])
-def test_operator_matches_eigh(k, which):
-    a = jnp.asarray(matrix())
+    k, which = 4, "largest"
     matvec = lambda m, x: m @ x
-    res = eigjax.eigh_partial(matvec, k, which=which, params=a, n=N)
-    want = SPEC[:k] if which == "smallest" else SPEC[N - k :]
-    np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-10)
-    da = jnp.asarray(direction())
-    got = jax.jvp(lambda m: loss_from(*eigjax.eigh_partial(matvec, k, which=which, params=m, n=N)[:2]), (a,), (da,))[1]
-    ref = jax.jvp(lambda a: dense_loss(a, k, which), (a,), (da,))[1]
-    assert abs(float(got) - float(ref)) <= 1e-8 * abs(float(ref))
+    loss = lambda m: loss_from(*eigjax.eigh_partial(matvec, k, which=which, params=m, n=N)[:2])
+    da = direction()
+    value, got = jit(lambda a, da: jax.jvp(loss, (a,), (da,)))(a, jnp.asarray(da))
+    want = np.sum(SPEC[-k:]) + np.sum(reference_projector(k, which) * WEIGHT)
+    np.testing.assert_allclose(float(value), want, rtol=1e-10)
+    ref = float(np.sum(reference_grad(k, which) * da))
+    assert abs(float(got) - ref) <= 1e-8 * abs(ref)
+
+
+def reference_projector(k, which):
+    _, v = np.linalg.eigh(matrix())
+    vs = v[:, block(k, which)]
+    return vs @ vs.T
 
 
 def tridiagonal(params, x):
-    """A(params) x with A = diag(d) + offdiag(e) (symmetric), matrix-free."""
+    """A(params) x with A = diag(d) + offdiag(e) (symmetric), matrix-free (no scatter)."""
     d, e = params
-    y = d * x
-    y = y.at[:-1].add(e * x[1:])
-    return y.at[1:].add(e * x[:-1])
+    zero = jnp.zeros((1,), x.dtype)
+    return d * x + jnp.concatenate([e * x[1:], zero]) + jnp.concatenate([zero, e * x[:-1]])
 
 
 def test_operator_params_grad_matches_fd():
@@ -106,53 +184,85 @@ def test_operator_params_grad_matches_fd():
     d = jnp.asarray(np.linspace(0.0, 6.0, n) + 0.3 * r.standard_normal(n))
     e = jnp.asarray(0.5 + 0.2 * r.standard_normal(n - 1))
     weight = jnp.asarray(r.standard_normal(n))
+    dd, de = jnp.asarray(r.standard_normal(n)), jnp.asarray(r.standard_normal(n - 1))
 
     def loss(params):
         w, v = eigjax.eigh_partial(tridiagonal, k, params=params, n=n)[:2]
         return jnp.sum(w**2) + jnp.sum((v**2) @ jnp.ones((k,)) * weight)
 
-    g = jax.grad(loss)((d, e))
-    dd, de = r.standard_normal(n), r.standard_normal(n - 1)
+    run = jit(jax.value_and_grad(loss))  # forward mode is checked in the tests below
+    _, g = run((d, e))
     lin = float(jnp.sum(g[0] * dd) + jnp.sum(g[1] * de))
-    fd = central_fd(lambda t: loss((d + t * dd, e + t * de)), 0.0, 1.0, h=1e-4)
+    fd = central_fd(lambda t: run((d + t * dd, e + t * de))[0], 0.0, 1.0, h=1e-4)
     assert abs(lin - float(fd)) <= 1e-7 * abs(float(fd))
-    fwd = jax.jvp(loss, ((d, e),), ((jnp.asarray(dd), jnp.asarray(de)),))[1]
-    assert abs(float(fwd) - float(fd)) <= 1e-7 * abs(float(fd))
 
 
 def test_small_problem_dense_path_and_complex():
     n = 12
     r = rng(3)
     a = with_spectrum(r, np.arange(1.0, n + 1), np.complex128)
-    res = eigjax.eigh_partial(jnp.asarray(a), 3)
+    da = hermitian_direction(r, (n, n), np.complex128)
+    proj = lambda v: v @ jnp.conj(v.T)
+
+    @jit
+    def run(a, da):
+        res = eigjax.eigh_partial(a, 3)
+        return res, jax.jvp(lambda a: proj(eigjax.eigh_partial(a, 3).eigenvectors), (a,), (da,))[1]
+
+    res, got = run(jnp.asarray(a), jnp.asarray(da))
     np.testing.assert_allclose(res.eigenvalues, [1.0, 2.0, 3.0], rtol=1e-12)
     assert int(res.iterations) == 0 and bool(res.converged)
-    da = hermitian_direction(r, (n, n), np.complex128)
-    proj = lambda f: (lambda a: (lambda v: v @ jnp.conj(v.T))(f(a)))
-    got = jax.jvp(proj(lambda a: eigjax.eigh_partial(a, 3).eigenvectors), (jnp.asarray(a),), (jnp.asarray(da),))[1]
-    fd = central_fd(proj(lambda a: eigjax.eigh(a).eigenvectors[:, :3]), a, da)
+    _, v = np.linalg.eigh(a)
+    fd = central_fd(lambda a: proj(jnp.asarray(np.linalg.eigh(np.asarray(a))[1][:, :3])), a, da)
     assert rel_err(got, fd) < 1e-8
 
 
-def test_complex_krylov_path():
+@pytest.mark.parametrize("method", ["chebyshev"])
+def test_complex_iterative_path(method):
     n = 80
     r = rng(4)
-    a = jnp.asarray(with_spectrum(r, np.linspace(1.0, 10.0, n), np.complex128))
-    res = eigjax.eigh_partial(a, 2, which="largest")
-    np.testing.assert_allclose(res.eigenvalues, np.linspace(1.0, 10.0, n)[-2:], rtol=1e-10)
-    assert int(res.iterations) >= 1
+    spec = np.linspace(1.0, 10.0, n)
+    a = jnp.asarray(with_spectrum(r, spec, np.complex128))
     da = jnp.asarray(hermitian_direction(r, (n, n), np.complex128))
-    f = lambda g: (lambda a: (lambda v: v @ jnp.conj(v.T))(g(a)))
-    got = jax.jvp(f(lambda a: eigjax.eigh_partial(a, 2, which="largest").eigenvectors), (a,), (da,))[1]
-    ref = jax.jvp(f(lambda a: eigjax.eigh(a).eigenvectors[:, -2:]), (a,), (da,))[1]
+    proj = lambda v: v @ jnp.conj(v.T)
+
+    @jit
+    def run(a, da):
+        # One forward: linearize gives forward mode, its transpose reverse mode.
+        f = lambda a: (lambda res: (proj(res.eigenvectors), res))(eigjax.eigh_partial(a, 2, which="largest", method=method))
+        (_, res), f_jvp = jax.linearize(f, a)
+        dp = f_jvp(da)[0]
+        (g,) = jax.linear_transpose(lambda t: f_jvp(t)[0], a)(jnp.conj(da))
+        return res, dp, g
+
+    res, got, g = run(a, da)
+    np.testing.assert_allclose(res.eigenvalues, spec[-2:], rtol=1e-10)
+    assert int(res.iterations) >= 1 and bool(res.converged)
+    w, v = np.linalg.eigh(np.asarray(a))
+    vs, vr = v[:, -2:], v[:, :-2]
+    c = (vr.conj().T @ np.asarray(da) @ vs) / (w[-2:][None, :] - w[:-2][:, None])
+    ref = vr @ c @ vs.conj().T
+    ref = ref + ref.conj().T  # d(V V^H) from the pairs across the block boundary
     assert rel_err(got, ref) < 1e-8
+    # Reverse mode (the transpose solve): <transpose(ct), dA> = <ct, dP> without conjugation.
+    lin = complex(jnp.sum(g * da))
+    want = complex(np.sum(np.conj(np.asarray(da)) * ref))
+    assert abs(lin - want) <= 1e-8 * abs(want)
 
 
 def test_convergence_report_when_not_converged():
-    res = eigjax.eigh_partial(jnp.asarray(matrix()), 2, max_restarts=0)
-    assert not bool(res.converged) and int(res.iterations) == 0
-    res = jax.jit(lambda a: eigjax.eigh_partial(a, 2, max_restarts=1, tol=1e-15))(jnp.asarray(matrix()))
-    assert int(res.iterations) == 1 and not bool(res.converged)
+    @jit
+    def run(a):
+        return eigjax.eigh_partial(a, 2, max_restarts=0), eigjax.eigh_partial(a, 2, max_restarts=1, tol=1e-15)
+
+    zero, one = run(jnp.asarray(matrix()))
+    assert not bool(zero.converged) and int(zero.iterations) == 0
+    assert int(one.iterations) == 1 and not bool(one.converged)
+    for res in (zero, one):  # honest residuals of orthonormal Ritz vectors
+        v = np.asarray(res.eigenvectors)
+        r = np.linalg.norm(matrix() @ v - v * np.asarray(res.eigenvalues)[None, :], axis=0)
+        np.testing.assert_allclose(res.residual_norms, r, rtol=1e-6)
+        np.testing.assert_allclose(v.T @ v, np.eye(2), atol=1e-12)
 
 
 def test_bad_input():
@@ -166,6 +276,8 @@ def test_bad_input():
         f(a, 2.0)
     with pytest.raises(ValueError, match=r"`which` must be 'smallest' or 'largest'"):
         f(a, 1, which="biggest")
+    with pytest.raises(ValueError, match=r"`method` must be one of"):
+        f(a, 1, method="lobpcg")
     with pytest.raises(ValueError, match=r"must be square"):
         f(jnp.ones((5, 4)), 1)
     with pytest.raises(ValueError, match=r"use jax.vmap"):
@@ -175,4 +287,4 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"must return shape \(n,\) = \(5,\)"):
         f(lambda p, x: x[:3], 1, n=5)
     with pytest.raises(ValueError, match=r"unbatched square"):
-        f(jsparse.BCOO.fromdense(jnp.ones((5, 4))), 1)
+        f(bcoo_of(np.ones((5, 4))), 1)
