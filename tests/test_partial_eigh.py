@@ -1,16 +1,16 @@
 """Tests for eigjax.eigh_partial (k extremal eigenpairs of dense / BCOO / matrix-free operators).
 
-Oracles: NumPy's dense eigh of the test matrix (eigenvalues; and the closed-form
-first-order perturbation gradient of gauge-invariant losses, eigenvalue sums plus a
-weighted sum of the projector onto the block, which only involves pairs across the block
-boundary); the full dense eigjax.eigh (itself checked against finite differences in
-test_eigh.py); central finite differences for operator params.
+Oracles (independent of eigjax): NumPy's dense eigh of the test matrix, for the
+eigenvalues and for the closed-form first-order perturbation gradient of gauge-invariant
+losses (eigenvalue sums plus a weighted sum of the projector onto the block, which only
+involves pairs across the block boundary); central finite differences for operator params.
 The test spectrum has an exactly degenerate pair inside the block at both ends
 (k = 4) and a gap after the block, as the derivative requires.
 
 Compile time dominates this file (the solves at n <= 200 take milliseconds), so every
-case is one jitted function that returns everything it checks, compiled with XLA's
-backend optimisations off (the numbers are the same; compilation is ~3x faster).
+case is one jitted function that returns everything it checks, compiled with XLA's CPU
+fusion emitters and backend optimisations off (same results up to rounding; compilation is
+about 3x faster).
 """
 
 import functools
