@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import jax
 
@@ -27,19 +25,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import eigjax  # noqa: E402
+from _timing import medians  # noqa: E402
 
 
 def timed_pair(f1, f2, *args, repeats):
     """Medians of interleaved runs of f1 and f2 (interleaving spreads machine noise)."""
-    jax.block_until_ready(f1(*args))  # warm-up / compile
-    jax.block_until_ready(f2(*args))
-    t1, t2 = [], []
-    for _ in range(repeats):
-        for f, times in ((f1, t1), (f2, t2)):
-            t = time.perf_counter()
-            jax.block_until_ready(f(*args))
-            times.append(time.perf_counter() - t)
-    return statistics.median(t1), statistics.median(t2)
+    t = medians({1: f1, 2: f2}, *args, repeats=repeats)
+    return t[1], t[2]
 
 
 def cases(n):

@@ -1,7 +1,7 @@
 """Benchmark eigjax.eigh against jnp.linalg.eigh in the same process.
 
-Times (medians of --repeats runs after a warm-up call, each call jit-compiled and
-block_until_ready'd):
+Times (medians of --repeats interleaved runs after a warm-up call, each call jit-compiled
+and block_until_ready'd):
   fwd        the decomposition alone,
   vg_vals    value_and_grad of an eigenvalue-only loss  sum(w**2),
   vg_vecs    value_and_grad of a loss using eigenvectors  sum(w**2) + sum(|V|**4),
@@ -14,9 +14,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -25,16 +22,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import eigjax  # noqa: E402
-
-
-def median_time(fn, x, repeats):
-    jax.block_until_ready(fn(x))  # compile + warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(x))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from _timing import medians  # noqa: E402
 
 
 def make_fns(eigh):
@@ -74,8 +62,9 @@ def main():
             a = jnp.asarray((x + x.T) / 2, dtype=dtype)
             t = {}
             for op in ["fwd", "vg_vals", "vg_vecs"]:
-                for lib, fns in libs.items():
-                    t[lib, op] = median_time(fns[op], a, args.repeats)
+                m = medians({lib: fns[op] for lib, fns in libs.items()}, a, repeats=args.repeats)
+                for lib in libs:
+                    t[lib, op] = m[lib]
                 print(
                     f"| {dtype} | {n} | {op} | {1e3 * t['jax', op]:.3f} | {1e3 * t['eigjax', op]:.3f} "
                     f"| {t['eigjax', op] / t['jax', op]:.2f} |",

@@ -22,31 +22,19 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import eigjax
 from eigjax._small import eigh_small
-
-
-def median_time(fn, x, repeats):
-    jax.block_until_ready(fn(x))  # compile + warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(x))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from _timing import median_time, medians
 
 
 def copy_bandwidth(repeats):
     x = jnp.ones((64 * 2**20,), jnp.float32)  # 256 MiB
     f = jax.jit(lambda x: x * 1.0001)
-    t = median_time(f, x, repeats)
+    t = median_time(f, x, repeats=repeats)
     return 2 * x.nbytes / t
 
 
@@ -80,11 +68,8 @@ def main():
             r = np.random.default_rng(n)
             x = r.standard_normal((b, n, n)).astype(np.float32)
             a = jnp.asarray((x + np.swapaxes(x, -1, -2)) / 2)
-            t = {}
-            for name, fn in fns.items():
-                if name == "small" and n > args.small_max_n:
-                    continue
-                t[name] = median_time(fn, a, args.repeats)
+            run = {name: fn for name, fn in fns.items() if name != "small" or n <= args.small_max_n}
+            t = medians(run, a, repeats=args.repeats)
             floor = bw / (4 * (2 * n * n + n))
             small = f"{b / t['small']:.3g}" if "small" in t else "-"
             small_ratio = f"{t['vmap'] / t['small']:.2f}" if "small" in t else "-"
