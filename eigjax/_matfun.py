@@ -10,33 +10,14 @@ Maths (Daleckii & Krein 1965; Bhatia, "Matrix Analysis", 1997, thm. V.3.3; Higha
 ``(w_i, w_j)``, so unlike the eigenvector derivative there is no degeneracy problem at
 all: at ``A = I`` the derivative of ``sqrtm`` is exactly ``dA / 2``.
 
-Evaluating ``G`` accurately. The quotient loses ``~ eps |f| / |w_i - w_j|`` to
-cancellation when the eigenvalues are close. We use the identity
+Second derivatives use the second divided differences ``f[w_i, w_k, w_j]`` (Bhatia,
+sec. V.3): exact at degenerate points too, for ``jax.hessian`` and any other composition of
+``jvp``/``vjp`` up to second order, in ``a`` and in the values ``f`` closes over. Third and
+higher derivatives are exact at inputs with distinct eigenvalues only.
 
-    G_ij = int_0^1 f'(w_j + t (w_i - w_j)) dt
-
-and evaluate it by 5-point Gauss-Legendre quadrature when the pair is close:
-``|w_i - w_j| <= 0.1 max(|w_i|, |w_j|)`` and ``|w_i - w_j| |f''(w_j)| <= |f'(w_j)| / 2``
-(``f'`` varies little between them), or ``|w_i - w_j| <= sqrt(eps) max_k |w_k|``. The nodes lie between
-the two eigenvalues, so inside the domain of ``f`` whenever both eigenvalues are (sqrt
-and log included). For a pair that close, the relative error of the quadrature for
-power-like functions (singular at 0) and for entire functions is below ``1e-14``, and the
-quotient used for the other pairs loses at most ``~ 10 eps`` relative for power-like
-functions and ``~ sqrt(eps)`` for ``exp`` on eigenvalues tiny against ``||A||``. The
-known weak case: ``sqrtm``/``powm`` with two eigenvalues both within ``sqrt(eps) ||A||``
-of zero, where the quadrature misses the endpoint singularity of ``f'`` (the derivative is
-itself ill-conditioned there). ``f'`` comes from ``jax.jvp`` of ``f``, so ``f`` must be
-elementwise. Every branch is built with the "double where" pattern: no NaN or inf leaks
-from an unselected branch into a derivative.
-
-Higher order. The JVP rule is differentiable JAX that calls :func:`eigjax.eigh`'s custom
-JVP for the decomposition, so ``jax.hessian`` works and matches finite differences of the
-gradient at inputs with distinct eigenvalues. KNOWN LIMITATION: at exactly degenerate
-inputs (the identity, repeated eigenvalues) the second derivative is wrong (finite, but
-off by O(1) at the identity): eigh's ``F_ij = 0`` rule is exact only for losses that stay
-basis-invariant when the degenerate eigenvalues split, and the tangent ``V (G o P) V^H``
-depends on that split through ``G``. A correct rule needs the second divided differences
-``f[w_i, w_k, w_j]`` (an O(n^3) tensor); not implemented (tests mark it xfail, strict).
+How ``G`` and the second divided differences are evaluated accurately (quadrature and
+Taylor expansions for close eigenvalues), and why the derivatives are JAX primitives so that
+``jax.hessian`` is exact at degenerate points too: see ``eigjax/_frechet.py``.
 """
 
 from __future__ import annotations
@@ -46,63 +27,11 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
 from ._checks import as_square_matrix
-from ._eigh import _eigh, _h, _hermitian_part, _mm
-
-# Gauss-Legendre nodes/weights on [0, 1].
-_GL_X, _GL_W = np.polynomial.legendre.leggauss(5)
-_GL_X = (_GL_X + 1.0) / 2.0
-_GL_W = _GL_W / 2.0
-_REL_CLOSE = 0.1
-
-
-def _derivative(f: Callable, x: jax.Array) -> jax.Array:
-    """Elementwise ``f'(x)`` for an elementwise ``f``."""
-    return jax.jvp(f, (x,), (jnp.ones_like(x),))[1]
-
-
-def _divided_differences(f: Callable, w: jax.Array, fw: jax.Array) -> jax.Array:
-    """``G_ij = (f(w_i) - f(w_j)) / (w_i - w_j)``, ``f'`` on (near-)equal pairs; ``(..., n, n)``."""
-    wi, wj = w[..., :, None], w[..., None, :]
-    d = wi - wj
-    ws = jax.lax.stop_gradient(w)
-    eps = jnp.finfo(w.dtype).eps
-    scale = jnp.max(jnp.abs(ws), axis=-1, keepdims=True)[..., None]
-    pair_scale = jnp.maximum(jnp.abs(ws)[..., :, None], jnp.abs(ws)[..., None, :])
-    # Quadrature also needs f' to vary little over the interval: |d f''| <= |f'| / 2 at
-    # w_j (automatic for powers and log at 10% relative distance; for exp it means
-    # |d| <= 1/2, where the quotient of exp at (50, 55) would otherwise be replaced by a
-    # quadrature over e^x on an interval of length 5, accurate only to 1e-6).
-    f1, f2 = jax.jvp(lambda x: _derivative(f, x), (ws,), (jnp.ones_like(ws),))
-    smooth = jnp.abs(jax.lax.stop_gradient(d) * f2[..., None, :]) <= 0.5 * jnp.abs(f1[..., None, :])
-    abs_d = jnp.abs(jax.lax.stop_gradient(d))
-    close = (abs_d <= _REL_CLOSE * pair_scale) & smooth | (abs_d <= np.sqrt(eps) * scale)
-    # Quotient on the pairs that are far apart (safe denominator elsewhere).
-    safe_d = jnp.where(close, jnp.ones_like(d), d)
-    quotient = (fw[..., :, None] - fw[..., None, :]) / safe_d
-    # Quadrature of f' between the two eigenvalues on the close pairs; far pairs
-    # evaluate f' at w_j (inside the domain), so nothing unselected is NaN.
-    d_close = jnp.where(close, d, jnp.zeros_like(d))
-    t = jnp.asarray(_GL_X, dtype=w.dtype).reshape((1,) * d.ndim + (-1,))
-    gl_w = jnp.asarray(_GL_W, dtype=w.dtype).reshape((1,) * d.ndim + (-1,))
-    nodes = wj[..., None] + d_close[..., None] * t
-    quad = jnp.sum(_derivative(f, nodes) * gl_w, axis=-1)
-    # Exactly equal eigenvalues (the diagonal, the identity): f' itself, with no
-    # rounding from the quadrature weights, so d sqrtm(I)[E] = E / 2 exactly.
-    at_wj = _derivative(f, wj + jnp.zeros_like(d))
-    quad = jnp.where(jax.lax.stop_gradient(d) == 0, at_wj, quad)
-    quotient = quotient.astype(jnp.result_type(quotient, quad))
-    return jnp.where(close, quad.astype(quotient.dtype), quotient)
-
-
-def _reconstruct(v: jax.Array, fw: jax.Array) -> jax.Array:
-    dtype = jnp.result_type(v, fw)
-    v = v.astype(dtype)
-    return _mm(v * fw.astype(dtype)[..., None, :], _h(v))
-
+from ._eigh import _eigh, _hermitian_part
+from ._frechet import _reconstruct, frechet, param_term
 
 # f is static (a hashable, closure-converted function); the values it closed over are
 # passed in ``consts`` so that they are differentiable and may be traced.
@@ -116,21 +45,13 @@ def _matfun(f, a, consts):
 def _matfun_jvp(f, primals, tangents):
     a, consts = primals
     a_dot, consts_dot = tangents
-    w, v = _eigh(a, True, None, None)  # differentiable decomposition: hessians work
-    fw = f(w, *consts)
-    out = _reconstruct(v, fw)
-    p = _mm(_h(v), _mm(_hermitian_part(a_dot), v))
-    g = _divided_differences(lambda x: f(x, *consts), w, fw)
-    inner = g.astype(jnp.result_type(g, p)) * p
+    # The primal through _matfun itself, so that a derivative of this rule uses it again.
+    out = _matfun(f, a, consts)
+    out_dot = frechet(f, a, _hermitian_part(a_dot).astype(out.dtype), consts)
     if consts:
-        # f(w; c) also moves with its own parameters c: add diag(df/dc . dc).
-        _, fw_dot = jax.jvp(lambda *c: f(w, *c), tuple(consts), tuple(consts_dot))
-        idx = jnp.arange(w.shape[-1])
-        inner = inner.astype(jnp.result_type(inner, fw_dot))
-        inner = inner.at[..., idx, idx].add(fw_dot.astype(inner.dtype))
-    vv = v.astype(jnp.result_type(v, inner))
-    out_dot = _mm(vv, _mm(inner, _h(vv)))
-    return out, out_dot.astype(out.dtype)
+        # f(w; c) also moves with its own parameters c: add V diag(df/dc . dc) V^H.
+        out_dot = out_dot + param_term(f, a, consts, consts_dot, out.dtype)
+    return out, out_dot
 
 
 def matrix_function(a: ArrayLike, f: Callable[[jax.Array], jax.Array], *, fn: str = "eigjax.matrix_function") -> jax.Array:

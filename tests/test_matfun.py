@@ -162,18 +162,8 @@ def test_powm_gradient_wrt_exponent():
     "where",
     [
         "random",
-        pytest.param(
-            "identity",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known limitation: the second derivative goes through eigh's degenerate "
-                "rule, which is exact only for first derivatives of basis-invariant losses",
-            ),
-        ),
-        pytest.param(
-            "degenerate",
-            marks=pytest.mark.xfail(strict=True, reason="same limitation as at the identity"),
-        ),
+        "identity",
+        "degenerate",
     ],
 )
 def test_hessian_matches_fd_of_gradient(where):
@@ -188,8 +178,167 @@ def test_hessian_matches_fd_of_gradient(where):
     assert np.all(np.isfinite(hvp))
     assert rel_err(hvp, fd) < 1e-7
     # The full hessian (jacfwd of jacrev) agrees with the HVP.
-    hess = jax.hessian(loss)(jnp.asarray(a))
+    hess = jax.jit(jax.hessian(loss))(jnp.asarray(a))
     assert rel_err(jnp.einsum("ijkl,kl->ij", hess, da), hvp) < 1e-10
+
+
+# ---------------------------------------------------------------------------
+# Second derivatives against closed forms that hold at every point, degenerate or not:
+#   d2(A^-1)[H, E] = A^-1 H A^-1 E A^-1 + A^-1 E A^-1 H A^-1,
+#   d2(A^3)[H, E]  = sum of the six products of H, E and A.
+
+SECOND_ORDER_POINTS = {
+    "random": (0.7, 1.1, 2.0, 2.9),
+    "identity": (1.0, 1.0, 1.0, 1.0),
+    "pair": (1.0, 1.0, 2.0, 2.5),
+    "triple": (0.7, 2.0, 2.0, 2.0),
+    "near_triple": (2.0, 2.0 + 1e-9, 2.0 + 2e-9, 3.0),  # Taylor branch of f[x, y, z]
+    "close_pair": (2.0, 2.001, 3.0, 4.0),  # quotient branch, near the switch
+}
+
+
+def _inv_second(a, h, e):
+    ai = np.linalg.inv(a)
+    return ai @ h @ ai @ e @ ai + ai @ e @ ai @ h @ ai
+
+
+def _cube_second(a, h, e):
+    return h @ e @ a + h @ a @ e + e @ h @ a + e @ a @ h + a @ h @ e + a @ e @ h
+
+
+SECOND_ORDER_CASES = {"inv": (lambda w: 1.0 / w, _inv_second), "cube": (lambda w: w**3, _cube_second)}
+
+
+def _point(r, name, dtype=np.float64):
+    return np.eye(4, dtype=dtype) if name == "identity" else with_spectrum(r, SECOND_ORDER_POINTS[name], dtype)
+
+
+@pytest.mark.parametrize("point", sorted(SECOND_ORDER_POINTS))
+@pytest.mark.parametrize("dtype", X64)
+def test_second_derivative_matches_closed_form(point, dtype):
+    """jvp of jvp: exact at degenerate and near-degenerate points too (a quotient of first
+    divided differences alone would lose ~eps/1e-9 on the near triple)."""
+    r = rng(11)
+    a = _point(r, point, dtype)
+    h, e = hermitian_direction(r, (4, 4), dtype), hermitian_direction(r, (4, 4), dtype)
+    for f, closed_form in SECOND_ORDER_CASES.values():
+        mf = lambda x: eigjax.matrix_function(x, f)
+        got = jax.jvp(lambda x: jax.jvp(mf, (x,), (jnp.asarray(e),))[1], (jnp.asarray(a),), (jnp.asarray(h),))[1]
+        assert rel_err(got, closed_form(a, h, e)) < 1e-10
+
+
+@pytest.mark.parametrize("point", ["identity", "pair", "triple"])
+def test_hessian_matches_closed_form(point):
+    """jax.hessian (jacfwd of jacrev: the reverse-mode gradient is differentiated again)
+    and jacrev of jacrev, at exactly degenerate points; the loss is <C, A^-1>."""
+    r = rng(12)
+    a = jnp.asarray(_point(r, point))
+    c, h = random_hermitian(r, 4), hermitian_direction(r, (4, 4))
+    loss = lambda x: jnp.sum(c * eigjax.matrix_function(x, lambda w: 1.0 / w))
+    want = _inv_second(np.asarray(a), h, c)  # symmetric, since c, h, a are
+    for hess in (jax.jit(jax.hessian(loss)), jax.jit(jax.jacrev(jax.jacrev(loss)))):
+        assert rel_err(jnp.einsum("ijkl,kl->ij", hess(a), h), want) < 1e-10
+
+
+def test_expm_hessian_matches_jax_scipy_at_degenerate_points():
+    """An independent implementation: JAX's Pade expm, differentiated twice by JAX."""
+    r = rng(13)
+    c = random_hermitian(r, 4)
+    for a in (np.eye(4), with_spectrum(r, (1.0, 1.0, 2.0, 2.5))):
+        got = jax.hessian(lambda x: jnp.sum(c * eigjax.expm(x)))(jnp.asarray(a))
+        want = jax.hessian(lambda x: jnp.sum(c * jsl.expm((x + x.T) / 2)))(jnp.asarray(a))
+        assert rel_err(got, want) < 1e-12
+
+
+def test_second_derivative_blocked_path(monkeypatch):
+    """n > _DIRECT_MAX_N sums f[w_i, w_k, w_j] over blocks of k (the last one padded)."""
+    import eigjax._frechet as mf
+
+    monkeypatch.setattr(mf, "_DIRECT_MAX_N", 0)
+    monkeypatch.setattr(mf, "_BLOCK_ELEMENTS", 2 * 5 * 5)  # blocks of 2: 3 blocks for n = 5
+    r = rng(14)
+    a = with_spectrum(r, (1.0, 1.0, 1.0, 2.0, 3.0))
+    h, e = hermitian_direction(r, (5, 5)), hermitian_direction(r, (5, 5))
+    fn = lambda x: eigjax.matrix_function(x, lambda w: 1.0 / w)
+    got = jax.jvp(lambda x: jax.jvp(fn, (x,), (jnp.asarray(e),))[1], (jnp.asarray(a),), (jnp.asarray(h),))[1]
+    assert rel_err(got, _inv_second(a, h, e)) < 1e-10
+
+
+def test_second_derivative_batched_and_vmapped():
+    r = rng(15)
+    a = np.stack([np.eye(3), with_spectrum(r, (1.0, 1.0, 2.0)), _spd(r, 3, np.float64)])
+    c, h = random_hermitian(r, 3, batch=(3,)), hermitian_direction(r, (3, 3, 3))
+    loss = lambda x, c: jnp.sum(c * eigjax.sqrtm(x))
+    hvp = jax.jit(lambda x, c, h: jax.jvp(jax.grad(lambda y: loss(y, c)), (x,), (h,))[1])
+    loop = np.stack([hvp(a[i], c[i], h[i]) for i in range(3)])
+    assert rel_err(hvp(jnp.asarray(a), c, h), loop) < 1e-12  # batch dimensions
+    assert rel_err(jax.jit(jax.vmap(hvp))(a, c, h), loop) < 1e-12
+    hess = jax.jit(jax.vmap(jax.hessian(loss)))(a, c)
+    assert rel_err(jnp.einsum("bijkl,bkl->bij", hess, h), loop) < 1e-12
+
+
+def test_powm_second_derivatives_in_the_exponent_at_degenerate_point():
+    """Mixed and pure second derivatives in (a, p), and vmap over p (a batched parameter)."""
+    r = rng(16)
+    a = jnp.asarray(with_spectrum(r, (1.0, 1.0, 2.0, 2.5)))
+    c, da = random_hermitian(r, 4), hermitian_direction(r, (4, 4))
+    loss = lambda x, p: jnp.sum(c * eigjax.powm(x, p))
+    grad_a = jax.jit(jax.grad(loss, argnums=0))
+    grad_p = jax.jit(jax.grad(loss, argnums=1))
+    (_, h_ap), (h_pa, h_pp) = jax.jit(jax.hessian(loss, argnums=(0, 1)))(a, 1.3)
+    assert rel_err(h_ap, central_fd(lambda p: grad_a(a, p), 1.3, 1.0, h=1e-3)) < 1e-8
+    assert rel_err(jnp.sum(h_pa * da), central_fd(lambda x: grad_p(x, 1.3), a, da, h=1e-3)) < 1e-8
+    assert rel_err(h_pp, central_fd(lambda p: grad_p(a, p), 1.3, 1.0, h=1e-3)) < 1e-8
+    ps = jnp.array([0.5, 1.3, 2.0])
+    hvp = jax.jit(lambda p: jax.jvp(lambda x: grad_a(x, p), (a,), (jnp.asarray(da),))[1])
+    assert rel_err(jax.jit(jax.vmap(hvp))(ps), np.stack([hvp(p) for p in ps])) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", X64)
+def test_complex_valued_f_second_derivatives_at_degenerate_point(dtype):
+    """exp(i t A) (complex output, traced t): jvp of the gradient in (A, t) jointly, and for
+    real input jacrev of jacrev (both transposes of the parameter term) against jax.hessian."""
+    r = rng(19)
+    a = jnp.asarray(with_spectrum(r, (1.0, 1.0, 2.0, 2.5), dtype))
+    c, da = jnp.asarray(random_hermitian(r, 4, dtype)), jnp.asarray(hermitian_direction(r, (4, 4), dtype))
+
+    def loss(x, t):
+        u = eigjax.matrix_function(x, lambda w: jnp.exp(1j * t * w))
+        return jnp.sum(jnp.abs(c * u) ** 2 + jnp.real(c * u))
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    for k in (0, 1):
+        hvp = jax.jvp(lambda x, t: grad(x, t)[k], (a, 0.7), (da, 0.3))[1]
+        fd = central_fd(lambda s: grad(a + s * da, 0.7 + 0.3 * s)[k], 0.0, 1.0, h=1e-3)
+        assert rel_err(hvp, fd) < 1e-9
+    if dtype == np.float64:
+        want = jax.jit(jax.hessian(loss, argnums=(0, 1)))(a, 0.7)[1]
+        got = jax.jit(jax.jacrev(jax.jacrev(loss, argnums=1), argnums=(0, 1)))(a, 0.7)
+        assert rel_err(got[0], want[0]) < 1e-12 and rel_err(got[1], want[1]) < 1e-12
+
+
+def test_second_derivative_float32_at_degenerate_point():
+    r = rng(17)
+    a = with_spectrum(r, (1.0, 1.0, 2.0, 2.5))
+    c, h = random_hermitian(r, 4), hermitian_direction(r, (4, 4))
+    hvp = jax.jit(lambda x: jax.jvp(jax.grad(lambda y: jnp.sum(c.astype(y.dtype) * eigjax.logm(y))), (x,), (h.astype(x.dtype),))[1])
+    got32, got64 = hvp(jnp.asarray(a, jnp.float32)), hvp(jnp.asarray(a))
+    assert np.all(np.isfinite(got32))
+    assert rel_err(got32, got64) < 1e-3
+
+
+def test_third_derivative_at_distinct_eigenvalues():
+    """Documented scope: third order goes through eigh, exact at distinct eigenvalues.
+    d3(A^-1)[H, H, H] = -6 A^-1 H A^-1 H A^-1 H A^-1."""
+    r = rng(18)
+    a = with_spectrum(r, (0.7, 1.1, 2.0, 2.9))
+    h = hermitian_direction(r, (4, 4))
+    fn = lambda x: eigjax.matrix_function(x, lambda w: 1.0 / w)
+    d1 = lambda x: jax.jvp(fn, (x,), (jnp.asarray(h),))[1]
+    d2 = lambda x: jax.jvp(d1, (x,), (jnp.asarray(h),))[1]
+    d3 = jax.jvp(d2, (jnp.asarray(a),), (jnp.asarray(h),))[1]
+    ai = np.linalg.inv(a)
+    assert rel_err(d3, -6 * ai @ h @ ai @ h @ ai @ h @ ai) < 1e-9
 
 
 # ---------------------------------------------------------------------------
