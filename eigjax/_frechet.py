@@ -180,6 +180,7 @@ _DIRECT_MAX_N = 96  # up to this n the (n, n, n) tensor f[w_i, w_k, w_j] is buil
 _BLOCK_ELEMENTS = 2**20  # else: elements of one (n, block, n) slab of it
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def _second_order(f: Callable, consts, w: jax.Array, v: jax.Array, h: jax.Array, e: jax.Array) -> jax.Array:
     """``d L_A[E][H] = V S V^H`` (module docstring) for ``A = V diag(w) V^H`` given as data;
     ``S`` is summed over blocks of ``k``."""
@@ -253,10 +254,12 @@ def _second_order(f: Callable, consts, w: jax.Array, v: jax.Array, h: jax.Array,
 
 
 
+@jax.jit
 def _eigh_data(a: jax.Array) -> tuple[jax.Array, jax.Array]:
     return _eigh(a, True, None, None)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def _frechet_formula(f: Callable, consts, w: jax.Array, v: jax.Array, e: jax.Array) -> jax.Array:
     """``V (G o V^H e V) V^H`` for ``f(.; consts)`` and ``A = V diag(w) V^H`` given as data."""
     fc = lambda x: f(x, *consts)  # noqa: E731
@@ -376,6 +379,7 @@ def param_term(f: Callable, a: jax.Array, consts, consts_dot, dtype) -> jax.Arra
     return _param_p.bind(a, *consts, *consts_dot, f=f, m=len(consts), dtype=jnp.dtype(dtype))
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def _param_ct_formula(f, consts, w, v, ct):
     """``vjp_dc sum(ct * V diag(psi(dc)) V^H)`` with ``A = V diag(w) V^H`` as data."""
     vt = v.astype(jnp.result_type(v, ct))

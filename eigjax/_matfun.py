@@ -35,10 +35,15 @@ from ._frechet import _reconstruct, frechet, param_term
 
 # f is static (a hashable, closure-converted function); the values it closed over are
 # passed in ``consts`` so that they are differentiable and may be traced.
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _matfun(f, a, consts):
+@functools.partial(jax.jit, static_argnums=0)
+def _matfun_forward(f, a, consts):
     w, v = _eigh(a, True, None, None)
     return _reconstruct(v, f(w, *consts))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _matfun(f, a, consts):
+    return _matfun_forward(f, a, consts)
 
 
 @_matfun.defjvp

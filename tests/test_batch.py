@@ -30,7 +30,7 @@ print(json.dumps({"ndev": s["local_device_count"], "chunks_this_run": s["chunks_
 
 def run_sub(cfg, out, ndev, resume=False, env_extra=None, wait=True):
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ndev}"
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={ndev}".strip()
     env["JAX_PLATFORMS"] = "cpu"
     env.update(env_extra or {})
     args = [sys.executable, "-c", RUNNER, json.dumps(cfg), str(out), "1" if resume else "0"]

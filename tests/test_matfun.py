@@ -206,7 +206,13 @@ def _cube_second(a, h, e):
     return h @ e @ a + h @ a @ e + e @ h @ a + e @ a @ h + a @ h @ e + a @ e @ h
 
 
-SECOND_ORDER_CASES = {"inv": (lambda w: 1.0 / w, _inv_second), "cube": (lambda w: w**3, _cube_second)}
+def _second_jit(f):
+    """jit of (a, h, e) -> d/dt d/ds f(a + t h + s e), compiled once per dtype."""
+    mf = lambda x: eigjax.matrix_function(x, f)
+    return jax.jit(lambda a, h, e: jax.jvp(lambda x: jax.jvp(mf, (x,), (e,))[1], (a,), (h,))[1])
+
+
+SECOND_ORDER_CASES = {"inv": (_second_jit(lambda w: 1.0 / w), _inv_second), "cube": (_second_jit(lambda w: w**3), _cube_second)}
 
 
 def _point(r, name, dtype=np.float64):
@@ -221,10 +227,8 @@ def test_second_derivative_matches_closed_form(point, dtype):
     r = rng(11)
     a = _point(r, point, dtype)
     h, e = hermitian_direction(r, (4, 4), dtype), hermitian_direction(r, (4, 4), dtype)
-    for f, closed_form in SECOND_ORDER_CASES.values():
-        mf = lambda x: eigjax.matrix_function(x, f)
-        got = jax.jvp(lambda x: jax.jvp(mf, (x,), (jnp.asarray(e),))[1], (jnp.asarray(a),), (jnp.asarray(h),))[1]
-        assert rel_err(got, closed_form(a, h, e)) < 1e-10
+    for second, closed_form in SECOND_ORDER_CASES.values():
+        assert rel_err(second(a, h, e), closed_form(a, h, e)) < 1e-10
 
 
 @pytest.mark.parametrize("point", ["identity", "pair", "triple"])
@@ -240,14 +244,14 @@ def test_hessian_matches_closed_form(point):
         assert rel_err(jnp.einsum("ijkl,kl->ij", hess(a), h), want) < 1e-10
 
 
-def test_expm_hessian_matches_jax_scipy_at_degenerate_points():
+def test_expm_hessian_matches_jax_scipy_at_degenerate_point():
     """An independent implementation: JAX's Pade expm, differentiated twice by JAX."""
     r = rng(13)
-    c = random_hermitian(r, 4)
-    for a in (np.eye(4), with_spectrum(r, (1.0, 1.0, 2.0, 2.5))):
-        got = jax.hessian(lambda x: jnp.sum(c * eigjax.expm(x)))(jnp.asarray(a))
-        want = jax.hessian(lambda x: jnp.sum(c * jsl.expm((x + x.T) / 2)))(jnp.asarray(a))
-        assert rel_err(got, want) < 1e-12
+    c = random_hermitian(r, 3)
+    a = jnp.asarray(with_spectrum(r, (1.0, 1.0, 2.0)))
+    got = jax.jit(jax.hessian(lambda x: jnp.sum(c * eigjax.expm(x))))(a)
+    want = jax.jit(jax.hessian(lambda x: jnp.sum(c * jsl.expm((x + x.T) / 2))))(a)
+    assert rel_err(got, want) < 1e-12
 
 
 def test_second_derivative_blocked_path(monkeypatch):
@@ -336,7 +340,7 @@ def test_third_derivative_at_distinct_eigenvalues():
     fn = lambda x: eigjax.matrix_function(x, lambda w: 1.0 / w)
     d1 = lambda x: jax.jvp(fn, (x,), (jnp.asarray(h),))[1]
     d2 = lambda x: jax.jvp(d1, (x,), (jnp.asarray(h),))[1]
-    d3 = jax.jvp(d2, (jnp.asarray(a),), (jnp.asarray(h),))[1]
+    d3 = jax.jit(lambda x: jax.jvp(d2, (x,), (jnp.asarray(h),))[1])(jnp.asarray(a))
     ai = np.linalg.inv(a)
     assert rel_err(d3, -6 * ai @ h @ ai @ h @ ai @ h @ ai) < 1e-9
 
