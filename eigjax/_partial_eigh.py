@@ -563,6 +563,32 @@ def _deflated_cg(mv, b, wd, awd, w, sign, tol, maxiter, precond=None):
     return jax.lax.while_loop(cond, body, s)[0]
 
 
+def _check_hermitian_probe(prm, matmat, n, dtype, what):
+    """Raise if the operator is visibly not Hermitian: two products with random vectors,
+    ``|y^H (A x) - conj(x^H (A y))|`` against ``100 sqrt(n) eps (|A x| |y| + |A y| |x|)``
+    (rounding of the two products is ``~ sqrt(n) eps`` of that). Skipped when the operator
+    holds traced values (under ``jit``/``grad``), where no error can be raised."""
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(prm)):
+        return
+    r = np.random.default_rng(12345)
+    xy = r.standard_normal((2, n))
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        xy = xy + 1j * r.standard_normal((2, n))
+    xy = jnp.asarray(xy, dtype)
+    axy = np.asarray(jax.jit(matmat)(prm, xy))
+    x, y = np.asarray(xy)
+    ax, ay = axy
+    asym = abs(np.vdot(y, ax) - np.conj(np.vdot(x, ay)))
+    scale = np.linalg.norm(ax) * np.linalg.norm(y) + np.linalg.norm(ay) * np.linalg.norm(x)
+    eps = float(jnp.finfo(dtype).eps)
+    if not asym <= 100 * np.sqrt(n) * eps * scale:  # also catches NaN
+        raise ValueError(
+            f"{_FN}: argument `a` ({what}) must be Hermitian; a random probe gives "
+            f"|y^H A x - conj(x^H A y)| = {asym:.3g} against a rounding level of "
+            f"{100 * np.sqrt(n) * eps * scale:.3g}."
+        )
+
+
 # --- the differentiable core ---
 
 
@@ -718,7 +744,9 @@ def eigh_partial(
     Raises:
       TypeError: ``a`` is not an array, BCOO or callable; ``k`` is not an int.
       ValueError: bad shapes, ``k`` outside ``[1, n]``, bad ``which`` or ``method``,
-        missing ``n``.
+        missing ``n``; a BCOO matrix or operator that a random probe (two products,
+        run when its values are concrete, i.e. not under ``jit``/``grad``) shows to be
+        non-Hermitian.
 
     Example:
       >>> import jax.numpy as jnp, eigjax
@@ -775,6 +803,8 @@ def eigh_partial(
         raise ValueError(f"{_FN}: argument `k` must satisfy 1 <= k <= n = {n_}; got k = {k}.")
     if not jnp.issubdtype(dtype_, jnp.inexact):
         dtype_ = jnp.result_type(float)
+    if matmat is not _dense_matmat:  # the dense form is symmetrised instead
+        _check_hermitian_probe(prm, matmat, n_, dtype_, "a BCOO matrix" if isinstance(a, jsparse.BCOO) else "matvec(params, x)")
     eps = float(jnp.finfo(dtype_).eps)
     tol = check_nonnegative_float(tol, name="tol", fn=_FN)
     tol = 10 * eps**0.75 if tol is None else tol

@@ -23,7 +23,7 @@ import pytest
 from jax.experimental import sparse as jsparse
 
 import eigjax
-from helpers import central_fd, hermitian_direction, rel_err, rng, with_spectrum
+from helpers import central_fd, hermitian_direction, random_hermitian, rel_err, rng, with_spectrum
 
 jit = functools.partial(
     jax.jit, compiler_options={"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
@@ -288,3 +288,22 @@ def test_bad_input():
         f(lambda p, x: x[:3], 1, n=5)
     with pytest.raises(ValueError, match=r"unbatched square"):
         f(bcoo_of(np.ones((5, 4))), 1)
+
+
+def test_non_hermitian_operator_is_detected_where_cheap():
+    """BCOO and operator forms with concrete values are probed (two products); traced
+    values skip the probe; Hermitian ones (real and complex) pass it."""
+    r = np.random.default_rng(3)
+    n = 40
+    nonsym = np.diag(np.arange(1.0, n + 1)) + np.triu(r.standard_normal((n, n)), 1) * 0.1
+    f = eigjax.eigh_partial
+    with pytest.raises(ValueError, match=r"argument `a` \(a BCOO matrix\) must be Hermitian"):
+        f(bcoo_of(nonsym), 2)
+    matvec = lambda m, x: m @ x
+    with pytest.raises(ValueError, match=r"argument `a` \(matvec\(params, x\)\) must be Hermitian"):
+        f(matvec, 2, params=jnp.asarray(nonsym), n=n)
+    herm = random_hermitian(r, n, np.complex128)
+    assert f(matvec, 2, params=jnp.asarray(herm), n=n, dtype=np.complex128).eigenvalues.shape == (2,)
+    assert f(bcoo_of(nonsym + nonsym.T), 2).eigenvalues.shape == (2,)
+    # traced: no probe, no error (documented)
+    jax.jit(lambda m: f(matvec, 2, params=m, n=n).eigenvalues)(jnp.asarray(nonsym))
