@@ -1,7 +1,7 @@
 """General (non-Hermitian) eigendecomposition with derivatives that need no opt-in.
 
 Maths (Giles 2008, "An extended collection of matrix derivative results", sec. 3.1;
-Magnus 1985; DESIGN.md section 2 "General"). For a diagonalisable
+Magnus 1985; docs/derivatives.md, "General matrices"). For a diagonalisable
 ``A = V diag(w) V^{-1}`` and a tangent ``dA`` let ``P = V^{-1} dA V``. Then
 
     dw = diag(P),        dV = V (F o P + diag(c)),

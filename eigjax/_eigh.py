@@ -1,7 +1,7 @@
 """Symmetric / Hermitian eigendecomposition with degenerate-safe derivatives.
 
 Maths (Giles 2008, "An extended collection of matrix derivative results", sec. 3.1;
-DESIGN.md section 2). For Hermitian ``A = V diag(w) V^H`` and a tangent ``dA``, let
+docs/derivatives.md). For Hermitian ``A = V diag(w) V^H`` and a tangent ``dA``, let
 ``P = V^H dA V``. Then
 
     dw = Re diag(P),        dV = V (F o P),

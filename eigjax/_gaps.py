@@ -9,7 +9,7 @@ eigenvector derivative ``dV = V (F o P)`` with ``P = V^{-1} dA V`` and
 the individual eigenvectors are not differentiable, but every loss that is
 invariant to the choice of basis inside that eigenspace is, and its derivative is
 obtained by setting ``F_ij = 0`` for the pair: the rotation inside the eigenspace
-that ``F_ij`` would describe does not change such a loss (DESIGN.md section 2).
+that ``F_ij`` would describe does not change such a loss (docs/derivatives.md).
 
 Two regularisations are offered:
 

@@ -8,7 +8,7 @@ Cholesky factor ``B = L L^H``, the pencil is congruent to the standard problem
 so ``V^H B V = U^H U = I`` and ``V^H A V = diag(w)``. ``C`` is formed with two
 triangular solves (never an explicit inverse) and diagonalised by eigjax's own solver.
 
-Derivative (DESIGN.md section 2; Nelson 1976; Giles 2008 style). Differentiate
+Derivative (docs/derivatives.md; Nelson 1976; Giles 2008 style). Differentiate
 ``A V = B V diag(w)`` and ``V^H B V = I`` with ``P = V^H dA V``, ``Q = V^H dB V`` and
 ``dV = V C``:
 

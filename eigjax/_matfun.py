@@ -1,7 +1,7 @@
 """Spectral functions of Hermitian matrices, ``f(A) = V diag(f(w)) V^H``, and their derivatives.
 
 Maths (Daleckii & Krein 1965; Bhatia, "Matrix Analysis", 1997, thm. V.3.3; Higham,
-"Functions of Matrices", 2008, thm. 3.11; DESIGN.md section 2). For Hermitian
+"Functions of Matrices", 2008, thm. 3.11; docs/derivatives.md). For Hermitian
 ``A = V diag(w) V^H``, ``P = V^H dA V`` and a function ``f`` differentiable on the spectrum,
 
     d f(A) = V (G o P) V^H,      G_ij = (f(w_i) - f(w_j)) / (w_i - w_j),   G_ii = f'(w_i).

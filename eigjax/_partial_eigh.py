@@ -38,7 +38,7 @@ solved densely. Blocks are stored as rows, shape ``(p, n)``: a matrix-free ``mat
 whose indices are concrete (not traced) is converted once to a padded row (ELL) layout
 whose product is gathers only (XLA's scatter-add is several times slower on CPU).
 
-Derivative (DESIGN.md section 2). For the computed pairs ``(w_i, v_i)``, ``V = [v_i]``
+Derivative (docs/derivatives.md). For the computed pairs ``(w_i, v_i)``, ``V = [v_i]``
 spanning ``S``, ``Y = dA V`` (``jax.jvp`` of the operator in its parameters) and
 ``P = V^H Y``:
 

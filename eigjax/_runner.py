@@ -228,12 +228,8 @@ def run_group(module, problem, points: list[Point], *, state_dir: str, resume: b
     fingerprint = json.dumps([p.cfg for p in points], sort_keys=True)
 
     if resume and os.path.exists(ckpt_path):
+        check_resumable(state_dir, points)
         with np.load(ckpt_path, allow_pickle=False) as z:
-            if str(z["fingerprint"]) != fingerprint:
-                raise ConfigError(
-                    f"--resume: the checkpoint in {state_dir} was written for a different config; "
-                    "rerun without --resume or use another --out"
-                )
             leaves, treedef = jax.tree_util.tree_flatten((params, opt_state))
             loaded = [jnp.asarray(z[f"leaf_{i}"], dtype=leaf.dtype) for i, leaf in enumerate(leaves)]
             params, opt_state = jax.tree_util.tree_unflatten(treedef, loaded)
@@ -442,6 +438,22 @@ def _save_fig(fig, path):
 # ----------------------------------------------------------------------------- sweeps
 
 
+def check_resumable(state_dir: str, points) -> None:
+    """Raise ConfigError if ``state_dir`` holds a checkpoint written for other configs."""
+    ckpt_path = os.path.join(state_dir, "checkpoint.npz")
+    if not os.path.exists(ckpt_path):
+        return
+    fingerprint = json.dumps([p.cfg for p in points], sort_keys=True)
+    with np.load(ckpt_path, allow_pickle=False) as z:
+        if str(z["fingerprint"]) != fingerprint:
+            raise ConfigError(
+                f"--resume: the checkpoint in {state_dir} was written for a different config; "
+                "rerun without --resume or use another --out"
+            )
+
+
+
+
 def run(cfg: dict, module, problem, out_dir: str, *, resume: bool = False, sweep: list[dict] | None = None,
         progress: bool = True) -> list[dict]:
     """Run one config, or a grid of overrides of it (``sweep``: a list of {dotted key: value})."""
@@ -464,11 +476,16 @@ def run(cfg: dict, module, problem, out_dir: str, *, resume: bool = False, sweep
     for i, (overrides, *_rest) in enumerate(resolved):
         label = ",".join(f"{k}={v}" for k, v in overrides.items()).replace("/", "_")
         names.append(f"point_{i:03d}_{label}")
-    summaries: list[dict | None] = [None] * len(resolved)
+    plan = []
     for g, idx in enumerate(groups.values()):
         _, gcfg, gmodule, gproblem = resolved[idx[0]]
         points = [Point(resolved[i][1], os.path.join(out_dir, names[i])) for i in idx]
-        state_dir = os.path.join(out_dir, f"group_{g:03d}")
+        plan.append((idx, gmodule, gproblem, points, os.path.join(out_dir, f"group_{g:03d}")))
+    if resume:  # refuse before any group runs or any directory is made
+        for *_, points, state_dir in plan:
+            check_resumable(state_dir, points)
+    summaries: list[dict | None] = [None] * len(resolved)
+    for idx, gmodule, gproblem, points, state_dir in plan:
         os.makedirs(state_dir, exist_ok=True)
         for i, s in zip(idx, run_group(gmodule, gproblem, points, state_dir=state_dir, resume=resume, progress=progress)):
             summaries[i] = s

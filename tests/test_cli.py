@@ -292,6 +292,20 @@ def test_sweep_vmapped_grid_matches_single_runs(tmp_path):
         np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-6)
 
 
+def test_refused_sweep_resume_runs_and_creates_nothing(tmp_path):
+    """A --resume whose second group's checkpoint belongs to another config is refused
+    before the first group runs and before any directory is made."""
+    out = tmp_path / "sweep"
+    base = ("run", "configs/smoke/seed_example3.yaml", "--out", str(out), "--no-progress", "--set", "steps=10")
+    proc = eigjax(*base, "--sweep", "optimizer.name=adam,sgd")
+    assert proc.returncode == 0, proc.stderr
+    before = sorted((p.relative_to(out).as_posix(), p.stat().st_mtime_ns) for p in out.rglob("*"))
+    proc = eigjax(*base, "--resume", "--sweep", "optimizer.name=adam,adamw")  # group_000 matches
+    assert proc.returncode != 0 and "written for a different config" in proc.stderr
+    after = sorted((p.relative_to(out).as_posix(), p.stat().st_mtime_ns) for p in out.rglob("*"))
+    assert after == before
+
+
 def test_list_and_help(capsys):
     proc = eigjax("list")  # the real entry point, once
     assert proc.returncode == 0
