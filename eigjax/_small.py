@@ -122,8 +122,10 @@ def _sort_network(w, cols):
     return w, cols
 
 
-def _eigh_unrolled(a: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Cyclic Jacobi unrolled over entries, for real ``(..., n, n)`` with ``n <= 4``."""
+def _eigh_unrolled(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, jax.Array]:
+    """Cyclic Jacobi unrolled over entries, for real ``(..., n, n)`` with ``n <= 4``
+    (``symmetrize``: of ``(a + a^T) / 2``, formed entry by entry inside the batch loop;
+    the scale from ``max |a_ij|`` still bounds every symmetrised entry)."""
     n = a.shape[-1]
     dtype = np.dtype(a.dtype)
     amax = jnp.max(jnp.abs(a), axis=(-2, -1))
@@ -133,7 +135,10 @@ def _eigh_unrolled(a: jax.Array) -> tuple[jax.Array, jax.Array]:
     # Batch last, so each entry below is one contiguous array.
     batch = a.shape[:-2]
     a = jnp.moveaxis(a.reshape(-1, n, n), 0, -1)
-    m = {(i, j): a[j, i] for i in range(n) for j in range(i, n)}
+    if symmetrize:
+        m = {(i, j): a[j, i] if i == j else (a[j, i] + a[i, j]) * 0.5 for i in range(n) for j in range(i, n)}
+    else:
+        m = {(i, j): a[j, i] for i in range(n) for j in range(i, n)}
 
     def get(i, j):
         return m[(i, j)] if i <= j else m[(j, i)]
@@ -303,12 +308,13 @@ def _eigh_tiled(a: jax.Array, tile: int = 256) -> tuple[jax.Array, jax.Array]:
     return w.reshape(*batch, n), v.reshape(*batch, n, n)
 
 
-@jax.jit  # also outside jit: eager calls reuse one compilation per shape/dtype
-def eigh_small(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+@functools.partial(jax.jit, static_argnames="symmetrize")  # eager calls: one compile per shape/dtype
+def eigh_small(a: jax.Array, *, symmetrize: bool = False) -> tuple[jax.Array, jax.Array]:
     """Eigenvalues (ascending) and eigenvectors of real symmetric ``(..., n, n)`` input.
 
-    Reads the lower triangle, like ``jax.lax.linalg.eigh(a, lower=True)``. Returns
-    ``(w, v)`` in the order of ``_eigh_forward``. Real dtypes only.
+    Reads the lower triangle, like ``jax.lax.linalg.eigh(a, lower=True)``, or with
+    ``symmetrize`` uses ``(a + a^T) / 2``. Returns ``(w, v)`` in the order of
+    ``_eigh_forward``. Real dtypes only.
 
     Raises:
       TypeError: complex input (use the backend solver for complex Hermitian input).
@@ -321,8 +327,8 @@ def eigh_small(a: jax.Array) -> tuple[jax.Array, jax.Array]:
     if n == 1:
         return a[..., 0], jnp.ones_like(a)
     if n <= 4:
-        return _eigh_unrolled(a)
-    return _eigh_tiled(a)
+        return _eigh_unrolled(a, symmetrize)
+    return _eigh_tiled((a + jnp.swapaxes(a, -1, -2)) / 2 if symmetrize else a)
 
 
 @functools.lru_cache(maxsize=None)
