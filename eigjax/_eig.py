@@ -12,7 +12,9 @@ reused by the transposed solve of reverse mode). The rows of ``V^{-1}`` are the 
 eigenvectors ``y_i^H`` (``y_i^H x_i = 1``); their norms, the condition numbers below,
 are *estimated* from 16 random probes through the same LU (``O(n^2)``). Forming
 ``V^{-1}`` for them, as an earlier version did, cost one more ``n x n`` product than
-JAX's rule: 9-14 % of value-and-grad at n = 64..256 (BENCHMARKS.md). The eigenvalue equation fixes ``dv_j`` only up to ``c_j v_j``; ``c_j`` is set
+JAX's rule: 9-14 % of value-and-grad at n = 64..256 (BENCHMARKS.md).
+
+The eigenvalue equation fixes ``dv_j`` only up to ``c_j v_j``; ``c_j`` is set
 by the **normalisation** of the eigenvectors, which is a contract of this module:
 
 * every eigenvector has unit 2-norm, and

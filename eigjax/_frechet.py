@@ -77,6 +77,7 @@ _GL_X = (_GL_X + 1.0) / 2.0
 _GL_W = _GL_W / 2.0
 _REL_CLOSE = 0.1
 
+
 def _derivative(f: Callable, x: jax.Array) -> jax.Array:
     """Elementwise ``f'(x)`` for an elementwise ``f``."""
     return jax.jvp(f, (x,), (jnp.ones_like(x),))[1]
@@ -132,7 +133,6 @@ def _from_eigenbasis(v: jax.Array, s: jax.Array) -> jax.Array:
     """``V s V^H``."""
     v = v.astype(jnp.result_type(v, s))
     return _mm(v, _mm(s, _h(v)))
-
 
 
 # ---------------------------------------------------------------------------
@@ -253,7 +253,6 @@ def _second_order(f: Callable, consts, w: jax.Array, v: jax.Array, h: jax.Array,
     return _from_eigenbasis(v, s)
 
 
-
 @jax.jit
 def _eigh_data(a: jax.Array) -> tuple[jax.Array, jax.Array]:
     return _eigh(a, True, None, None)
@@ -274,6 +273,33 @@ def _zeros_like_tangent(t, primal):
 
 def _nonzero(ts) -> bool:
     return any(type(t) is not ad.Zero for t in ts)
+
+
+def _eigh_terms(a, a_dot, consts, consts_dot, a_term, c_term) -> list:
+    """The JVP-rule terms that need ``A = V diag(w) V^H`` (decomposed once, and only if
+    needed): ``a_term(w, v)`` if ``a_dot`` is nonzero, ``c_term(w, v, consts_dot)`` (zeros
+    instantiated) if any of ``consts_dot`` is."""
+    with_a, with_c = type(a_dot) is not ad.Zero, _nonzero(consts_dot)
+    if not (with_a or with_c):
+        return []
+    w, v = _eigh_data(a)
+    terms = [a_term(w, v)] if with_a else []
+    if with_c:
+        terms.append(c_term(w, v, [_zeros_like_tangent(t, c) for t, c in zip(consts_dot, consts)]))
+    return terms
+
+
+def _param_vjp(fn, consts, cotangent_of) -> list:
+    """Transpose of the linear map ``dc -> fn(*dc)`` applied to ``cotangent_of(fn(0))``, in
+    the dtypes of ``consts``."""
+    zeros = [jnp.zeros_like(jnp.asarray(c)) for c in consts]
+    out, vjp = jax.vjp(fn, *zeros)
+    return [x.astype(jnp.result_type(c)) for x, c in zip(vjp(cotangent_of(out)), consts)]
+
+
+def _require_linear_only(name: str, nonlinear, what: str) -> None:
+    if any(ad.is_undefined_primal(x) for x in nonlinear):
+        raise NotImplementedError(f"{name} is linear in {what} only")
 
 
 def _sum_terms(terms, like):
@@ -322,22 +348,17 @@ def _frechet_jvp(primals, tangents, *, f):
     a, e, *consts = primals
     a_dot, e_dot, *consts_dot = tangents
     out = frechet(f, a, e, consts)
-    terms = []
-    if type(e_dot) is not ad.Zero:
-        terms.append(frechet(f, a, e_dot, consts))
-    if type(a_dot) is not ad.Zero or _nonzero(consts_dot):
-        w, v = _eigh_data(a)
-        if type(a_dot) is not ad.Zero:
-            terms.append(_second_order(f, consts, w, v, a_dot, e))
-        if _nonzero(consts_dot):
-            consts_dot = [_zeros_like_tangent(t, c) for t, c in zip(consts_dot, consts)]
-            terms.append(_frechet_formula(_ParamTangent(f, len(consts)), (*consts, *consts_dot), w, v, e))
+    terms = [frechet(f, a, e_dot, consts)] if type(e_dot) is not ad.Zero else []
+    terms += _eigh_terms(
+        a, a_dot, consts, consts_dot,
+        lambda w, v: _second_order(f, consts, w, v, a_dot, e),
+        lambda w, v, c_dot: _frechet_formula(_ParamTangent(f, len(consts)), (*consts, *c_dot), w, v, e),
+    )
     return out, _sum_terms(terms, out)
 
 
 def _frechet_transpose(ct, a, e, *consts, f):
-    if ad.is_undefined_primal(a) or any(ad.is_undefined_primal(c) for c in consts):
-        raise NotImplementedError("eigjax_frechet is linear in its second argument only")
+    _require_linear_only("eigjax_frechet", (a, *consts), "its second argument")
     none = [None] * len(consts)
     if type(ct) is ad.Zero:
         return [None, ad.Zero(e.aval), *none]
@@ -350,7 +371,8 @@ def _frechet_batch(args, dims, *, f):
     da, de, *dc = dims
     size = _batch_size(args, dims)
     consts = [c if d is None else jnp.moveaxis(c, d, 0) for c, d in zip(consts, dc)]
-    fb = _BatchedF(f, tuple(d is not None for d in dc))
+    batched = tuple(d is not None for d in dc)
+    fb = _BatchedF(f, batched) if any(batched) else f  # unbatched parameters broadcast
     return frechet(fb, _front(a, da, size), _front(e, de, size), consts), 0
 
 
@@ -385,10 +407,7 @@ def _param_ct_formula(f, consts, w, v, ct):
     vt = v.astype(jnp.result_type(v, ct))
     d = jnp.sum(vt * _mm(ct, jnp.conj(vt)), axis=-2)  # diag(V^T ct conj(V)): sum(ct * V D V^H) = sum(d * D)
     psi = lambda *dc: _ParamTangent(f, len(consts))(w, *consts, *dc)  # noqa: E731
-    zeros = [jnp.zeros_like(jnp.asarray(c)) for c in consts]
-    out, vjp = jax.vjp(psi, *zeros)
-    d = d.astype(out.dtype) if jnp.iscomplexobj(out) else jnp.real(d).astype(out.dtype)
-    return [x.astype(jnp.result_type(c)) for x, c in zip(vjp(d), consts)]
+    return _param_vjp(psi, consts, lambda out: (d if jnp.iscomplexobj(out) else jnp.real(d)).astype(out.dtype))
 
 
 def _param_ct_impl(a, *rest, f, m, dc_avals):
@@ -417,22 +436,22 @@ def _param_jvp(primals, tangents, *, f, m, dtype):
     terms = []
     if _nonzero(dc_dot):
         terms.append(param_term(f, a, consts, [_zeros_like_tangent(t, c) for t, c in zip(dc_dot, dc)], dtype))
-    if type(a_dot) is not ad.Zero or _nonzero(consts_dot):
-        w, v = _eigh_data(a)
-        psi = _ParamTangent(f, m)
-        if type(a_dot) is not ad.Zero:
-            terms.append(_frechet_formula(psi, (*consts, *dc), w, v, _hermitian_part(a_dot)))
-        if _nonzero(consts_dot):
-            consts_dot = [_zeros_like_tangent(t, c) for t, c in zip(consts_dot, consts)]
-            psi2 = _ParamTangent(psi, 2 * m)(w, *consts, *dc, *consts_dot, *[jnp.zeros_like(x) for x in dc])
-            terms.append(_reconstruct(v, psi2))
+    psi = _ParamTangent(f, m)
+
+    def c_term(w, v, c_dot):  # V diag(d2f/dc2 [dc, c_dot]) V^H
+        return _reconstruct(v, _ParamTangent(psi, 2 * m)(w, *consts, *dc, *c_dot, *[jnp.zeros_like(x) for x in dc]))
+
+    terms += _eigh_terms(
+        a, a_dot, consts, consts_dot,
+        lambda w, v: _frechet_formula(psi, (*consts, *dc), w, v, _hermitian_part(a_dot)),
+        c_term,
+    )
     return out, _sum_terms(terms, out)
 
 
 def _param_transpose(ct, a, *cc, f, m, dtype):
     consts, dc = cc[:m], cc[m:]
-    if ad.is_undefined_primal(a) or any(ad.is_undefined_primal(c) for c in consts):
-        raise NotImplementedError("eigjax_param is linear in its parameter tangents only")
+    _require_linear_only("eigjax_param", (a, *consts), "its parameter tangents")
     if type(ct) is ad.Zero:
         return [None] * (1 + m) + [ad.Zero(x.aval) for x in dc]
     return [None] * (1 + m) + list(_param_ct(f, a, consts, ct))
@@ -454,32 +473,26 @@ def _param_ct_jvp(primals, tangents, *, f, m, dc_avals):
     a, consts, ct = primals[0], primals[1 : m + 1], primals[m + 1]
     a_dot, consts_dot, ct_dot = tangents[0], tangents[1 : m + 1], tangents[m + 1]
     out = _param_ct(f, a, consts, ct)
-    terms = []
-    if type(ct_dot) is not ad.Zero:
-        terms.append(_param_ct(f, a, consts, ct_dot))
-    if type(a_dot) is not ad.Zero or _nonzero(consts_dot):
-        w, v = _eigh_data(a)
-        if type(a_dot) is not ad.Zero:
-            # d/dA sum(ct * psi_dc(A)) [a_dot] = sum(ct * L^{psi_dc}_A[herm(a_dot)]): linear in dc.
-            h = _hermitian_part(a_dot)
+    terms = [_param_ct(f, a, consts, ct_dot)] if type(ct_dot) is not ad.Zero else []
 
-            def pairing(*dc):
-                return jnp.sum(ct * _frechet_formula(_ParamTangent(f, m), (*consts, *dc), w, v, h))
+    def a_term(w, v):
+        # d/dA sum(ct * psi_dc(A)) [a_dot] = sum(ct * L^{psi_dc}_A[herm(a_dot)]): linear in dc.
+        h = _hermitian_part(a_dot)
+        pairing = lambda *dc: jnp.sum(ct * _frechet_formula(_ParamTangent(f, m), (*consts, *dc), w, v, h))  # noqa: E731
+        return _param_vjp(pairing, consts, jnp.ones_like)
 
-            zeros = [jnp.zeros_like(jnp.asarray(c)) for c in consts]
-            val, vjp = jax.vjp(pairing, *zeros)
-            terms.append([x.astype(jnp.result_type(c)) for x, c in zip(vjp(jnp.ones_like(val)), consts)])
-        if _nonzero(consts_dot):
-            consts_dot = [_zeros_like_tangent(t, c) for t, c in zip(consts_dot, consts)]
-            terms.append(jax.jvp(lambda *c: _param_ct_formula(f, c, w, v, ct), tuple(consts), tuple(consts_dot))[1])
+    terms += _eigh_terms(
+        a, a_dot, consts, consts_dot,
+        a_term,
+        lambda w, v, c_dot: jax.jvp(lambda *c: _param_ct_formula(f, c, w, v, ct), tuple(consts), tuple(c_dot))[1],
+    )
     tangent = [_sum_terms([t[q] for t in terms], out[q]) for q in range(m)]
     return out, tangent
 
 
 def _param_ct_transpose(cts, a, *rest, f, m, dc_avals):
     consts, ct = rest[:m], rest[m]
-    if ad.is_undefined_primal(a) or any(ad.is_undefined_primal(c) for c in consts):
-        raise NotImplementedError("eigjax_param_ct is linear in its last argument only")
+    _require_linear_only("eigjax_param_ct", (a, *consts), "its last argument")
     cts = [jnp.zeros(s, d) if type(x) is ad.Zero else x for x, (s, d) in zip(cts, dc_avals)]
     return [None] * (1 + m) + [param_term(f, a, consts, cts, ct.aval.dtype)]
 

@@ -225,7 +225,7 @@ def run_group(module, problem, points: list[Point], *, state_dir: str, resume: b
     best = [np.inf if not maximize else -np.inf for _ in points]
     metrics_path = [os.path.join(p.out_dir, "metrics.jsonl") for p in points]
     ckpt_path = os.path.join(state_dir, "checkpoint.npz")
-    fingerprint = json.dumps([p.cfg for p in points], sort_keys=True)
+    fingerprint = _fingerprint(points)
 
     if resume and os.path.exists(ckpt_path):
         check_resumable(state_dir, points)
@@ -438,20 +438,22 @@ def _save_fig(fig, path):
 # ----------------------------------------------------------------------------- sweeps
 
 
+def _fingerprint(points) -> str:
+    """What a checkpoint was written for: the resolved configs of its points."""
+    return json.dumps([p.cfg for p in points], sort_keys=True)
+
+
 def check_resumable(state_dir: str, points) -> None:
     """Raise ConfigError if ``state_dir`` holds a checkpoint written for other configs."""
     ckpt_path = os.path.join(state_dir, "checkpoint.npz")
     if not os.path.exists(ckpt_path):
         return
-    fingerprint = json.dumps([p.cfg for p in points], sort_keys=True)
     with np.load(ckpt_path, allow_pickle=False) as z:
-        if str(z["fingerprint"]) != fingerprint:
+        if str(z["fingerprint"]) != _fingerprint(points):
             raise ConfigError(
                 f"--resume: the checkpoint in {state_dir} was written for a different config; "
                 "rerun without --resume or use another --out"
             )
-
-
 
 
 def run(cfg: dict, module, problem, out_dir: str, *, resume: bool = False, sweep: list[dict] | None = None,

@@ -135,10 +135,7 @@ def _eigh_unrolled(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, j
     # Batch last, so each entry below is one contiguous array.
     batch = a.shape[:-2]
     a = jnp.moveaxis(a.reshape(-1, n, n), 0, -1)
-    if symmetrize:
-        m = {(i, j): a[j, i] if i == j else (a[j, i] + a[i, j]) * 0.5 for i in range(n) for j in range(i, n)}
-    else:
-        m = {(i, j): a[j, i] for i in range(n) for j in range(i, n)}
+    m = {(i, j): (a[j, i] + a[i, j]) * 0.5 if symmetrize and i != j else a[j, i] for i in range(n) for j in range(i, n)}
 
     def get(i, j):
         return m[(i, j)] if i <= j else m[(j, i)]
