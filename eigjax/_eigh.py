@@ -76,9 +76,28 @@ def _eigh_solve(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, jax.
     batch = math.prod(a.shape[:-2])
     if use_small(a.shape[-1], a.dtype, jax.default_backend(), batch):
         return eigh_small(a, symmetrize=symmetrize)
+    finite = _all_finite(a)
     if symmetrize:
         a = _hermitian_part(a)
     v, w = jax.lax.linalg.eigh(a, lower=True, symmetrize_input=False)
+    return _nan_unless(finite, w, v)
+
+
+def _all_finite(*mats: jax.Array) -> jax.Array:
+    """Per matrix of the batch: True when every entry of every ``mats`` is finite."""
+    return functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(m), axis=(-2, -1)) for m in mats])
+
+
+def _nan_unless(finite: jax.Array, w: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """NaN eigenvalues and eigenvectors for the matrices whose input was not finite.
+
+    LAPACK's result for such input is undefined: ``syevd`` returned finite eigenvalues
+    for a NaN on the diagonal and identity eigenvectors for an inf. One reduction over
+    the input, O(n^2) against the solver's O(n^3).
+    """
+    nan = jnp.asarray(jnp.nan, w.dtype)
+    w = jnp.where(finite[..., None], w, nan)
+    v = jnp.where(finite[..., None, None], v, nan.astype(v.dtype))
     return w, v
 
 
@@ -195,7 +214,8 @@ def eigh(
     Returns:
       ``EighResult(eigenvalues, eigenvectors)``: real eigenvalues in ascending order,
       shape ``(..., n)``, and eigenvectors as columns, shape ``(..., n, n)``.
-      Input containing NaN or inf gives NaN (or inf) outputs, never an error.
+      A matrix with a NaN or inf entry (anywhere, also in the triangle that is not
+      read) gives all-NaN eigenvalues and eigenvectors, never an error.
 
     Raises:
       TypeError: ``a`` is not an array, or has a non-numeric dtype.

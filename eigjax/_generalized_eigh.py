@@ -48,7 +48,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from ._checks import as_square_matrix, check_nonnegative_float, check_same_shape
-from ._eigh import EighResult, _eigh_forward, _h, _hermitian_part, _mm
+from ._eigh import EighResult, _all_finite, _eigh_forward, _h, _hermitian_part, _mm, _nan_unless
 from ._gaps import default_tolerance, gap_matrix, inverse_gaps
 
 _FN = "eigjax.eigh_generalized"
@@ -70,7 +70,8 @@ def _forward(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     v = jax.lax.linalg.triangular_solve(
         l, u, left_side=True, lower=True, transpose_a=True, conjugate_a=True
     )
-    return w, v
+    # An inf in b can reduce to a finite c (1/inf = 0): poison explicitly.
+    return _nan_unless(_all_finite(a, b), w, v)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))

@@ -84,14 +84,22 @@ def _rotation(app, aqq, apq):
     return t, c, s
 
 
-def _scales(amax):
+def _scales(amax, finite):
     """Powers of two ``(2^-e, 2^e)`` with ``2^-e amax`` in [0.5, 1); ``(1, 1)`` for zero
-    or non-finite ``amax``. Computed once per matrix; multiplying by them is exact."""
+    ``amax``, and ``(1, NaN)`` where not ``finite`` (a NaN or inf entry: the caller's
+    outputs are then all NaN). ``finite`` is passed in because a max over entries need
+    not propagate NaN (XLA:CPU's fast min/max). Computed once per matrix; multiplying by
+    them is exact."""
     _, e = jnp.frexp(amax)
-    ok = (amax > 0) & jnp.isfinite(amax)
-    e = jnp.where(ok, e, jnp.zeros_like(e))
+    ok = (amax > 0) & finite
+    # clipped so that 2^e and 2^-e are normal numbers: a subnormal amax is scaled up
+    # only as far as that allows (2^-e would overflow otherwise)
+    fi = jnp.finfo(amax.dtype)
+    lo, hi = max(int(fi.minexp), 1 - int(fi.maxexp)), min(int(fi.maxexp) - 1, -int(fi.minexp))
+    e = jnp.clip(jnp.where(ok, e, jnp.zeros_like(e)), lo, hi)
     one = jnp.ones_like(amax)
-    return jnp.ldexp(one, -e), jnp.ldexp(one, e)
+    unscale = jnp.where(finite, jnp.ldexp(one, e), jnp.nan)
+    return jnp.ldexp(one, -e), unscale
 
 
 # Fixed sweep counts for the unrolled solvers. Measured (development script in
@@ -152,7 +160,8 @@ def _eigh_unrolled(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, j
     batch = a.shape[:-2]
     a = a.reshape(-1, n, n)
     amax = functools.reduce(jnp.maximum, [jnp.abs(a[:, i, j]) for i in range(n) for j in range(n)])
-    scale, unscale = _scales(amax)
+    finite = jnp.isfinite(amax)  # max and abs propagate NaN and inf
+    scale, unscale = _scales(amax, finite)
     keys = [(i, j) for i in range(n) for j in range(i, n)]  # symmetric storage, i <= j
 
     def entry(i, j):  # lower triangle, like the backend solver, or the Hermitian part
@@ -184,14 +193,19 @@ def _eigh_unrolled(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, j
                 row[p], row[q] = c * vrp - s * vrq, s * vrp + c * vrq
         return (tuple(m[key(src[i], src[j])] for i, j in keys), tuple(tuple(row[k] for k in src) for row in v))
 
+    # 1, or NaN for a non-finite input (the eigenvectors are then NaN too)
+    poison = jnp.where(finite, one, jnp.nan)
     if n == 2:  # one rotation is the exact eigendecomposition
         m, v = step(0, (m0, v0))
     else:
+        # unscale and poison ride along unchanged: materialised once, instead of XLA
+        # recomputing max |a_ij| in every output kernel (2x slower at n = 3)
         steps = 3 * _UNROLLED_SWEEPS[(n, dtype)]
-        m, v = jax.lax.fori_loop(0, steps, step, (m0, v0), unroll=unroll)
+        body = lambda i, c: (*step(i, c[:2]), c[2])  # noqa: E731
+        m, v, (unscale, poison) = jax.lax.fori_loop(0, steps, body, (m0, v0, (unscale, poison)), unroll=unroll)
     m = dict(zip(keys, m))
     w = [m[(i, i)] * unscale for i in range(n)]
-    cols = [[v[r][c] for r in range(n)] for c in range(n)]
+    cols = [[v[r][c] * poison for r in range(n)] for c in range(n)]
     w, cols = _sort_network(w, cols)
     w = jnp.stack(w, axis=-1)
     vecs = jnp.stack([jnp.stack(col, axis=-1) for col in cols], axis=-1)  # (B, row, col)
@@ -291,7 +305,8 @@ def _eigh_tiled(a: jax.Array, tile: int = 256) -> tuple[jax.Array, jax.Array]:
     a = a.reshape(-1, n, n)
     b = a.shape[0]
     amax = jnp.max(jnp.abs(a), axis=(-2, -1))
-    scale, unscale = _scales(amax)
+    finite = jnp.all(jnp.isfinite(a), axis=(-2, -1))
+    scale, unscale = _scales(amax, finite)
     a = a * scale[:, None, None]
     # Symmetric from the lower triangle (what the backend solver reads).
     low = jnp.tril(a)
@@ -315,6 +330,7 @@ def _eigh_tiled(a: jax.Array, tile: int = 256) -> tuple[jax.Array, jax.Array]:
     w = jnp.take_along_axis(w, order, axis=-1)[:, :n]
     v = jnp.take_along_axis(v, order[:, None, :], axis=-1)[:, :n, :n]
     w = w * unscale[:, None]
+    v = v * jnp.where(finite, 1, jnp.nan).astype(dtype)[:, None, None]
     return w.reshape(*batch, n), v.reshape(*batch, n, n)
 
 

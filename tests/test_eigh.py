@@ -496,12 +496,21 @@ def test_bad_options_raise():
 
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf])
 def test_non_finite_input_gives_nan_not_finite_garbage(bad_value):
-    a = random_hermitian(rng(16), 4)
-    a[1, 2] = a[2, 1] = bad_value
-    w, v = jax.jit(eigjax.eigh)(a)
-    assert not np.all(np.isfinite(np.asarray(w)))
-    g = jax.grad(lambda a: jnp.sum(eigjax.eigh(a).eigenvalues ** 2))(a)
-    assert not np.all(np.isfinite(np.asarray(g)))
+    """Every output of a matrix with a NaN or inf entry is NaN (LAPACK's own output for
+    such input is undefined: finite eigenvalues for a NaN on the diagonal, identity
+    eigenvectors for an inf), on the diagonal or off it, under jit, in gradients."""
+    for where in [(0, 0), (1, 2), (3, 3)]:
+        a = random_hermitian(rng(16), 4)
+        a[where] = a[where[::-1]] = bad_value
+        w, v = jax.jit(eigjax.eigh)(a)
+        assert np.all(np.isnan(np.asarray(w))) and np.all(np.isnan(np.asarray(v))), where
+        assert np.all(np.isnan(np.asarray(eigjax.eigvalsh(a)))), where
+        g = jax.grad(lambda a: jnp.sum(eigjax.eigvalsh(a) ** 2))(a)
+        assert np.all(np.isnan(np.asarray(g))), where
+    # the generalized problem: an inf in b reduces to a finite congruent matrix (1/inf = 0)
+    b = np.array([[np.inf, 1.0], [1.0, 2.0]])
+    w, v = eigjax.eigh_generalized(np.eye(2), b)
+    assert np.all(np.isnan(np.asarray(w))) and np.all(np.isnan(np.asarray(v)))
 
 
 def test_empty_and_zero_matrices():

@@ -142,10 +142,32 @@ def test_complex_routed_to_backend_solver():
         eigh_small(jnp.asarray(a))
 
 
-def test_nan_input_gives_nan_not_error():
-    a = jnp.full((2, 3, 3), jnp.nan)
-    w, _ = eigjax.eigh(a)
-    assert np.all(np.isnan(np.asarray(w)))
+@pytest.mark.parametrize("n", [2, 3, 4, 6])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_matrix_gives_all_nan_and_leaves_the_others(n, bad):
+    """A NaN or inf entry (diagonal or not) makes that matrix's eigenvalues and
+    eigenvectors all NaN; the other matrices of the batch are untouched."""
+    for dtype in (np.float32, np.float64):
+        a = family("random", n, dtype, seed=5)
+        a[3, 0, 0] = bad
+        a[7, n - 1, 0] = a[7, 0, n - 1] = bad
+        w, v = eigh_small(jnp.asarray(a), symmetrize=True) if n > 4 else eigjax.eigh(a)
+        w, v = np.asarray(w), np.asarray(v)
+        for i in (3, 7):
+            assert np.all(np.isnan(w[i])) and np.all(np.isnan(v[i])), (dtype, i)
+        ok = np.ones(len(a), bool)
+        ok[[3, 7]] = False
+        check_bounds(a[ok], w[ok], v[ok], dtype)
+
+
+def test_subnormal_input_is_scaled_up_without_overflow():
+    """max |a_ij| subnormal: the power-of-two scale is clipped to a normal number."""
+    for dtype in (np.float32, np.float64):
+        tiny = float(np.finfo(dtype).smallest_subnormal) * 64
+        a = (tiny * np.sign(family("random", 3, np.float64, seed=6))).astype(dtype)
+        w, v = eigjax.eigh(a)
+        assert np.all(np.isfinite(np.asarray(w))) and np.all(np.isfinite(np.asarray(v)))
+        np.testing.assert_allclose(np.asarray(v).swapaxes(-1, -2) @ np.asarray(v), np.broadcast_to(np.eye(3), v.shape), atol=1e-5)
 
 
 @pytest.mark.parametrize("n", [3, 4])
