@@ -481,7 +481,9 @@ def _eig_transform(key, args, out):
 # (module, attribute, transform): the custom-JVP decompositions whose gauge is changed.
 _TARGETS = (
     ("eigjax._eigh", "_eigh", _eigh_transform),
+    ("eigjax._eigh", "_eigh_inner", _eigh_transform),  # the primal inside the JVP rules
     ("eigjax._eig", "_eig", _eig_transform),
+    ("eigjax._eig", "_eig_inner", _eig_transform),
 )
 
 

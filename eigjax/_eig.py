@@ -262,21 +262,36 @@ def _eig(a, degenerate_tol, solver):
     return _eig_forward(a, solver)
 
 
-@_eig.defjvp
-def _eig_jvp(degenerate_tol, solver, primals, tangents):
+# The primal inside the rules: the same values; its JVP (reached only by second and
+# higher derivatives) is NaN on coincident pairs, where the F_ij = 0 cut would give a
+# wrong finite second derivative (see eigjax._eigh._eigh_inner).
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _eig_inner(a, degenerate_tol, solver):
+    return _eig_forward(a, solver)
+
+
+def _eig_rule(degenerate_tol, solver, primals, tangents, *, higher):
     (a,), (a_dot,) = primals, tangents
-    # Primal through _eig itself, so the rule is differentiable again.
-    w, v = _eig(a, degenerate_tol, solver)
+    # Primal through _eig_inner, so the rule is differentiable again.
+    w, v = _eig_inner(a, degenerate_tol, solver)
     lin = _linearise(a, w, v, degenerate_tol)
+    f = lin.f
+    if higher:
+        n = w.shape[-1]
+        f = jnp.where((f == 0) & jnp.broadcast_to(~jnp.eye(n, dtype=bool), f.shape), jnp.nan, f)
     p = jnp.linalg.solve(v, _mm(a_dot.astype(v.dtype), v))  # P = V^{-1} dA V
     w_dot = jnp.diagonal(p, axis1=-2, axis2=-1) * lin.nan_mask
-    u = _mm(v, lin.f * p)
+    u = _mm(v, f * p)
     k = _largest_entry(jax.lax.stop_gradient(v))
     vk = jnp.real(jnp.take_along_axis(v, k, axis=-2))[..., 0, :]
     uk = jnp.take_along_axis(u, k, axis=-2)[..., 0, :]
     c = -jnp.real(jnp.sum(jnp.conj(v) * u, axis=-2)) - 1j * jnp.imag(uk) / vk
     v_dot = (u + v * c[..., None, :]) * lin.nan_mask[..., None, :]
     return (w, v), (w_dot, v_dot)
+
+
+_eig.defjvp(functools.partial(_eig_rule, higher=False))
+_eig_inner.defjvp(functools.partial(_eig_rule, higher=True))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -287,7 +302,7 @@ def _eigvals(a, solver):
 @_eigvals.defjvp
 def _eigvals_jvp(solver, primals, tangents):
     (a,), (a_dot,) = primals, tangents
-    w, v = _eig(a, None, solver)
+    w, v = _eig_inner(a, None, solver)
     lin = _linearise(a, w, v, None)
     # dw_i = y_i^H dA x_i = sum_j (V^{-1} dA)_ij V_ji: one solve, no eigengaps used.
     x = jnp.linalg.solve(v, a_dot.astype(v.dtype))

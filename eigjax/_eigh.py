@@ -135,12 +135,26 @@ def _eigh(a, symmetrize, degenerate_tol, broadening):
     return _eigh_forward_sym(a) if symmetrize else _eigh_forward(a)
 
 
-@_eigh.defjvp
-def _eigh_jvp(symmetrize, degenerate_tol, broadening, primals, tangents):
+# The rules below compute their primal with _eigh_inner: the same values, but its own
+# JVP rule - which only second and higher derivatives reach, when they differentiate a
+# first-order rule - is NaN on cut pairs. At a repeated eigenvalue the cut F_ij = 0 is
+# exact for first derivatives of gauge-invariant losses, but second derivatives need the
+# coupling inside the group that the cut removes: jax.hessian of sum(w**2) = tr(A^2) at
+# A = I came out 0 instead of 2 E, and even a simple eigenvector's Hessian was wrong by
+# ~1 % when another group was degenerate. No rule on individual eigenvalues can restore
+# it (they are not separately twice differentiable there), so higher derivatives at cut
+# pairs are NaN, never a wrong finite number; spectral functions have exact ones through
+# eigjax.matrix_function. With broadening the smooth F is differentiated as it is.
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _eigh_inner(a, symmetrize, degenerate_tol, broadening):
+    return _eigh_forward_sym(a) if symmetrize else _eigh_forward(a)
+
+
+def _eigh_rule(symmetrize, degenerate_tol, broadening, primals, tangents, *, higher):
     (a,), (a_dot,) = primals, tangents
-    # The primal goes through _eigh itself so that the rule is differentiable
-    # again (jax.hessian, jacfwd(jacrev)).
-    w, v = _eigh(a, symmetrize, degenerate_tol, broadening)
+    # The primal through _eigh_inner so that the rule is differentiable again
+    # (jax.hessian, jacfwd(jacrev)).
+    w, v = _eigh_inner(a, symmetrize, degenerate_tol, broadening)
     if symmetrize:
         a_dot = _hermitian_part(a_dot)
     x = _mm(a_dot, v)
@@ -149,8 +163,16 @@ def _eigh_jvp(symmetrize, degenerate_tol, broadening, primals, tangents):
     w_dot = jnp.real(jnp.sum(jnp.conj(v) * x, axis=-2))
     p = _mm(_h(v), x)
     f = inverse_gaps(w, degenerate_tol=degenerate_tol, broadening=broadening)
+    if higher and broadening is None:
+        n = w.shape[-1]
+        cut = (f == 0) & jnp.broadcast_to(~jnp.eye(n, dtype=bool), f.shape)
+        f = jnp.where(cut, jnp.nan, f)
     v_dot = _mm(v, f.astype(p.dtype) * p)
     return (w, v), (w_dot, v_dot)
+
+
+_eigh.defjvp(functools.partial(_eigh_rule, higher=False))
+_eigh_inner.defjvp(functools.partial(_eigh_rule, higher=True))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -161,8 +183,8 @@ def _eigvalsh(a, symmetrize):
 @_eigvalsh.defjvp
 def _eigvalsh_jvp(symmetrize, primals, tangents):
     (a,), (a_dot,) = primals, tangents
-    # Eigenvectors come from the differentiable _eigh so higher derivatives work.
-    w, v = _eigh(a, symmetrize, None, None)
+    # Eigenvectors from _eigh_inner so higher derivatives work (NaN at cut pairs).
+    w, v = _eigh_inner(a, symmetrize, None, None)
     if symmetrize:
         a_dot = _hermitian_part(a_dot)
     return w, _eigvalsh_tangent(v, a_dot)
@@ -215,7 +237,9 @@ def eigh(
       ``EighResult(eigenvalues, eigenvectors)``: real eigenvalues in ascending order,
       shape ``(..., n)``, and eigenvectors as columns, shape ``(..., n, n)``.
       A matrix with a NaN or inf entry (anywhere, also in the triangle that is not
-      read) gives all-NaN eigenvalues and eigenvectors, never an error.
+      read) gives all-NaN eigenvalues and eigenvectors, never an error. Second and
+      higher derivatives are exact at distinct eigenvalues and NaN at a cut pair
+      (use :func:`eigjax.matrix_function` for spectral functions there).
 
     Raises:
       TypeError: ``a`` is not an array, or has a non-numeric dtype.

@@ -30,8 +30,9 @@ first order, and it gives the exact derivative of every such invariant loss. Che
 a within-group pair ``C_ij + conj(C_ji) = -Q_ij/2 - conj(Q_ji)/2 = -Q_ij`` since ``Q``
 is Hermitian; for a non-degenerate pair the quotient gives ``-Q_ij`` as well.
 
-Higher order: the rule calls the custom_jvp function for its primal, so it is itself
-differentiable (``jax.hessian``).
+Higher order: the rule calls a custom_jvp function for its primal, so it is itself
+differentiable (``jax.hessian``): exactly where the eigenvalues are distinct, NaN at
+degenerate pairs (where the cut would give a wrong finite second derivative).
 
 Not positive definite ``B``: the Cholesky factorisation fails and every output is NaN
 (never an exception under ``jit``). ``check=True`` raises a ``ValueError`` instead when
@@ -79,10 +80,17 @@ def _eigh_gen(a, b, degenerate_tol):
     return _forward(_hermitian_part(a), _hermitian_part(b))
 
 
-@_eigh_gen.defjvp
-def _eigh_gen_jvp(degenerate_tol, primals, tangents):
+# The primal inside the rule: the same values; its JVP (reached only by second and
+# higher derivatives) is NaN on degenerate off-diagonal pairs, where the cut would give
+# a wrong finite second derivative (see eigjax._eigh._eigh_inner).
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _eigh_gen_inner(a, b, degenerate_tol):
+    return _forward(_hermitian_part(a), _hermitian_part(b))
+
+
+def _eigh_gen_rule(degenerate_tol, primals, tangents, *, higher):
     (a, b), (a_dot, b_dot) = primals, tangents
-    w, v = _eigh_gen(a, b, degenerate_tol)  # differentiable primal: hessian works
+    w, v = _eigh_gen_inner(a, b, degenerate_tol)  # differentiable primal: hessian works
     a_dot = _hermitian_part(a_dot)
     b_dot = _hermitian_part(b_dot)
     vh = _h(v)
@@ -97,8 +105,15 @@ def _eigh_gen_jvp(degenerate_tol, primals, tangents):
     f = inverse_gaps(w, degenerate_tol=degenerate_tol).astype(p.dtype)  # zero where degenerate
     c_gap = f * (p - q * wc[..., None, :])
     c = jnp.where(degenerate, -q / 2, c_gap)
+    if higher:
+        cut = degenerate & jnp.broadcast_to(~jnp.eye(n, dtype=bool), degenerate.shape)
+        c = jnp.where(cut, jnp.nan, c)
     v_dot = _mm(v, c)
     return (w, v), (w_dot, v_dot)
+
+
+_eigh_gen.defjvp(functools.partial(_eigh_gen_rule, higher=False))
+_eigh_gen_inner.defjvp(functools.partial(_eigh_gen_rule, higher=True))
 
 
 def _check_positive_definite(b: jax.Array) -> None:

@@ -519,3 +519,61 @@ def test_empty_and_zero_matrices():
     z = np.zeros((3, 3))
     g = jax.grad(lambda a: jnp.sum(eigjax.eigh(a).eigenvectors ** 2) + jnp.sum(eigjax.eigvalsh(a)))(z)
     np.testing.assert_allclose(g, np.eye(3), atol=1e-15)
+
+
+def test_second_derivatives_at_repeated_eigenvalues_are_nan_not_wrong():
+    """At a cut (repeated) pair the rule's second derivative would be a wrong finite
+    number (the in-group coupling is gone: hessian of sum(w**2) = tr(A^2) at I came out
+    0 instead of 2 E); it is NaN. First derivatives there stay exact, distinct
+    eigenvalues keep exact second derivatives, and the spectral-function route
+    (matrix_function) gives the exact second derivative at the same point."""
+    r = rng(31)
+    e = jnp.asarray(hermitian_direction(r, (4, 4)))
+    c = jnp.asarray(hermitian_direction(r, (4, 4)))
+    points = {"identity": np.eye(4), "pair": with_spectrum(r, [1.0, 1.0, 2.0, 3.0])}
+    losses = {
+        "sum w^2": lambda a: jnp.sum(eigjax.eigvalsh(a) ** 2),
+        "group projector": lambda a: jnp.trace(eigjax.eigh(a).eigenvectors[:, :2] @ eigjax.eigh(a).eigenvectors[:, :2].T @ c),
+    }
+    for pname, a in points.items():
+        a = jnp.asarray(a)
+        for lname, loss in losses.items():
+            g = jax.grad(loss)(a)
+            assert np.all(np.isfinite(np.asarray(g))), (pname, lname)  # first order: exact
+            hv = jax.jvp(jax.grad(loss), (a,), (e,))[1]
+            assert np.all(np.isnan(np.asarray(hv))), (pname, lname)
+    # the exact value, through the spectral function: d^2 tr(A^2)[E, .] = 2 E
+    a = jnp.eye(4)
+    hv = jax.jvp(jax.grad(lambda a: jnp.trace(eigjax.matrix_function(a, lambda w: w**2))), (a,), (e,))[1]
+    np.testing.assert_allclose(hv, 2 * e, atol=1e-12)
+    # distinct eigenvalues: finite and equal to finite differences of the gradient
+    a = jnp.asarray(with_spectrum(r, [1.0, 1.5, 2.0, 3.0]))
+    loss = losses["sum w^2"]
+    hv = jax.jvp(jax.grad(loss), (a,), (e,))[1]
+    fd = (jax.grad(loss)(a + 1e-5 * e) - jax.grad(loss)(a - 1e-5 * e)) / 2e-5
+    np.testing.assert_allclose(hv, fd, rtol=1e-6, atol=1e-8)
+    # broadening makes F smooth: its second derivatives are those of the smooth rule
+    hv = jax.jvp(jax.grad(lambda a: jnp.sum(eigjax.eigh(a, broadening=1e-3).eigenvectors[:, 0] ** 2 @ c)), (jnp.eye(4),), (e,))[1]
+    assert np.all(np.isfinite(np.asarray(hv)))
+
+
+def test_second_derivatives_of_eig_and_generalized_at_repeated_eigenvalues_are_nan():
+    """The same guard in eigjax.eig/eigvals (coincident pairs) and eigh_generalized:
+    hessian of sum(w**2) = tr(A^2) at A = I was 0 / wrong, now NaN; first order exact."""
+    r = rng(32)
+    e = jnp.asarray(hermitian_direction(r, (3, 3)))
+    a = jnp.eye(3)
+    for loss in (lambda a: jnp.sum(jnp.real(eigjax.eigvals(a)) ** 2),
+                 lambda a: jnp.sum(jnp.real(eigjax.eig(a).eigenvalues) ** 2),
+                 lambda a: jnp.sum(eigjax.eigh_generalized(a, jnp.eye(3)).eigenvalues ** 2)):
+        np.testing.assert_allclose(jax.grad(loss)(a), 2 * np.eye(3), atol=1e-12)
+        hv = jax.jvp(jax.grad(loss), (a,), (e,))[1]
+        assert np.all(np.isnan(np.asarray(hv)))
+    # distinct eigenvalues: exact
+    a = jnp.asarray(with_spectrum(r, [1.0, 2.0, 3.5]))
+    b = jnp.asarray(with_spectrum(r, [1.0, 1.5, 2.0]))
+    for loss in (lambda a: jnp.sum(jnp.real(eigjax.eigvals(a)) ** 2),
+                 lambda a: jnp.sum(eigjax.eigh_generalized(a, b).eigenvalues ** 2)):
+        hv = jax.jvp(jax.grad(loss), (a,), (e,))[1]
+        fd = (jax.grad(loss)(a + 1e-5 * e) - jax.grad(loss)(a - 1e-5 * e)) / 2e-5
+        np.testing.assert_allclose(hv, fd, rtol=1e-6, atol=1e-7)
