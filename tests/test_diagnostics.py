@@ -329,3 +329,15 @@ def test_run_check_npy_general_and_errors(tmp_path, capsys):
         warnings.simplefilter("ignore")
         assert run_check(["second_difference", "-n", "5", "--no-grad"]) == 0
     assert "derivative checks" not in capsys.readouterr().out
+
+
+def test_check_grad_catches_a_wrong_rule_at_any_input_scale():
+    """A JVP rule off by 50 % fails at input scale 1e-6 as at scale 1 (the absolute
+    floor was fixed at eps^0.5 1e-3, so tiny losses always passed)."""
+    bad = jax.custom_jvp(lambda a: jnp.sum(a**2))
+    bad.defjvp(lambda p, t: (jnp.sum(p[0] ** 2), 3 * jnp.sum(p[0] * t[0])))
+    good = lambda a: jnp.sum(a**2)  # noqa: E731
+    for s in (1.0, 1e-6, 1e6):
+        a = s * jnp.array([[2.0, 1.0], [1.0, 3.0]])
+        assert not bool(eigjax.check_grad(bad, a).ok), s
+        assert bool(eigjax.check_grad(good, a).ok), s
