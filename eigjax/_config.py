@@ -28,6 +28,7 @@ import dataclasses
 import importlib
 import inspect
 import itertools
+import math
 import re
 import types
 import typing
@@ -278,9 +279,18 @@ def _check_optimizer(opt: dict) -> None:
 
     from ._runner import make_optimizer
 
+    lr = opt.get("learning_rate")
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"optimizer.learning_rate: expected a number > 0, got {lr!r}")
     try:
-        optimizer = make_optimizer(opt)
-        optimizer.init(jnp.zeros(1))
+        import optax
+
+        optimizer = optax.with_extra_args_support(make_optimizer(opt))
+        # init and one update: optax reads most hyperparameters only when it updates
+        # (the extra arguments are those of line-search optimizers such as lbfgs)
+        x = jnp.ones(1)
+        state = optimizer.init(x)
+        optimizer.update(x, state, x, value=jnp.sum(x**2) / 2, grad=x, value_fn=lambda p: jnp.sum(p**2) / 2)
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - optax raises many kinds; report which key set it off

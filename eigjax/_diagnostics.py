@@ -737,6 +737,8 @@ def run_check(argv: list[str] | None = None) -> int:
     try:
         x = _load_matrix(args)
         if args.dtype is not None:
+            if np.iscomplexobj(x) and not np.issubdtype(np.dtype(args.dtype), np.complexfloating):
+                raise ValueError(f"--dtype {args.dtype}: the matrix is complex ({x.dtype}); casting would drop its imaginary part")
             x = x.astype(args.dtype)
         a = as_square_matrix(x, name="matrix", fn="eigjax check")
     except (ValueError, TypeError, OSError) as exc:
@@ -744,6 +746,9 @@ def run_check(argv: list[str] | None = None) -> int:
         return 2
     if args.directions < 1:
         print("eigjax check: error: --directions must be >= 1", file=sys.stderr)
+        return 2
+    if args.degenerate_tol is not None and not args.degenerate_tol >= 0:
+        print(f"eigjax check: error: --degenerate-tol must be a number >= 0; got {args.degenerate_tol}", file=sys.stderr)
         return 2
     n = a.shape[-1]
     if args.kind is None:

@@ -167,6 +167,32 @@ def test_invalid_set_and_sweep_values(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("problem.ridge=0", "ridge: expected a number > 0"),  # was a ZeroDivisionError traceback
+        ("problem.ridge=-1", "ridge: expected a number > 0"),  # was accepted: unbounded below
+        ("optimizer.learning_rate=abc", "optax.adam cannot be built"),  # was a TypeError traceback
+        ("optimizer.learning_rate=-0.1", "optimizer.learning_rate: expected a number > 0"),
+        ("problem.a0=[[1,2],[3]]", "a0: expected a square matrix"),  # was NumPy's message
+    ],
+)
+def test_bad_values_exit_2_before_anything_is_written(setting, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["run", "configs/smoke/seed_example3.yaml", "--out", str(out), "--set", setting, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_check_refuses_a_negative_tolerance_and_a_lossy_dtype(tmp_path, capsys):
+    assert cli.main(["check", "rosser", "--degenerate-tol", "-1"]) == 2
+    assert "--degenerate-tol must be a number >= 0" in capsys.readouterr().err
+    np.save(tmp_path / "c.npy", np.array([[1.0, 1j], [-1j, 2.0]]))
+    assert cli.main(["check", str(tmp_path / "c.npy"), "--dtype", "float64"]) == 2
+    assert "would drop its imaginary part" in capsys.readouterr().err
+
+
 def test_invalid_config_through_the_console_process(tmp_path):
     path = write_config(tmp_path, steps="ten")
     proc = eigjax("run", str(path), "--out", str(tmp_path / "out"))
