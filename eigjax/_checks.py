@@ -26,6 +26,11 @@ def as_square_matrix(a, *, name: str = "a", fn: str) -> jax.Array:
             f"got an object of type {type(a).__name__}. Wrap it with jnp.asarray(...) first."
         )
     dtype = np.dtype(a.dtype)
+    if dtype in _LOW_PRECISION:
+        raise TypeError(
+            f"{fn}: argument `{name}` has dtype {dtype}, which has no eigensolver in XLA or "
+            f"LAPACK; use float32 or float64 (e.g. {name}.astype(jnp.float32))."
+        )
     if not (
         np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)
     ):
@@ -72,4 +77,26 @@ def check_nonnegative_float(value, *, name: str, fn: str, allow_none: bool = Tru
         raise ValueError(
             f"{fn}: option `{name}` must be a finite, non-negative float; got {value!r}."
         )
+    return value
+
+
+_LOW_PRECISION = {np.dtype(np.float16), np.dtype(jnp.bfloat16)}
+
+
+def check_bool(value, *, name: str, fn: str) -> bool:
+    """Validate a boolean option: a Python or NumPy bool, not a truthy string or number."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{fn}: option `{name}` must be True or False; got {value!r} of type {type(value).__name__}.")
+    return bool(value)
+
+
+def check_int(value, *, name: str, fn: str, minimum: int | None = None, allow_none: bool = False):
+    """Validate an integer option (a Python or NumPy int, not a bool or float), at least ``minimum``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{fn}: option `{name}` must be an int; got {value!r} of type {type(value).__name__}.")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{fn}: option `{name}` must be >= {minimum}; got {value}.")
     return value

@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from ._checks import as_square_matrix, check_nonnegative_float
+from ._checks import as_square_matrix, check_nonnegative_float, check_bool
 from ._gaps import default_tolerance, gap_matrix
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -159,6 +159,7 @@ def spectral_report(
     """
     fn = "eigjax.spectral_report"
     a = as_square_matrix(a, name="a", fn=fn)
+    hermitian = check_bool(hermitian, name="hermitian", fn=fn)
     degenerate_tol = check_nonnegative_float(degenerate_tol, name="degenerate_tol", fn=fn)
     n = a.shape[-1]
     if hermitian:
@@ -372,6 +373,7 @@ def check_grad(
     a = as_square_matrix(a, name="a", fn=fn)
     h = check_nonnegative_float(h, name="h", fn=fn)
     rtol = check_nonnegative_float(rtol, name="rtol", fn=fn)
+    hermitian = check_bool(hermitian, name="hermitian", fn=fn)
     if isinstance(directions, bool) or not isinstance(directions, int) or directions < 1:
         raise ValueError(f"{fn}: option `directions` must be a positive int; got {directions!r}.")
     if h == 0.0:

@@ -69,7 +69,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from ._checks import as_square_matrix, check_nonnegative_float
+from ._checks import as_square_matrix, check_nonnegative_float, check_bool
 from ._eig_host import has_native_eig, host_eig
 from ._eigh import _h, _mm
 from ._gaps import gap_matrix
@@ -385,6 +385,7 @@ def eig(
     """
     fn = "eigjax.eig"
     a = as_square_matrix(a, name="a", fn=fn)
+    left = check_bool(left, name="left", fn=fn)
     degenerate_tol = check_nonnegative_float(degenerate_tol, name="degenerate_tol", fn=fn)
     solver = _check_solver(solver, fn)
     if a.shape[-1] == 0:  # nothing to decompose (and nothing to differentiate)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from jax.custom_batching import custom_vmap
 from jax.typing import ArrayLike
 
-from ._checks import as_square_matrix, check_nonnegative_float
+from ._checks import as_square_matrix, check_bool, check_nonnegative_float
 from ._gaps import inverse_gaps
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -257,7 +257,8 @@ def eigh(
     broadening = check_nonnegative_float(broadening, name="broadening", fn="eigjax.eigh")
     if broadening == 0.0:
         raise ValueError("eigjax.eigh: option `broadening` must be > 0 (or None); got 0.0.")
-    w, v = _eigh_entry(a, bool(symmetrize), degenerate_tol, broadening)
+    symmetrize = check_bool(symmetrize, name="symmetrize", fn="eigjax.eigh")
+    w, v = _eigh_entry(a, symmetrize, degenerate_tol, broadening)
     return EighResult(w, v)
 
 
@@ -285,4 +286,4 @@ def eigvalsh(a: ArrayLike, *, symmetrize: bool = True) -> jax.Array:
       [[1.0, 0.0], [0.0, 1.0]]
     """
     a = as_square_matrix(a, name="a", fn="eigjax.eigvalsh")
-    return _eigvalsh_entry(a, bool(symmetrize))
+    return _eigvalsh_entry(a, check_bool(symmetrize, name="symmetrize", fn="eigjax.eigvalsh"))

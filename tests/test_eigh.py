@@ -577,3 +577,24 @@ def test_second_derivatives_of_eig_and_generalized_at_repeated_eigenvalues_are_n
         hv = jax.jvp(jax.grad(loss), (a,), (e,))[1]
         fd = (jax.grad(loss)(a + 1e-5 * e) - jax.grad(loss)(a - 1e-5 * e)) / 2e-5
         np.testing.assert_allclose(hv, fd, rtol=1e-6, atol=1e-7)
+
+
+def test_options_are_checked_not_coerced():
+    """Truthy strings were taken as True, float16 reached a raw XLA error, and
+    eigh_partial accepted negative counts, float seeds and ignored params."""
+    a = jnp.eye(3)
+    d = jnp.diag(jnp.arange(1.0, 9.0))
+    for call in (lambda: eigjax.eigh(a, symmetrize="no"), lambda: eigjax.eigvalsh(a, symmetrize=1),
+                 lambda: eigjax.eig(a, left="yes"), lambda: eigjax.spectral_report(a, hermitian="x"),
+                 lambda: eigjax.check_grad(jnp.sum, a, hermitian="x"),
+                 lambda: eigjax.eigh_partial(d, 2, seed=1.5), lambda: eigjax.eigh_partial(lambda p, x: x, 2, n=3.7)):
+        with pytest.raises(TypeError, match="option `"):
+            call()
+    for call in (lambda: eigjax.eigh_partial(d, 2, max_restarts=-1), lambda: eigjax.eigh_partial(d, 2, cg_maxiter=-5),
+                 lambda: eigjax.eigh_partial(d, 2, params=1.0)):
+        with pytest.raises(ValueError, match="option `"):
+            call()
+    for fn in (eigjax.eigh, eigjax.eigvalsh, eigjax.eig, eigjax.eigvals, eigjax.sqrtm):
+        with pytest.raises(TypeError, match="argument `a` has dtype float16"):
+            fn(a.astype(jnp.float16))
+    assert bool(eigjax.eigh(a, symmetrize=np.bool_(False)).eigenvalues[0] == 1.0)  # NumPy bools are fine
