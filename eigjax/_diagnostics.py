@@ -20,19 +20,20 @@ Three questions a user of a differentiable eigendecomposition keeps asking:
 
 Design of the gauge check. The user passes ``loss(a)``, a function of the *matrix*
 that calls eigjax internally, so the gauge has to be changed inside eigjax. While the
-check runs, the module-level custom-JVP decompositions (``eigjax._eigh._eigh``,
-``eigjax._eig._eig``) are replaced by wrappers that return ``V U`` instead of ``V``,
-with ``U`` a random unitary that is block diagonal on the degenerate groups of the
-call (the same tolerance as the derivative rule) and a random phase (a random sign
-for real matrices) on simple eigenvalues. ``U`` is the polar factor of a random
-matrix masked to the groups, so it is exactly of that structure. It carries no
-gradient, and derivative rules that call the decomposition again for their primal
-(eigvalsh's does) see the same kind of gauge. A wrapper is re-entrancy guarded, so
-the JVP rule of a wrapped call is the original one. Calls are counted: a loss that
-reaches eigjax only through a function compiled *before* the check (a cached
-``jax.jit``) is not intercepted, and the check says so (``calls == 0``) rather than
-passing silently. Public functions built on other routes (spectral matrix functions
-are gauge-free by construction) are not touched.
+check runs, the forward solvers of the decompositions (``eigjax._eigh._eigh_forward``
+and ``_eigh_forward_sym``, ``eigjax._eig._eig_forward``, ``eigjax._generalized_eigh._forward``)
+are replaced by wrappers that return ``V U`` instead of ``V``, with ``U`` a random
+unitary that is block diagonal on the degenerate groups of the call (the default
+tolerance of the derivative rule) and a random phase (a random sign for real
+matrices) on simple eigenvalues; ``V U`` stays ``B``-orthonormal in the generalized
+problem. ``U`` is the polar factor of a random matrix masked to the groups, so it is
+exactly of that structure. It carries no gradient. Every JVP rule computes its
+tangents from the eigenvectors that its own primal call returns, so it sees the same
+gauge as the loss. Calls are counted: a loss that reaches eigjax only through a
+function compiled *before* the check (a cached ``jax.jit``) is not intercepted, and
+the check says so (``calls == 0``) rather than passing silently. Public functions
+built on other routes (spectral matrix functions are gauge-free by construction;
+``eigh_partial``) are not touched.
 
 All three return NamedTuples of arrays and work under ``jit``;
 :func:`format_spectral_report` turns a report into readable text (outside ``jit``).
@@ -484,12 +485,27 @@ def _eig_transform(key, args, out):
     return w, v2 / jnp.linalg.norm(jax.lax.stop_gradient(v2), axis=-2, keepdims=True)
 
 
-# (module, attribute, transform): the custom-JVP decompositions whose gauge is changed.
+def _forward_transform(transform, nargs):
+    """``transform`` (written for a custom_jvp function with ``nargs`` arguments) for a
+    forward solver ``f(a, ...)``, which knows no tolerance: the decomposition's default
+    tolerance decides the degenerate groups."""
+
+    def apply(key, args, out):
+        return transform(key, [args[0]] + [None] * (nargs - 1), out)
+
+    return apply
+
+
+# (module, attribute, transform): the forward solvers whose gauge is changed. The
+# forward solvers, not the custom_jvp functions: every JVP rule computes its tangents
+# from the eigenvectors its own primal call returns, so the rule then sees the same
+# gauge as the loss (intercepting the custom_jvp function left eigh's eigenvalue
+# tangents in the solver's gauge: a single eigenvalue of a degenerate group passed).
 _TARGETS = (
-    ("eigjax._eigh", "_eigh", _eigh_transform),
-    ("eigjax._eigh", "_eigh_inner", _eigh_transform),  # the primal inside the JVP rules
-    ("eigjax._eig", "_eig", _eig_transform),
-    ("eigjax._eig", "_eig_inner", _eig_transform),
+    ("eigjax._eigh", "_eigh_forward", _forward_transform(_eigh_transform, 4)),
+    ("eigjax._eigh", "_eigh_forward_sym", _forward_transform(_eigh_transform, 4)),
+    ("eigjax._eig", "_eig_forward", _forward_transform(_eig_transform, 3)),
+    ("eigjax._generalized_eigh", "_forward", _forward_transform(_eigh_transform, 4)),
 )
 
 
@@ -526,9 +542,10 @@ def _wrap(orig, transform):
 def random_gauge(key: jax.Array):
     """Context manager: inside it, eigjax's decompositions return a random gauge.
 
-    Every call of :func:`eigjax.eigh` / :func:`eigjax.eig` traced inside the block
-    returns ``V U`` with ``U`` a random unitary, block diagonal on degenerate groups
-    and a random phase (sign) on simple eigenvalues - an equally valid
+    Every call of :func:`eigjax.eigh` / :func:`eigjax.eig` / :func:`eigjax.eigh_generalized`
+    traced inside the block returns ``V U`` with ``U`` a random unitary, block diagonal
+    on degenerate groups (default tolerance) and a random phase (sign) on simple
+    eigenvalues - an equally valid
     eigendecomposition. Results of a gauge-invariant computation do not change.
     Yields a function returning the number of decompositions intercepted so far.
     Not thread-safe across concurrent traces; used by :func:`check_gauge_invariance`.

@@ -287,13 +287,13 @@ def test_gauge_warns_when_nothing_is_intercepted():
 def test_random_gauge_is_a_valid_decomposition_and_restores():
     import eigjax._eigh as mod
 
-    original = mod._eigh
+    original = mod._eigh_forward_sym  # the forward solver is what is intercepted
     a = jnp.asarray(with_spectrum(rng(17), DEGENERATE, np.complex128))
     w0, v0 = eigjax.eigh(a)
     with eigjax.random_gauge(jax.random.key(5)) as calls:
         w, v = eigjax.eigh(a)
-        assert mod._eigh is not original
-    assert calls() == 1 and mod._eigh is original
+        assert mod._eigh_forward_sym is not original
+    assert calls() == 1 and mod._eigh_forward_sym is original
     np.testing.assert_allclose(w, w0)
     np.testing.assert_allclose(a @ v, v * w[None, :], atol=1e-12)
     np.testing.assert_allclose(jnp.conj(v.T) @ v, np.eye(4), atol=1e-12)
@@ -341,3 +341,19 @@ def test_check_grad_catches_a_wrong_rule_at_any_input_scale():
         a = s * jnp.array([[2.0, 1.0], [1.0, 3.0]])
         assert not bool(eigjax.check_grad(bad, a).ok), s
         assert bool(eigjax.check_grad(good, a).ok), s
+
+
+def test_gauge_flags_one_eigenvalue_of_a_group_through_eigh_and_covers_generalized():
+    """eigh(a).eigenvalues[0] of a degenerate group has a gauge-dependent gradient (as
+    through eigvalsh); it passed when the interception sat on the custom_jvp function
+    and the rule kept the solver's gauge. eigh_generalized is intercepted too."""
+    a = jnp.asarray(with_spectrum(rng(18), DEGENERATE))
+    ok, res = _invariant(lambda x: eigjax.eigh(x).eigenvalues[0], a)
+    assert not ok and float(res.grad_change) > 1e-3
+    ok, _ = _invariant(lambda x: eigjax.eigh(x).eigenvalues[0] + eigjax.eigh(x).eigenvalues[1], a)
+    assert ok
+    b = jnp.eye(4)
+    ok, _ = _invariant(lambda x: jnp.sum(eigjax.eigh_generalized(x, b).eigenvectors[:, 0]), a)
+    assert not ok
+    ok, _ = _invariant(lambda x: jnp.sum(eigjax.eigh_generalized(x, b).eigenvectors ** 2), a)
+    assert ok
