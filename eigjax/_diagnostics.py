@@ -244,7 +244,7 @@ def format_spectral_report(report: SpectralReport, *, max_eigenvalues: int = 16)
         if count == 0:
             return "\n".join(lines)
         k = int(np.argmin(flat.min_gap)) if n >= 2 else 0
-        lines.append(f"details of matrix {np.unravel_index(k, batch)} (smallest gap):")
+        lines.append(f"details of matrix {tuple(int(i) for i in np.unravel_index(k, batch))} (smallest gap):")
         one = jax.tree_util.tree_map(lambda x: x[k], flat)
         lines.extend("  " + line for line in format_spectral_report(one, max_eigenvalues=max_eigenvalues).splitlines()[1:])
         return "\n".join(lines)
@@ -387,6 +387,9 @@ def check_grad(
         key = jax.random.key(0)
     scale = jnp.linalg.norm(a.reshape(-1)) if a.size else jnp.zeros((), rdtype)
     scale = jnp.where(scale > 0, scale, 1.0).astype(rdtype)
+    out = jax.eval_shape(loss, a)
+    if any(not jnp.issubdtype(x.dtype, jnp.inexact) for x in jax.tree_util.tree_leaves(out)):
+        raise TypeError(f"{fn}: `loss` must return floating or complex values (derivatives of integers are zero); got {out}.")
     abs_errs, rel_errs, jnorms, fnorms, floors = [], [], [], [], []
     for k in jax.random.split(key, directions):
         e = _random_direction(k, a, hermitian) * scale

@@ -94,6 +94,12 @@ def matrix_function(a: ArrayLike, f: Callable[[jax.Array], jax.Array], *, fn: st
     if not callable(f):
         raise TypeError(f"{fn}: argument `f` must be a callable elementwise function; got {type(f).__name__}.")
     w_example = jnp.zeros(a.shape[:-1], dtype=jnp.finfo(a.dtype).dtype)
+    out = jax.eval_shape(f, w_example)
+    if not hasattr(out, "shape") or out.shape != w_example.shape:
+        raise ValueError(
+            f"{fn}: `f` must be elementwise, mapping the eigenvalues of shape {w_example.shape} to the "
+            f"same shape; got {getattr(out, 'shape', type(out).__name__)}."
+        )
     f_conv, consts = jax.closure_convert(f, w_example)
     key = _computation_key(f, w_example) if not consts else None
     return _matfun(f_conv if key is None else _SameComputation(f_conv, key), a, tuple(consts))

@@ -357,3 +357,12 @@ def test_gauge_flags_one_eigenvalue_of_a_group_through_eigh_and_covers_generaliz
     assert not ok
     ok, _ = _invariant(lambda x: jnp.sum(eigjax.eigh_generalized(x, b).eigenvectors ** 2), a)
     assert ok
+
+
+def test_clear_errors_for_integer_losses_and_non_elementwise_f():
+    with pytest.raises(TypeError, match="must return floating or complex values"):
+        eigjax.check_grad(lambda x: jnp.argmax(x), jnp.eye(3))
+    with pytest.raises(ValueError, match="`f` must be elementwise"):
+        eigjax.matrix_function(jnp.eye(3), jnp.sum)
+    text = eigjax.format_spectral_report(eigjax.spectral_report(jnp.stack([jnp.eye(2), jnp.diag(jnp.array([1.0, 2.0]))])))
+    assert "details of matrix (0,)" in text
