@@ -76,6 +76,9 @@ stops before its first iteration (checked by a test). The condition is a gap
 splits a degenerate eigenspace the derivative does not exist and CG does not converge
 (the result is then meaningless; ``cg_maxiter`` bounds the cost).
 
+Second and higher derivatives: exact where the block's eigenvalues are distinct, NaN
+where a pair inside the block is cut (as :func:`eigjax.eigh`: the cut would make them wrong).
+
 Memory: ``O(nnz + n p)`` for the Chebyshev method (a few blocks of ``p`` or ``k`` vectors);
 ``O(nnz + n p m)`` for the Krylov method.
 """
@@ -597,11 +600,18 @@ def _partial(params, matmat, cfg):
     return _solve(params, matmat, cfg)
 
 
-@_partial.defjvp
-def _partial_jvp(matmat, cfg, primals, tangents):
+# The primal inside the rule: the same values; its JVP (reached only by second and
+# higher derivatives) is NaN on cut pairs inside the block, where the cut would give a
+# wrong finite second derivative (see eigjax._eigh._eigh_inner).
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _partial_inner(params, matmat, cfg):
+    return _solve(params, matmat, cfg)
+
+
+def _partial_rule(matmat, cfg, primals, tangents, *, higher):
     (params,), (params_dot,) = primals, tangents
-    # The primal goes through _partial itself so that the rule is differentiable again.
-    out = _partial(params, matmat, cfg)
+    # The primal through _partial_inner so that the rule is differentiable again.
+    out = _partial_inner(params, matmat, cfg)
     w, vc, res, it, conv, w_extra, v_extra, av_extra, bound = out
     v = vc.T  # rows
     y = jax.jvp(lambda prm: matmat(prm, v), (params,), (params_dot,))[1]  # rows of dA V
@@ -618,6 +628,8 @@ def _partial_jvp(matmat, cfg, primals, tangents):
     else:
         deg_tol = cfg.degenerate_tol
     f = inverse_gaps(w, degenerate_tol=deg_tol).astype(p.dtype)
+    if higher:
+        f = jnp.where((f == 0) & ~jnp.eye(f.shape[-1], dtype=bool), jnp.nan, f)
     inside = _mm((f * p).T, v)
 
     sign = -1.0 if cfg.largest else 1.0
@@ -666,6 +678,10 @@ def _partial_jvp(matmat, cfg, primals, tangents):
         jnp.zeros_like(w_extra), jnp.zeros_like(v_extra), jnp.zeros_like(av_extra), jnp.zeros_like(bound),
     )
     return out, tangents_out
+
+
+_partial.defjvp(functools.partial(_partial_rule, higher=False))
+_partial_inner.defjvp(functools.partial(_partial_rule, higher=True))
 
 
 def eigh_partial(

@@ -322,3 +322,24 @@ def test_vmap_equals_loop():
     np.testing.assert_allclose(batched[0], np.stack([w for w, _ in loop]), rtol=0, atol=1e-13)
     np.testing.assert_allclose(batched[1], np.stack([d for _, d in loop]), rtol=0, atol=1e-12)
     np.testing.assert_allclose(batched[0], np.linalg.eigvalsh(a)[:, :2], rtol=0, atol=1e-10)
+
+
+def test_second_derivatives_exact_at_distinct_nan_at_a_pair_inside_the_block():
+    """The same second-order guard as eigh: a Hessian-vector product through
+    eigh_partial matches finite differences of the gradient at distinct eigenvalues and
+    is NaN (not a wrong finite number) with a degenerate pair inside the block."""
+    r = np.random.default_rng(41)
+    n = 30
+    q, _ = np.linalg.qr(r.standard_normal((n, n)))
+    e = r.standard_normal((n, n))
+    e = jnp.asarray((e + e.T) / 2)
+    loss = lambda a: jnp.sum(eigjax.eigh_partial(a, 3, method="chebyshev").eigenvalues ** 2)  # noqa: E731
+    for head, finite in (([1.0, 1.5, 2.0], True), ([1.0, 1.0, 2.0], False)):
+        a = jnp.asarray((q * np.r_[head, np.linspace(3.0, 10.0, n - 3)]) @ q.T)
+        hv = jax.jvp(jax.grad(loss), (a,), (e,))[1]
+        if finite:
+            fd = (jax.grad(loss)(a + 1e-5 * e) - jax.grad(loss)(a - 1e-5 * e)) / 2e-5
+            np.testing.assert_allclose(hv, fd, atol=1e-7)
+        else:
+            assert np.all(np.isnan(np.asarray(hv)))
+            assert np.all(np.isfinite(np.asarray(jax.grad(loss)(a))))  # first order still exact
