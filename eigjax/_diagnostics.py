@@ -32,8 +32,8 @@ tangents from the eigenvectors that its own primal call returns, so it sees the 
 gauge as the loss. Calls are counted: a loss that reaches eigjax only through a
 function compiled *before* the check (a cached ``jax.jit``) is not intercepted, and
 the check says so (``calls == 0``) rather than passing silently. Public functions
-built on other routes (spectral matrix functions are gauge-free by construction;
-``eigh_partial``) are not touched.
+built on other routes (spectral matrix functions are gauge-free by construction)
+are not touched; ``eigh_partial``'s solver (``eigjax._partial_eigh._solve``) is.
 
 All three return NamedTuples of arrays and work under ``jit``;
 :func:`format_spectral_report` turns a report into readable text (outside ``jit``).
@@ -499,6 +499,14 @@ def _forward_transform(transform, nargs):
     return apply
 
 
+def _partial_transform(key, args, out):
+    # _solve(params, matmat, cfg) -> (w, V as columns (n, k), residuals, ...)
+    w, v = out[0], out[1]
+    ws = jax.lax.stop_gradient(w)
+    mask = jnp.abs(gap_matrix(ws)) <= default_tolerance(ws, args[2].n)
+    return (w, _gauge(key, v, mask), *out[2:])
+
+
 # (module, attribute, transform): the forward solvers whose gauge is changed. The
 # forward solvers, not the custom_jvp functions: every JVP rule computes its tangents
 # from the eigenvectors its own primal call returns, so the rule then sees the same
@@ -509,6 +517,7 @@ _TARGETS = (
     ("eigjax._eigh", "_eigh_forward_sym", _forward_transform(_eigh_transform, 4)),
     ("eigjax._eig", "_eig_forward", _forward_transform(_eig_transform, 3)),
     ("eigjax._generalized_eigh", "_forward", _forward_transform(_eigh_transform, 4)),
+    ("eigjax._partial_eigh", "_solve", _partial_transform),
 )
 
 
@@ -681,7 +690,8 @@ def check_gauge_invariance(
     if calls[0] == 0:
         warnings.warn(
             f"{fn}: `loss` called no eigjax decomposition that could be intercepted "
-            "(a jax.jit-compiled function traced before the check is reused from its cache); "
+            "(a jax.jit-compiled function traced before the check is reused from its cache, "
+            "or the loss uses only gauge-free routes such as spectral matrix functions); "
             "nothing was tested.",
             stacklevel=2,
         )

@@ -366,3 +366,14 @@ def test_clear_errors_for_integer_losses_and_non_elementwise_f():
         eigjax.matrix_function(jnp.eye(3), jnp.sum)
     text = eigjax.format_spectral_report(eigjax.spectral_report(jnp.stack([jnp.eye(2), jnp.diag(jnp.array([1.0, 2.0]))])))
     assert "details of matrix (0,)" in text
+
+
+def test_gauge_check_intercepts_eigh_partial():
+    a = jnp.asarray(with_spectrum(rng(19), np.r_[1.0, 1.0, np.linspace(2.0, 9.0, 18)]))
+    part = lambda x: eigjax.eigh_partial(x, 3)  # noqa: E731
+    ok, res = _invariant(lambda x: jnp.sum(part(x).eigenvectors[:, 0]), a)
+    assert not ok and float(res.value_change) > 1e-3
+    ok, res = _invariant(lambda x: part(x).eigenvalues[0], a)  # value fine, gradient not
+    assert not ok and float(res.grad_change) > 1e-3
+    ok, _ = _invariant(lambda x: jnp.sum(part(x).eigenvectors[:, :2] ** 2 * jnp.arange(20.0)[:, None]), a)
+    assert ok
