@@ -233,8 +233,13 @@ def _output_specs(cfg, n, dtype):
 
 
 def _fingerprint(cfg, count, n, dtype):
+    inp = cfg["input"]
+    stamp = None
+    if "path" in inp:  # a file rewritten in place (same shape) must not be resumed into
+        st = os.stat(inp["path"])
+        stamp = [st.st_size, st.st_mtime_ns]
     blob = json.dumps({"cfg": {k: v for k, v in cfg.items() if k != "progress"}, "count": count, "n": n,
-                       "dtype": str(dtype)}, sort_keys=True)
+                       "dtype": str(dtype), "file": stamp}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -266,8 +271,14 @@ def _accuracy(cfg, src, outs, sample):
     if len(sample) == 0:
         return {}
     a = np.stack([src.rows(int(i), int(i) + 1)[0] for i in sample]).astype(np.complex128)
+    finite = np.all(np.isfinite(a), axis=(-2, -1))
+    acc = {"sample_rows": int(len(sample)), "sample_rows_not_finite": int((~finite).sum())}
+    # a matrix with NaN or inf entries has all-NaN outputs (documented); the checks
+    # below are over the finite ones
+    sample, a = sample[finite], a[finite]
+    if len(sample) == 0:
+        return acc
     w = np.asarray(outs["eigenvalues"][sample]).astype(np.complex128)
-    acc = {"sample_rows": int(len(sample))}
     anorm = np.maximum(np.linalg.norm(a, axis=(-2, -1)), np.finfo(np.float64).tiny)
     if "eigenvectors" in outs:
         v = np.asarray(outs["eigenvectors"][sample]).astype(np.complex128)
@@ -308,8 +319,12 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
     cfg = validate_config(cfg)
     _maybe_init_distributed()
     pid, nproc = jax.process_index(), jax.process_count()
+    src = _Source(cfg["input"])  # raises on a bad file before anything is written
+    if src.dtype in (np.float64, np.complex128):
+        # float64 data must be computed in float64: JAX would truncate it to float32.
+        # (Before any tracing: the generator and the kernels are traced lazily.)
+        jax.config.update("jax_enable_x64", True)
     os.makedirs(out_dir, exist_ok=True)
-    src = _Source(cfg["input"])
     count, n, dtype = src.count, src.n, src.dtype
     chunk = cfg["chunk_size"]
     nchunks = -(-count // chunk)
@@ -322,12 +337,14 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
     if os.path.exists(prog_path):
         if not resume:
             raise BatchConfigError(
-                f"batch_eval: {prog_path} exists; pass resume=True to continue that run or use a new out_dir."
+                f"batch_eval: {prog_path} exists; pass --resume (resume=True) to continue that run, "
+                "or use a new output directory (--out)."
             )
         prog = json.load(open(prog_path))
         if prog.get("fingerprint") != fp:
             raise BatchConfigError(
-                f"batch_eval: cannot resume: the config differs from the one in {prog_path}."
+                f"batch_eval: cannot resume: the config or the input file (its size or modification "
+                f"time) differs from the run in {prog_path}."
             )
         done = set(prog["done_chunks"])
     have_files = all(os.path.exists(p) for p in paths.values())
@@ -349,7 +366,7 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
     ndev = len(devices)
     mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
-    padded = -(-chunk // ndev) * ndev  # every chunk padded to this: one compilation
+    padded = -(-min(chunk, count) // ndev) * ndev  # every chunk padded to this: one compilation
     fn = jax.jit(_make_fn(cfg), in_shardings=sharding, out_shardings=sharding)
     eye = np.eye(n, dtype=dtype)
 
@@ -407,3 +424,4 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
     }
     _atomic_write_json(os.path.join(out_dir, "summary.json" if pid == 0 else f"summary.{pid}.json"), summary)
     return summary
+

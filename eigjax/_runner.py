@@ -267,7 +267,7 @@ def run_group(module, problem, points: list[Point], *, state_dir: str, resume: b
     if step == 0:
         obj0 = np.asarray(objective(params))
         try:
-            _check_finite(obj0, points, 0)
+            _check_finite(obj0, points, 0, ckpt_path)
         except NonFiniteObjective:
             for f in mfiles:
                 f.close()
@@ -307,8 +307,8 @@ def run_group(module, problem, points: list[Point], *, state_dir: str, resume: b
             nxt = step + length
             pending = dispatch(new_params, new_state, nxt) if nxt < steps else None
             objs, obj_end = np.asarray(objs), np.asarray(obj_end)
-            _check_finite(objs, points, step)
-            _check_finite(obj_end, points, nxt)
+            _check_finite(objs, points, step, ckpt_path)
+            _check_finite(obj_end, points, nxt, ckpt_path)
             params, opt_state, step = new_params, new_state, nxt
             steps_this_process += length
             for i in range(len(points)):
@@ -373,15 +373,20 @@ def _flatten_with_names(tree):
     return out
 
 
-def _check_finite(values, points, step):
+def _check_finite(values, points, step, ckpt_path):
     values = np.asarray(values)
     bad = ~np.isfinite(values)
     if bad.any():
         i = int(np.argwhere(bad)[0][0])
         at = step + (int(np.argwhere(bad[i])[0][0]) if values.ndim > 1 else 0)
+        if os.path.exists(ckpt_path):
+            kept = "the last good checkpoint is kept: fix the config and rerun, or --resume"
+        else:
+            kept = "no checkpoint had been written yet: fix the config and rerun"
+        others = "; the other points of this vmapped sweep group stopped with it" if len(points) > 1 else ""
         raise NonFiniteObjective(
             f"non-finite objective ({values[i].ravel()[0] if values.ndim == 1 else values[i][bad[i]][0]}) at step {at}"
-            f" in {points[i].out_dir}; the last good checkpoint is kept: fix the config and rerun, or --resume"
+            f" in {points[i].out_dir}; {kept}{others}"
         )
 
 

@@ -64,6 +64,7 @@ def cmd_list(args) -> int:
 
 def cmd_run(args) -> int:
     from ._config import ConfigError, apply_overrides, load_yaml, resolve, sweep_points
+    from ._runner import NonFiniteObjective
 
     try:
         raw = apply_overrides(load_yaml(args.config), args.set or [])
@@ -72,7 +73,7 @@ def cmd_run(args) -> int:
         cfg, module, problem = resolve(raw)
         sweep = sweep_points(args.sweep) if args.sweep else None
         out = args.out or os.path.join("runs", pathlib.Path(args.config).stem)
-        from ._runner import NonFiniteObjective, run
+        from ._runner import run
 
         if sweep:
             from ._config import set_dotted  # noqa: F401  (validated inside run before writing)
@@ -102,6 +103,9 @@ def _run_batch(raw: dict, args) -> int:
         print("eigjax run: invalid config: --sweep: not supported for experiment batch_eval", file=sys.stderr)
         return 2
     out = args.out or os.path.join("runs", pathlib.Path(args.config).stem)
+    if not isinstance(raw.get("batch") or {}, dict):
+        print(f"eigjax run: invalid config: batch: expected a mapping, got {raw.get('batch')!r}", file=sys.stderr)
+        return 2
     batch = dict(raw.get("batch") or {})
     if args.no_progress:
         batch["progress"] = False

@@ -164,3 +164,38 @@ def test_config_errors_name_the_key(cfg, key):
     with pytest.raises(BatchConfigError, match=f"key `{key}`") as e:
         validate_config(cfg)
     assert isinstance(e.value, ValueError) and "got" in str(e.value)
+
+
+def test_float64_input_is_computed_in_float64_and_nan_rows_are_reported(tmp_path):
+    """float64 data was silently computed in float32 (eigenvalue error 3e-7); a NaN row
+    made the accuracy check raise after every chunk was done, so no run could finish."""
+    r = np.random.default_rng(3)
+    x = r.standard_normal((7, 3, 3))
+    x = x + np.swapaxes(x, -1, -2)
+    x[2, 0, 0] = np.nan
+    np.save(tmp_path / "a.npy", x)
+    base = {"op": "eigh", "chunk_size": 3, "vectors": True, "grad_loss": None, "progress": False, "sample_checks": 7}
+    s = run_batch_eval({**base, "input": {"path": str(tmp_path / "a.npy")}}, str(tmp_path / "o"))
+    w = np.load(tmp_path / "o" / "eigenvalues.npy")
+    assert w.dtype == np.float64 and np.all(np.isnan(w[2]))
+    ok = [0, 1, 3, 4, 5, 6]
+    np.testing.assert_allclose(w[ok], np.linalg.eigvalsh(x[ok]), atol=1e-13)
+    assert s["accuracy"]["sample_rows_not_finite"] == 1 and s["accuracy"]["max_relative_residual"] < 1e-14
+    s = run_batch_eval({**base, "input": {"generator": "random_symmetric", "n": 3, "count": 5, "dtype": "float64"}},
+                       str(tmp_path / "g"))
+    assert s["accuracy"]["max_eigenvalue_error_rel"] < 1e-14
+
+
+def test_resume_refuses_an_input_file_rewritten_in_place(tmp_path):
+    r = np.random.default_rng(4)
+    x = r.standard_normal((7, 3, 3)).astype(np.float32)
+    np.save(tmp_path / "a.npy", x + np.swapaxes(x, -1, -2))
+    cfg = {"op": "eigvalsh", "chunk_size": 3, "vectors": False, "grad_loss": None, "progress": False,
+           "input": {"path": str(tmp_path / "a.npy")}}
+    run_batch_eval(cfg, str(tmp_path / "o"))
+    time.sleep(0.01)
+    np.save(tmp_path / "a.npy", 10 * (x + np.swapaxes(x, -1, -2)))  # same shape and dtype
+    with pytest.raises(BatchConfigError, match="input file"):
+        run_batch_eval(cfg, str(tmp_path / "o"), resume=True)
+    with pytest.raises(BatchConfigError, match="--resume"):
+        run_batch_eval(cfg, str(tmp_path / "o"))

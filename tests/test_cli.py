@@ -185,6 +185,15 @@ def test_bad_values_exit_2_before_anything_is_written(setting, message, tmp_path
     assert not out.exists()
 
 
+def test_batch_config_that_is_not_a_mapping_and_a_sweep_stopped_before_any_checkpoint(tmp_path, capsys):
+    assert cli.main(["run", "configs/smoke/batch_eval.yaml", "--out", str(tmp_path / "b"), "--set", "batch=5"]) == 2
+    assert "batch: expected a mapping" in capsys.readouterr().err  # was an UnboundLocalError traceback
+    code = cli.main(["run", "configs/smoke/seed_example3.yaml", "--out", str(tmp_path / "s"), "--no-progress",
+                     "--sweep", "optimizer.learning_rate=0.1,1e30"])
+    err = capsys.readouterr().err
+    assert code == 3 and "no checkpoint had been written yet" in err and "other points" in err
+
+
 def test_check_refuses_a_negative_tolerance_and_a_lossy_dtype(tmp_path, capsys):
     assert cli.main(["check", "rosser", "--degenerate-tol", "-1"]) == 2
     assert "--degenerate-tol must be a number >= 0" in capsys.readouterr().err
@@ -199,6 +208,17 @@ def test_invalid_config_through_the_console_process(tmp_path):
     assert proc.returncode == 2
     assert "steps: expected an integer, got 'ten'" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_float64_batch_eval_is_computed_in_float64_in_a_fresh_process(tmp_path):
+    """The console process starts without x64: float64 batches were computed in float32
+    (eigenvalue error 3e-7) while the outputs and summary said float64."""
+    out = tmp_path / "b"
+    proc = eigjax("run", "configs/smoke/batch_eval.yaml", "--out", str(out), "--no-progress", "--set", "batch.input.count=6",
+                  "--set", "batch.chunk_size=4", "--set", "batch.input.dtype=float64")
+    assert proc.returncode == 0, proc.stderr
+    acc = json.loads((out / "summary.json").read_text())["accuracy"]
+    assert acc["max_eigenvalue_error_rel"] < 1e-13 and acc["max_relative_residual"] < 1e-13
 
 
 # ----------------------------------------------------------------------------- non-finite objective
