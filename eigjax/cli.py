@@ -178,7 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        # finished work is on disk (checkpoints, finished chunks: atomic writes)
+        resume = " (--resume continues from what is on disk)" if args.command == "run" else ""
+        print(f"eigjax {args.command}: interrupted{resume}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover
