@@ -426,4 +426,3 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
     }
     _atomic_write_json(os.path.join(out_dir, "summary.json" if pid == 0 else f"summary.{pid}.json"), summary)
     return summary
-

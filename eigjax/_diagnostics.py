@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from ._checks import as_square_matrix, check_nonnegative_float, check_bool
+from ._checks import as_square_matrix, check_bool, check_nonnegative_float
 from ._gaps import default_tolerance, gap_matrix
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -463,44 +463,29 @@ def _gauge(key, v: jax.Array, degenerate: jax.Array) -> jax.Array:
     return jnp.matmul(v, jax.lax.stop_gradient(u), precision=_HIGHEST)
 
 
+# Transforms of the forward solvers' outputs, ``transform(key, args, out)``. A forward
+# solver knows no tolerance, so the decomposition's default one decides the groups.
 def _eigh_transform(key, args, out):
-    # _eigh(a, symmetrize, degenerate_tol, broadening) -> (w, v)
+    # _eigh_forward(a), _eigh_forward_sym(a), _generalized_eigh._forward(a, b) -> (w, v)
     w, v = out
-    n = w.shape[-1]
     ws = jax.lax.stop_gradient(w)
-    tol = default_tolerance(ws, n) if args[2] is None else jnp.asarray(args[2], ws.dtype)
-    return w, _gauge(key, v, jnp.abs(gap_matrix(ws)) <= tol)
+    return w, _gauge(key, v, jnp.abs(gap_matrix(ws)) <= default_tolerance(ws, w.shape[-1]))
 
 
 def _eig_transform(key, args, out):
-    # _eig(a, degenerate_tol, solver) -> (w, v), unit-norm columns.
-    a, tol_opt = args[0], args[1]
+    # _eig_forward(a, solver) -> (w, v), unit-norm columns.
     w, v = out
     n = w.shape[-1]
     ws, vs = jax.lax.stop_gradient((w, v))
-    if tol_opt is None:
-        eye = jnp.broadcast_to(jnp.eye(n, dtype=vs.dtype), vs.shape)
-        s = jnp.linalg.norm(jnp.linalg.solve(vs, eye), axis=-1)
-        tol = _general_tolerance(jax.lax.stop_gradient(a), s)
-    else:
-        tol = jnp.asarray(tol_opt, jnp.finfo(ws.dtype).dtype)
+    eye = jnp.broadcast_to(jnp.eye(n, dtype=vs.dtype), vs.shape)
+    s = jnp.linalg.norm(jnp.linalg.solve(vs, eye), axis=-1)
+    tol = _general_tolerance(jax.lax.stop_gradient(args[0]), s)
     v2 = _gauge(key, v, jnp.abs(gap_matrix(ws)) <= tol)
     return w, v2 / jnp.linalg.norm(jax.lax.stop_gradient(v2), axis=-2, keepdims=True)
 
 
-def _forward_transform(transform, nargs):
-    """``transform`` (written for a custom_jvp function with ``nargs`` arguments) for a
-    forward solver ``f(a, ...)``, which knows no tolerance: the decomposition's default
-    tolerance decides the degenerate groups."""
-
-    def apply(key, args, out):
-        return transform(key, [args[0]] + [None] * (nargs - 1), out)
-
-    return apply
-
-
 def _partial_transform(key, args, out):
-    # _solve(params, matmat, cfg) -> (w, V as columns (n, k), residuals, ...)
+    # _partial_eigh._solve(params, matmat, cfg) -> (w, V as columns (n, k), residuals, ...)
     w, v = out[0], out[1]
     ws = jax.lax.stop_gradient(w)
     mask = jnp.abs(gap_matrix(ws)) <= default_tolerance(ws, args[2].n)
@@ -513,10 +498,10 @@ def _partial_transform(key, args, out):
 # gauge as the loss (intercepting the custom_jvp function left eigh's eigenvalue
 # tangents in the solver's gauge: a single eigenvalue of a degenerate group passed).
 _TARGETS = (
-    ("eigjax._eigh", "_eigh_forward", _forward_transform(_eigh_transform, 4)),
-    ("eigjax._eigh", "_eigh_forward_sym", _forward_transform(_eigh_transform, 4)),
-    ("eigjax._eig", "_eig_forward", _forward_transform(_eig_transform, 3)),
-    ("eigjax._generalized_eigh", "_forward", _forward_transform(_eigh_transform, 4)),
+    ("eigjax._eigh", "_eigh_forward", _eigh_transform),
+    ("eigjax._eigh", "_eigh_forward_sym", _eigh_transform),
+    ("eigjax._eig", "_eig_forward", _eig_transform),
+    ("eigjax._generalized_eigh", "_forward", _eigh_transform),
     ("eigjax._partial_eigh", "_solve", _partial_transform),
 )
 

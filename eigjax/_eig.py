@@ -69,10 +69,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from ._checks import as_square_matrix, check_nonnegative_float, check_bool
+from ._checks import as_square_matrix, check_bool, check_nonnegative_float
 from ._eig_host import has_native_eig, host_eig
 from ._eigh import _h, _mm
-from ._gaps import gap_matrix
+from ._gaps import gap_matrix, nan_on_cut
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _SOLVERS = ("auto", "xla", "host")
@@ -165,7 +165,8 @@ def _abs2(x: jax.Array) -> jax.Array:
 
 def _largest_entry(v: jax.Array) -> jax.Array:
     """Row index ``k_j`` of the largest-magnitude entry of each column (the first, on
-    ties), shape ``(..., 1, n)``: the forward's phase rule and its JVP use this one."""
+    ties), shape ``(..., 1, n)``, for the JVP: the same argmax of ``|v_ij|^2`` that
+    :func:`_normalise` takes on ``V^T``."""
     return jnp.argmax(_abs2(v), axis=-2, keepdims=True)
 
 
@@ -275,10 +276,7 @@ def _eig_rule(degenerate_tol, solver, primals, tangents, *, higher):
     # Primal through _eig_inner, so the rule is differentiable again.
     w, v = _eig_inner(a, degenerate_tol, solver)
     lin = _linearise(a, w, v, degenerate_tol)
-    f = lin.f
-    if higher:
-        n = w.shape[-1]
-        f = jnp.where((f == 0) & jnp.broadcast_to(~jnp.eye(n, dtype=bool), f.shape), jnp.nan, f)
+    f = nan_on_cut(lin.f) if higher else lin.f
     p = jnp.linalg.solve(v, _mm(a_dot.astype(v.dtype), v))  # P = V^{-1} dA V
     w_dot = jnp.diagonal(p, axis1=-2, axis2=-1) * lin.nan_mask
     u = _mm(v, f * p)

@@ -30,7 +30,7 @@ from jax.custom_batching import custom_vmap
 from jax.typing import ArrayLike
 
 from ._checks import as_square_matrix, check_bool, check_nonnegative_float
-from ._gaps import inverse_gaps
+from ._gaps import inverse_gaps, nan_on_cut
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -164,9 +164,7 @@ def _eigh_rule(symmetrize, degenerate_tol, broadening, primals, tangents, *, hig
     p = _mm(_h(v), x)
     f = inverse_gaps(w, degenerate_tol=degenerate_tol, broadening=broadening)
     if higher and broadening is None:
-        n = w.shape[-1]
-        cut = (f == 0) & jnp.broadcast_to(~jnp.eye(n, dtype=bool), f.shape)
-        f = jnp.where(cut, jnp.nan, f)
+        f = nan_on_cut(f)
     v_dot = _mm(v, f.astype(p.dtype) * p)
     return (w, v), (w_dot, v_dot)
 

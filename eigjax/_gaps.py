@@ -86,3 +86,14 @@ def inverse_gaps(
     degenerate = jnp.abs(jax.lax.stop_gradient(d)) <= tol
     safe_d = jnp.where(degenerate, jnp.ones_like(d), d)
     return jnp.where(degenerate, jnp.zeros_like(d), 1.0 / safe_d)
+
+
+def nan_on_cut(f: jax.Array) -> jax.Array:
+    """``F`` with NaN on its cut pairs (off-diagonal zeros of :func:`inverse_gaps`).
+
+    The rule that second and higher derivatives reach (eigjax._eigh._eigh_inner and its
+    twins in _eig, _partial_eigh): at a cut pair the cut ``F_ij = 0`` is exact for first
+    derivatives only, so what differentiates it again gets NaN, not a wrong number.
+    """
+    n = f.shape[-1]
+    return jnp.where((f == 0) & jnp.broadcast_to(~jnp.eye(n, dtype=bool), f.shape), jnp.nan, f)

@@ -96,7 +96,7 @@ from jax.experimental import sparse as jsparse
 
 from ._checks import as_square_matrix, check_int, check_nonnegative_float
 from ._eigh import _hermitian_part, _mm
-from ._gaps import inverse_gaps
+from ._gaps import inverse_gaps, nan_on_cut
 
 _FN = "eigjax.eigh_partial"
 _METHODS = ("auto", "chebyshev", "krylov")
@@ -629,7 +629,7 @@ def _partial_rule(matmat, cfg, primals, tangents, *, higher):
         deg_tol = cfg.degenerate_tol
     f = inverse_gaps(w, degenerate_tol=deg_tol).astype(p.dtype)
     if higher:
-        f = jnp.where((f == 0) & ~jnp.eye(f.shape[-1], dtype=bool), jnp.nan, f)
+        f = nan_on_cut(f)
     inside = _mm((f * p).T, v)
 
     sign = -1.0 if cfg.largest else 1.0
@@ -841,8 +841,8 @@ def eigh_partial(
     seed = check_int(seed, name="seed", fn=_FN)
     cfg = _Config(
         n=n_, k=k, p=p, m=m, largest=(which == "largest"), dtype=jnp.dtype(dtype_), tol=float(tol),
-        max_restarts=int(max_restarts), cg_tol=float(cg_tol),
+        max_restarts=max_restarts, cg_tol=float(cg_tol),
         cg_maxiter=int(min(10 * n_, 1000) if cg_maxiter is None else cg_maxiter),
-        degenerate_tol=degenerate_tol, seed=int(seed), method=method,
+        degenerate_tol=degenerate_tol, seed=seed, method=method,
     )
     return PartialEighResult(*_partial(prm, matmat, cfg)[:5])

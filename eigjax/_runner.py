@@ -228,8 +228,8 @@ def run_group(module, problem, points: list[Point], *, state_dir: str, resume: b
     fingerprint = _fingerprint(points)
 
     if resume and os.path.exists(ckpt_path):
-        check_resumable(state_dir, points)
         with np.load(ckpt_path, allow_pickle=False) as z:
+            _check_fingerprint(z, state_dir, fingerprint)
             leaves, treedef = jax.tree_util.tree_flatten((params, opt_state))
             loaded = [jnp.asarray(z[f"leaf_{i}"], dtype=leaf.dtype) for i, leaf in enumerate(leaves)]
             params, opt_state = jax.tree_util.tree_unflatten(treedef, loaded)
@@ -448,17 +448,23 @@ def _fingerprint(points) -> str:
     return json.dumps([p.cfg for p in points], sort_keys=True)
 
 
+def _check_fingerprint(z, state_dir: str, fingerprint: str) -> None:
+    """Raise ConfigError if the open checkpoint ``z`` was written for other configs."""
+    if str(z["fingerprint"]) != fingerprint:
+        raise ConfigError(
+            f"--resume: the checkpoint in {state_dir} was written for a different config; "
+            "rerun without --resume or use another --out"
+        )
+
+
 def check_resumable(state_dir: str, points) -> None:
-    """Raise ConfigError if ``state_dir`` holds a checkpoint written for other configs."""
+    """Raise ConfigError if ``state_dir`` holds a checkpoint written for other configs
+    (a sweep checks every group this way before any of them runs)."""
     ckpt_path = os.path.join(state_dir, "checkpoint.npz")
     if not os.path.exists(ckpt_path):
         return
     with np.load(ckpt_path, allow_pickle=False) as z:
-        if str(z["fingerprint"]) != _fingerprint(points):
-            raise ConfigError(
-                f"--resume: the checkpoint in {state_dir} was written for a different config; "
-                "rerun without --resume or use another --out"
-            )
+        _check_fingerprint(z, state_dir, _fingerprint(points))
 
 
 def run(cfg: dict, module, problem, out_dir: str, *, resume: bool = False, sweep: list[dict] | None = None,

@@ -87,9 +87,9 @@ def _rotation(app, aqq, apq):
 def _scales(amax, finite):
     """Powers of two ``(2^-e, 2^e)`` with ``2^-e amax`` in [0.5, 1); ``(1, 1)`` for zero
     ``amax``, and ``(1, NaN)`` where not ``finite`` (a NaN or inf entry: the caller's
-    outputs are then all NaN). ``finite`` is passed in because a max over entries need
-    not propagate NaN (XLA:CPU's fast min/max). Computed once per matrix; multiplying by
-    them is exact."""
+    outputs are then all NaN). ``finite`` comes from the caller: ``isfinite(amax)`` in
+    the unrolled solver, an explicit reduction over the entries in the tiled one.
+    Computed once per matrix; multiplying by them is exact."""
     _, e = jnp.frexp(amax)
     ok = (amax > 0) & finite
     # clipped so that 2^e and 2^-e are normal numbers: a subnormal amax is scaled up

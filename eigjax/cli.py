@@ -103,10 +103,11 @@ def _run_batch(raw: dict, args) -> int:
         print("eigjax run: invalid config: --sweep: not supported for experiment batch_eval", file=sys.stderr)
         return 2
     out = args.out or os.path.join("runs", pathlib.Path(args.config).stem)
-    if not isinstance(raw.get("batch") or {}, dict):
-        print(f"eigjax run: invalid config: batch: expected a mapping, got {raw.get('batch')!r}", file=sys.stderr)
+    batch = raw.get("batch") or {}
+    if not isinstance(batch, dict):
+        print(f"eigjax run: invalid config: batch: expected a mapping, got {batch!r}", file=sys.stderr)
         return 2
-    batch = dict(raw.get("batch") or {})
+    batch = dict(batch)
     if args.no_progress:
         batch["progress"] = False
     try:
