@@ -34,11 +34,11 @@ returned vectors), the number of filter iterations / restarts and a ``converged`
 the solver never raises under ``jit``. A block of ``p > k`` vectors also resolves
 eigenvalues of multiplicity up to ``p - k + 1`` at the block edge. Small problems are
 solved densely. Blocks are stored as rows, shape ``(p, n)``, except in the two hot loops
-(the filter's recurrence and the derivative's polynomial preconditioner), which run on
-columns, shape ``(n, p)``: there a matrix-free ``matvec`` is ``vmap``-ed over the trailing
-axis, so each gather ``x[idx]`` reads ``p`` contiguous values and the operator's own index
-and weight arrays are read once per block, not once per vector (the grid benchmark's
-forward: 5.9 s on rows, 3.1 s on columns). A BCOO matrix whose indices are concrete (not
+(the filter's recurrence and the derivative's polynomial preconditioner), which by default
+(``layout="columns"``) run on columns, shape ``(n, p)``: there a matrix-free ``matvec`` is
+``vmap``-ed over the trailing axis, so each gather ``x[idx]`` reads ``p`` contiguous
+values and the operator's own index and weight arrays are read once per block, not once
+per vector (the grid benchmark's forward: 5.9 s on rows, 3.1 s on columns). A BCOO matrix whose indices are concrete (not
 traced) is converted once to a padded row (ELL) layout whose product is gathers only
 (XLA's scatter-add is several times slower on CPU).
 
@@ -144,14 +144,26 @@ class _Config(NamedTuple):
     degenerate_tol: float | None
     seed: int
     method: str
+    layout: str
 
 
 # --- operators: every form becomes (params, matmat(params, X, cols)). With cols=False the
 # --- rows of X (c, n) are the vectors and matmat returns the rows of A X^T; with cols=True
-# --- the columns of X (n, c) are, and it returns A X. The hot filter loop runs on columns:
-# --- a gather-based product then reads each row's indices and weights once per block and
-# --- gathers contiguous runs of c values (measured 1.3x faster in float64 on CPU than the
-# --- row layout, which re-reads the index tables for every vector).
+# --- the columns of X (n, c) are, and it returns A X. The two hot loops (the filter and the
+# --- derivative's preconditioner) run in cfg.layout: on columns a gather-based product reads
+# --- each row's indices and weights once per block and gathers c contiguous values (the
+# --- grid benchmark's forward 1.9x faster than on rows, which re-read the index tables
+# --- for every vector); some operators compile better on rows (the `layout` option).
+
+
+def _to_layout(x, cols: bool):
+    """Rows ``(c, n)`` to the hot loops' layout and back (the same transpose)."""
+    return x.T if cols else x
+
+
+def _per_vector(v, cols: bool):
+    """A per-vector quantity ``(c,)`` broadcast against a block in the hot loops' layout."""
+    return v[None, :] if cols else v[:, None]
 
 
 def _dense_matmat(a, x, cols=False):
@@ -366,11 +378,11 @@ def _lanczos_bounds(op, x0, steps: int):
     return jnp.min(theta[:, 0]), jnp.max(theta[:, -1]), jnp.max(theta[:, -1] + betas[-1])
 
 
-def _chebyshev_filter(op_cols, x, pairs, cut, upper, scale_at):
+def _chebyshev_filter(op_l, x, pairs, cut, upper, scale_at, cols):
     """Rows of ``p(A) x``, ``p`` of degree ``2 pairs`` damping ``[cut, upper]``, ``p(scale_at) = 1``.
 
-    ``x`` holds the vectors as rows; the recurrence runs on columns (``op_cols``), the
-    faster layout for gather-based products.
+    ``x`` holds the vectors as rows; the recurrence runs on columns if ``cols`` (``op_l``
+    applies the operator in that layout).
 
     Scaled three-term recurrence (Zhou & Saad 2007, Algorithm 3.2), two steps per loop
     iteration so that the loop carry is never swapped (a swap costs XLA two block copies
@@ -385,7 +397,7 @@ def _chebyshev_filter(op_cols, x, pairs, cut, upper, scale_at):
     def step(x, y, sigma, first):  # T_{j+1} from T_{j-1} = x and T_j = y
         sigma_new = jnp.where(first, sigma1, 1.0 / (2.0 / sigma1 - sigma))
         scale = jnp.where(first, sigma1 / e, 2.0 * sigma_new / e)
-        y_new = (op_cols(y) - c.astype(dt) * y) * scale.astype(dt) - jnp.where(first, 0.0, sigma * sigma_new).astype(dt) * x
+        y_new = (op_l(y) - c.astype(dt) * y) * scale.astype(dt) - jnp.where(first, 0.0, sigma * sigma_new).astype(dt) * x
         return y_new, sigma_new
 
     def body(i, carry):
@@ -394,11 +406,11 @@ def _chebyshev_filter(op_cols, x, pairs, cut, upper, scale_at):
         y, sigma = step(y, x, sigma, False)
         return x, y, sigma
 
-    xc = x.T
-    return jax.lax.fori_loop(0, pairs, body, (jnp.zeros_like(xc), xc, sigma1))[1].T
+    xl = _to_layout(x, cols)
+    return _to_layout(jax.lax.fori_loop(0, pairs, body, (jnp.zeros_like(xl), xl, sigma1))[1], cols)
 
 
-def _chebyshev_solve(op, op_cols, x0, cfg: _Config):
+def _chebyshev_solve(op, op_l, x0, cfg: _Config):
     n, p, k = cfg.n, cfg.p, cfg.k
     real = jnp.finfo(cfg.dtype).dtype
     eps = float(jnp.finfo(real).eps)
@@ -439,7 +451,7 @@ def _chebyshev_solve(op, op_cols, x0, cfg: _Config):
         d = jnp.minimum(jnp.minimum(d_need, d_cap), jnp.minimum(_DEGREE_GROWTH * d_prev, _MAX_DEGREE))
         d = jnp.maximum(jnp.nan_to_num(d, nan=_MIN_DEGREE), _MIN_DEGREE)
         pairs = jnp.ceil(d / 2).astype(jnp.int32)  # degree 2 pairs
-        y = _chebyshev_filter(op_cols, x, pairs, cut, upper, scale_at)
+        y = _chebyshev_filter(op_l, x, pairs, cut, upper, scale_at, cfg.layout == "columns")
         theta, x, ax, res = _rayleigh_ritz(op, _orthonormal_rows(y))
         return x, ax, theta, res, upper, it + 1, (2 * pairs).astype(real)
 
@@ -469,7 +481,7 @@ def _solve(params, matmat, cfg: _Config):
     """All ``p`` Ritz pairs of the block: the ``k`` wanted (ascending) and the rest, with ``A`` applied to the rest."""
     sign = -1.0 if cfg.largest else 1.0
     op = lambda x: sign * matmat(params, x)
-    op_cols = lambda x: sign * matmat(params, x, True)
+    op_l = lambda x: sign * matmat(params, x, cfg.layout == "columns")  # in the hot loops' layout
     if _use_dense(cfg):
         theta, x, ax, res, it, conv, bound = _dense_solve(op, cfg)
     else:
@@ -477,7 +489,7 @@ def _solve(params, matmat, cfg: _Config):
         if cfg.method == "krylov":
             theta, x, ax, res, it, conv, bound = _krylov_solve(op, _orthonormal_rows(x0), cfg)
         else:
-            theta, x, ax, res, it, conv, bound = _chebyshev_solve(op, op_cols, x0, cfg)
+            theta, x, ax, res, it, conv, bound = _chebyshev_solve(op, op_l, x0, cfg)
     k = cfg.k
     w, v, r = sign * theta[:k], x[:k], res[:k]
     if cfg.largest:
@@ -489,37 +501,36 @@ def _solve(params, matmat, cfg: _Config):
 # --- deflated CG for the projected, definite system (one shift per row) ---
 
 
-def _chebyshev_preconditioner(shifted_cols, proj, lo, hi, steps):
+def _chebyshev_preconditioner(shifted_l, proj, lo, hi, steps, cols):
     """``r -> P p(B') r``: ``steps`` Chebyshev-iteration steps for ``B' z = r`` from ``z = 0`` (Saad,
     "Iterative Methods for Sparse Linear Systems", Algorithm 12.1), row ``i`` on ``[lo_i, hi_i]``.
 
-    ``shifted_cols`` applies the unprojected ``B'_i = sign (A - w_i)`` to column ``i`` (the
-    iteration runs on columns, the faster layout for gather-based products; ``r`` and the
-    result are rows). The polynomial
+    ``shifted_l`` applies the unprojected ``B'_i = sign (A - w_i)`` to vector ``i`` of a
+    block in the hot loops' layout (columns if ``cols``; ``r`` and the result are rows). The polynomial
     ``p(t) = (1 - T_m((theta - t) / delta) / T_m(theta / delta)) / t`` is positive for every
     ``t < lo + hi`` (also below ``lo`` and below 0), so ``P p(B') P`` is symmetric positive
     definite on ``S^perp`` whenever ``hi`` bounds the spectrum: a valid preconditioner even
     where ``lo`` is only an estimate. With ``steps = 1`` it is a multiple of the identity.
     """
-    theta = ((hi + lo) / 2)[None, :]
-    delta = ((hi - lo) / 2)[None, :]
+    theta = _per_vector((hi + lo) / 2, cols)
+    delta = _per_vector((hi - lo) / 2, cols)
     sigma = theta / delta
 
     def apply(r):
         dt = r.dtype
-        r = r.T
+        r = _to_layout(r, cols)
 
         def body(_, carry):
             z, res, d, rho = carry
             z = z + d
-            res = res - shifted_cols(d)
+            res = res - shifted_l(d)
             rho_new = 1.0 / (2.0 * sigma - rho)
             d = (rho_new * rho).astype(dt) * d + (2.0 * rho_new / delta).astype(dt) * res
             return z, res, d, rho_new
 
         init = (jnp.zeros_like(r), r, r / theta.astype(dt), 1.0 / sigma)
         z, _, d, _ = jax.lax.fori_loop(0, steps - 1, body, init)
-        return proj((z + d).T)
+        return proj(_to_layout(z + d, cols))
 
     return apply
 
@@ -658,7 +669,8 @@ def _partial_rule(matmat, cfg, primals, tangents, *, higher):
     proj = lambda x: x - _mm(_coefficients(x, v), v)
 
     shifted = lambda x: sign * (matmat(params, x) - x * wc)  # B'_i = sign (A - w_i), unprojected
-    shifted_cols = lambda x: sign * (matmat(params, x, True) - x * wc.T)  # the same on columns
+    cols = cfg.layout == "columns"
+    shifted_l = lambda x: sign * (matmat(params, x, cols) - x * _per_vector(w, cols).astype(v.dtype))  # in the hot loops' layout
     inner = lambda x: proj(shifted(x))  # B_i on S^perp, where the iterates of the solve stay
     op = lambda x: inner(proj(x))  # the operator on all of C^n, for custom_linear_solve
     # A W from the forward's last Rayleigh-Ritz step (W is orthogonal to V up to rounding).
@@ -677,7 +689,7 @@ def _partial_rule(matmat, cfg, primals, tangents, *, higher):
         hi = jnp.maximum(hi, 2 * lo)
         steps = jnp.ceil(0.5 * jnp.sqrt(jnp.max(hi / lo)))
         steps = jnp.where(finite, jnp.clip(jnp.nan_to_num(steps, nan=1.0), 1, _MAX_PRECOND_STEPS), 1).astype(jnp.int32)
-        precond = _chebyshev_preconditioner(shifted_cols, proj, lo, hi, steps)
+        precond = _chebyshev_preconditioner(shifted_l, proj, lo, hi, steps, cols)
     # The right-hand sides (rhs below, and the cotangents in reverse mode) lie in S^perp up
     # to rounding; projecting them first keeps a rounding-level component along S (which
     # B_i cannot reduce) from stalling CG, e.g. for a loss whose eigenvector cotangent
@@ -723,6 +735,7 @@ def eigh_partial(
     cg_maxiter: int | None = None,
     degenerate_tol: float | None = None,
     seed: int = 0,
+    layout: str = "columns",
 ) -> PartialEighResult:
     r"""The ``k`` smallest or largest eigenpairs of a Hermitian operator, differentiable.
 
@@ -775,6 +788,14 @@ def eigh_partial(
         pairs cannot be told apart from a degenerate one).
       seed: seed of the pseudo-random starting block (an integer hash, the same on every
         platform; the Lanczos bound starts from the same block).
+      layout: how blocks of vectors are laid out in the two hot loops (the filter and the
+        derivative's preconditioner): ``"columns"`` (``(n, p)``; the operator is applied
+        to ``p`` columns at once, so a gather ``x[idx]`` reads ``p`` contiguous values and
+        the operator's index arrays are read once per block) or ``"rows"`` (``(p, n)``).
+        Only speed depends on it. Columns made the grid benchmark's forward 1.9x
+        faster; XLA lays out some gather patterns badly on columns (an operator built
+        from several degree-bucketed tables and a permutation ran 4x slower there), so
+        time both for a new operator. ``benchmarks/results_partial.md`` has the numbers.
 
     Returns:
       :class:`PartialEighResult` ``(eigenvalues, eigenvectors, residual_norms,
@@ -795,6 +816,8 @@ def eigh_partial(
     """
     if which not in ("smallest", "largest"):
         raise ValueError(f"{_FN}: option `which` must be 'smallest' or 'largest'; got {which!r}.")
+    if layout not in ("columns", "rows"):
+        raise ValueError(f"{_FN}: option `layout` must be 'columns' or 'rows'; got {layout!r}.")
     if method not in _METHODS:
         raise ValueError(f"{_FN}: option `method` must be one of {_METHODS}; got {method!r}.")
     method = "chebyshev" if method == "auto" else method
@@ -866,6 +889,6 @@ def eigh_partial(
         n=n_, k=k, p=p, m=m, largest=(which == "largest"), dtype=jnp.dtype(dtype_), tol=float(tol),
         max_restarts=max_restarts, cg_tol=float(cg_tol),
         cg_maxiter=int(min(10 * n_, 1000) if cg_maxiter is None else cg_maxiter),
-        degenerate_tol=degenerate_tol, seed=seed, method=method,
+        degenerate_tol=degenerate_tol, seed=seed, method=method, layout=layout,
     )
     return PartialEighResult(*_partial(prm, matmat, cfg)[:5])
