@@ -163,40 +163,60 @@ def _abs2(x: jax.Array) -> jax.Array:
     return jnp.real(x) ** 2 + jnp.imag(x) ** 2
 
 
+def _first_argmax(x: jax.Array) -> jax.Array:
+    """Index of the first largest entry along the last axis, shape ``(..., 1)``: a plain
+    max, then the smallest index attaining it (two vectorised reductions; XLA:CPU's
+    variadic argmax reduction is several times slower). Clamped, so an all-NaN row
+    gives ``n - 1`` instead of an out-of-range index."""
+    n = x.shape[-1]
+    hit = x == jnp.max(x, axis=-1, keepdims=True)
+    k = jnp.min(jnp.where(hit, jnp.arange(n), n), axis=-1, keepdims=True)
+    return jnp.minimum(k, n - 1)
+
+
 def _largest_entry(v: jax.Array) -> jax.Array:
     """Row index ``k_j`` of the largest-magnitude entry of each column (the first, on
-    ties), shape ``(..., 1, n)``, for the JVP: the same argmax of ``|v_ij|^2`` that
-    :func:`_normalise` takes on ``V^T``."""
-    return jnp.argmax(_abs2(v), axis=-2, keepdims=True)
+    ties), shape ``(..., 1, n)``, for the JVP: the same rule that :func:`_normalise_rows`
+    applies to the rows of ``V^T``."""
+    return jnp.swapaxes(_first_argmax(_abs2(jnp.swapaxes(v, -1, -2))), -1, -2)
 
 
-def _normalise(v: jax.Array) -> jax.Array:
-    """Unit 2-norm columns whose largest-magnitude entry is real positive.
+def _take_rows(x: jax.Array, perm: jax.Array) -> jax.Array:
+    """``x[..., perm, :]`` with a permutation per batch element: whole rows are copied
+    (a gather of contiguous slices; gathering columns costs one index per entry)."""
+    take = lambda x, p: x[p]
+    for _ in range(perm.ndim - 1):
+        take = jax.vmap(take)
+    return take(x, perm)
 
-    One pass of ``|v_ij|^2`` feeds both the norms and the argmax (a column's largest
-    entry does not depend on its positive scale), and one multiplication by the
-    per-column factor ``conj(v_kj) / (|v_kj| ||v_j||)`` applies both. Written on
-    ``V^T``: geev returns ``V`` column-major, so the column reductions then run along
-    contiguous memory (XLA otherwise transposes ``|v_ij|^2`` first). Together 2-3x
-    cheaper than norm, divide, complex ``abs`` and argmax in turn (measured at
-    n = 64, 256). The columns come from geev with unit norm: ``|v_ij|^2`` cannot overflow.
+
+def _normalise_rows(vt: jax.Array) -> jax.Array:
+    """Rows of ``vt`` (eigenvectors) scaled to unit 2-norm with their largest-magnitude
+    entry real positive.
+
+    One pass of ``|v_ij|^2`` feeds both the norms and the largest entry (whose index
+    does not depend on a positive scale), and one multiplication by the per-row factor
+    ``conj(v_jk) / (|v_jk| ||v_j||)`` applies both. The vectors come from geev with unit
+    norm: ``|v_ij|^2`` cannot overflow.
     """
-    vt = jnp.swapaxes(v, -1, -2)
     a2 = _abs2(vt)
-    k = jnp.argmax(a2, axis=-1, keepdims=True)
-    vk = jnp.take_along_axis(vt, k, axis=-1)
+    vk = jnp.take_along_axis(vt, _first_argmax(a2), axis=-1)
     a2k = _abs2(vk)
-    ok = a2k > 0  # False only for a zero (or NaN) column
+    ok = a2k > 0  # False only for a zero (or NaN) vector
     scale = jax.lax.rsqrt(jnp.where(ok, a2k, 1)) * jax.lax.rsqrt(jnp.sum(a2, axis=-1, keepdims=True))
-    return jnp.swapaxes(vt * jnp.where(ok, jnp.conj(vk) * scale, 1), -1, -2)
+    return vt * jnp.where(ok, jnp.conj(vk) * scale, 1)
 
 
 def _eig_forward(a: jax.Array, solver: str) -> tuple[jax.Array, jax.Array]:
+    """Sorted eigenvalues and normalised eigenvectors. The eigenvectors are permuted and
+    normalised as the rows of ``V^T``: geev returns ``V`` column-major, so ``V^T`` is
+    free, its rows are contiguous, and the permutation copies whole rows (measured at
+    n = 64: 110 against 170 us for permuting and normalising columns)."""
     w, v = _raw_eig(a, solver, True)
     perm = _sort_order(w)
     w = jnp.take_along_axis(w, perm, axis=-1)
-    v = jnp.take_along_axis(v, perm[..., None, :], axis=-1)
-    return w, _normalise(v)
+    vt = _take_rows(jnp.swapaxes(v, -1, -2), perm)
+    return w, jnp.swapaxes(_normalise_rows(vt), -1, -2)
 
 
 def _eigvals_forward(a: jax.Array, solver: str) -> jax.Array:
