@@ -63,18 +63,28 @@ def _eigh_solve(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, jax.
     reads the lower triangle. The fast path below symmetrises inside its own loop over
     the batch (one pass over memory fewer: ~15 % at n = 3).
 
-    Fast path (:mod:`eigjax._small`): real float32/float64 input with ``2 <= n <= 4``
-    on the CPU backend, in batches of at least ``SMALL_MIN_BATCH`` (128) matrices, goes
-    to the unrolled batched Jacobi solver, measured 5-15x faster than
-    ``vmap(jnp.linalg.eigh)`` at batch 1e5 (benchmarks/results_small.md). Fewer
-    matrices, larger n, complex Hermitian input and GPU/TPU backends (no measurement
-    there yet) use the backend solver. The decision uses only static information
-    (n, dtype, batch size, default backend); the custom JVP rules are unchanged.
+    Fast paths for real float32/float64 input on the CPU backend (the decision uses only
+    static information: n, dtype, batch size, default backend; the custom JVP rules are
+    unchanged):
+
+    * ``n = 2`` in batches of at least ``SMALL_MIN_BATCH`` (128): the unrolled pure-JAX
+      solver (:mod:`eigjax._small`; one pass over memory, ~20x ``vmap(jnp.linalg.eigh)``);
+    * otherwise ``2 <= n <= 16``: the native batched Jacobi kernel
+      (:mod:`eigjax._native`, built on first use), 2.5-13x ``vmap(jnp.linalg.eigh)`` at
+      batch 1e5 (BENCHMARKS.md);
+    * where the kernel cannot be built: the unrolled pure-JAX solver for ``n <= 4`` in
+      batches of 128 or more.
+
+    Everything else (larger n, complex Hermitian input, GPU/TPU) uses the backend solver.
     """
+    from . import _native
     from ._small import eigh_small, use_small  # local: _small is independent of _eigh
 
-    batch = math.prod(a.shape[:-2])
-    if use_small(a.shape[-1], a.dtype, jax.default_backend(), batch):
+    n, batch, backend = a.shape[-1], math.prod(a.shape[:-2]), jax.default_backend()
+    small = use_small(n, a.dtype, backend, batch)
+    if not (small and n == 2) and _native.use_native(n, a.dtype, backend) and _native.available():
+        return _native.eigh(a, symmetrize)
+    if small:
         return eigh_small(a, symmetrize=symmetrize)
     finite = _all_finite(a)
     if symmetrize:

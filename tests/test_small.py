@@ -15,6 +15,7 @@ import pytest
 
 import eigjax
 import eigjax._small as small
+from eigjax import _native
 from eigjax._small import eigh_small, use_small
 
 import helpers as h
@@ -116,20 +117,32 @@ def test_dispatch_uses_fast_path_only_where_measured():
     assert not use_small(8, np.float32, "cpu", big)
     assert not use_small(3, np.complex64, "cpu", big)
     assert not use_small(3, np.float32, "gpu", big)
+    assert _native.use_native(3, np.float32, "cpu") and _native.use_native(16, np.float64, "cpu")
+    assert not _native.use_native(17, np.float32, "cpu")
+    assert not _native.use_native(3, np.complex64, "cpu") and not _native.use_native(3, np.float32, "gpu")
     lapack = re.compile(r"= eigh\[")  # the jax.lax.linalg.eigh primitive in a jaxpr
 
-    def uses_lapack(f, shape):
-        return bool(lapack.search(str(jax.make_jaxpr(f)(jnp.ones(shape, jnp.float32)))))
+    def solver(f, shape):
+        jaxpr = str(jax.make_jaxpr(f)(jnp.ones(shape, jnp.float32)))
+        if "eigjax_small_eigh" in jaxpr:
+            return "native"
+        return "lapack" if lapack.search(jaxpr) else "jax"
 
-    cpu = jax.default_backend() == "cpu"
-    assert uses_lapack(eigjax.eigh, (big, 3, 3)) != cpu
-    assert uses_lapack(eigjax.eigh, (big - 1, 3, 3))
-    assert uses_lapack(eigjax.eigh, (3, 3))
+    if jax.default_backend() != "cpu":
+        assert solver(eigjax.eigh, (big, 3, 3)) == "lapack"
+        return
+    native = "native" if _native.available() else None
+    assert solver(eigjax.eigh, (big, 2, 2)) == "jax"  # the one-pass unrolled solver
+    assert solver(eigjax.eigh, (big - 1, 2, 2)) == (native or "lapack")
+    assert solver(eigjax.eigh, (big, 3, 3)) == (native or "jax")
+    assert solver(eigjax.eigh, (big - 1, 3, 3)) == (native or "lapack")
+    assert solver(eigjax.eigh, (3, 3)) == (native or "lapack")
+    assert solver(eigjax.eigh, (big, 16, 16)) == (native or "lapack")
+    assert solver(eigjax.eigh, (big, 17, 17)) == "lapack"
     # jax.vmap: the batching rule hands the whole mapped axis to the dispatch
-    assert uses_lapack(jax.vmap(eigjax.eigh), (big, 3, 3)) != cpu
-    assert uses_lapack(jax.vmap(jax.grad(lambda a: eigjax.eigh(a)[1][0, 0] ** 2)), (big, 3, 3)) != cpu
-    assert uses_lapack(jax.vmap(eigjax.eigh), (2, 3, 3))
-    assert uses_lapack(eigjax.eigh, (big, 8, 8))
+    assert solver(jax.vmap(eigjax.eigh), (big, 2, 2)) == "jax"
+    assert solver(jax.vmap(jax.grad(lambda a: eigjax.eigh(a)[1][0, 0] ** 2)), (big, 2, 2)) == "jax"
+    assert solver(jax.vmap(eigjax.eigh), (2, 2, 2)) == (native or "lapack")
 
 
 def test_complex_routed_to_backend_solver():
@@ -151,13 +164,14 @@ def test_non_finite_matrix_gives_all_nan_and_leaves_the_others(n, bad):
         a = family("random", n, dtype, seed=5)
         a[3, 0, 0] = bad
         a[7, n - 1, 0] = a[7, 0, n - 1] = bad
-        w, v = eigh_small(jnp.asarray(a), symmetrize=True) if n > 4 else eigjax.eigh(a)
-        w, v = np.asarray(w), np.asarray(v)
-        for i in (3, 7):
-            assert np.all(np.isnan(w[i])) and np.all(np.isnan(v[i])), (dtype, i)
-        ok = np.ones(len(a), bool)
-        ok[[3, 7]] = False
-        check_bounds(a[ok], w[ok], v[ok], dtype)
+        # the pure-JAX solver, and eigjax.eigh (the native kernel, or the same solver)
+        for w, v in (eigh_small(jnp.asarray(a), symmetrize=True), eigjax.eigh(a)):
+            w, v = np.asarray(w), np.asarray(v)
+            for i in (3, 7):
+                assert np.all(np.isnan(w[i])) and np.all(np.isnan(v[i])), (dtype, i)
+            ok = np.ones(len(a), bool)
+            ok[[3, 7]] = False
+            check_bounds(a[ok], w[ok], v[ok], dtype)
 
 
 def test_subnormal_input_is_scaled_up_without_overflow():
@@ -165,9 +179,9 @@ def test_subnormal_input_is_scaled_up_without_overflow():
     for dtype in (np.float32, np.float64):
         tiny = float(np.finfo(dtype).smallest_subnormal) * 64
         a = (tiny * np.sign(family("random", 3, np.float64, seed=6))).astype(dtype)
-        w, v = eigjax.eigh(a)
-        assert np.all(np.isfinite(np.asarray(w))) and np.all(np.isfinite(np.asarray(v)))
-        np.testing.assert_allclose(np.asarray(v).swapaxes(-1, -2) @ np.asarray(v), np.broadcast_to(np.eye(3), v.shape), atol=1e-5)
+        for w, v in (eigh_small(jnp.asarray(a)), eigjax.eigh(a)):  # pure JAX; native (if built)
+            assert np.all(np.isfinite(np.asarray(w))) and np.all(np.isfinite(np.asarray(v)))
+            np.testing.assert_allclose(np.asarray(v).swapaxes(-1, -2) @ np.asarray(v), np.broadcast_to(np.eye(3), v.shape), atol=1e-5)
 
 
 @pytest.mark.parametrize("n", [3, 4])
