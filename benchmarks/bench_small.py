@@ -4,10 +4,10 @@ For n in --sizes and batch in --batches (float32, random symmetric input), times
 process (each function jit-compiled, one warm-up call, then the median of --repeats
 calls, each block_until_ready'd):
 
-  eigjax        jax.jit(eigjax.eigh) on the (batch, n, n) array (dispatches to the
-                small-matrix fast path where _eigh_forward chooses it: n <= 4 on CPU),
-  small         jax.jit(eigjax._small.eigh_small) always (the fast path forced; shown
-                for n <= 16 to document why dispatch stops at n = 4),
+  eigjax        jax.jit(eigjax.eigh) on the (batch, n, n) array (on CPU: the native
+                Jacobi kernel for n <= 16, the one-pass pure-JAX solver for n = 2),
+  small         jax.jit(eigjax._small.eigh_small) always (the pure-JAX solvers, the
+                fallback where the native kernel cannot be built; shown for n <= 16),
   vmap          jax.jit(jax.vmap(jnp.linalg.eigh)),
   batched       jax.jit(jnp.linalg.eigh) on the whole batch,
 

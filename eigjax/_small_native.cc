@@ -79,7 +79,7 @@ void SolveRange(const T* x, T* w_out, T* v_out, int64_t n_runtime, int64_t begin
   constexpr int L = Lanes<T>::L;
   const int64_t n = NT > 0 ? NT : n_runtime;
   const int64_t nn = n * n;
-  std::vector<T> a(nn * L), v(nn * L), diag(n * L);
+  std::vector<T> a(nn * L), v(nn * L), diag(n * L), raw(nn * L);
   T scale[L], inv_scale[L], fro[L], floor_[L], keep[L];
   bool finite[L];
   const T eps = std::numeric_limits<T>::epsilon();
@@ -92,17 +92,20 @@ void SolveRange(const T* x, T* w_out, T* v_out, int64_t n_runtime, int64_t begin
     // Load (symmetrised or from the lower triangle) into lanes, with max |a_ij| and a
     // finiteness flag per lane: every loop below runs over the L lanes (vectorised).
     // Padding lanes of the last block repeat its last matrix (their output is dropped).
-    int64_t off[L];
-    T amax[L], bad[L], ok[L];
+    // Transpose the block into lanes with contiguous reads (the entries of one matrix)
+    // and L1-resident strided writes: no gather instructions (slow on x86).
     for (int l = 0; l < L; ++l) {
-      off[l] = (b0 + std::min<int64_t>(l, count - 1)) * nn;
-      amax[l] = bad[l] = T(0);
+      const T* m = x + (b0 + std::min<int64_t>(l, count - 1)) * nn;
+      for (int64_t e = 0; e < nn; ++e) raw[e * L + l] = m[e];
     }
+    T amax[L], bad[L], ok[L];
+    for (int l = 0; l < L; ++l) amax[l] = bad[l] = T(0);
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j <= i; ++j) {
         T *aij = A(i, j), *aji = A(j, i);
+        const T *u_ = &raw[(i * n + j) * L], *z_ = &raw[(j * n + i) * L];
         for (int l = 0; l < L; ++l) {
-          const T u = x[off[l] + i * n + j], z = x[off[l] + j * n + i];
+          const T u = u_[l], z = z_[l];
           const T val = symmetrize ? (u + z) * T(0.5) : u;
           bad[l] += (u - u) + (symmetrize ? z - z : T(0));  // NaN once an entry is not finite
           amax[l] = std::max(amax[l], std::abs(val));
@@ -208,17 +211,18 @@ void SolveRange(const T* x, T* w_out, T* v_out, int64_t n_runtime, int64_t begin
     }
     for (int64_t round = 0; round < n; ++round)
       for (int64_t i = round % 2; i + 1 < n; i += 2) {
-        T* di = &diag[i * L];
-        T* dj = &diag[(i + 1) * L];
-        T sw[L];
+        T* __restrict__ di = &diag[i * L];
+        T* __restrict__ dj = &diag[(i + 1) * L];
+        alignas(64) T sw[L];
         for (int l = 0; l < L; ++l) {
-          sw[l] = di[l] > dj[l] ? T(1) : T(0);
-          const T lo_ = std::min(di[l], dj[l]), hi_ = std::max(di[l], dj[l]);
-          di[l] = lo_;
-          dj[l] = hi_;
+          const T u = di[l], z = dj[l];
+          sw[l] = u > z ? T(1) : T(0);
+          di[l] = u > z ? z : u;
+          dj[l] = u > z ? u : z;
         }
         for (int64_t k = 0; k < n; ++k) {
-          T *vi = Vm(k, i), *vj = Vm(k, i + 1);
+          T* __restrict__ vi = Vm(k, i);
+          T* __restrict__ vj = Vm(k, i + 1);
           for (int l = 0; l < L; ++l) {
             const T u = vi[l], z = vj[l];
             vi[l] = sw[l] != T(0) ? z : u;
