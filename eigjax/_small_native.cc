@@ -27,6 +27,7 @@
 #include <cstring>
 #include <limits>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -43,31 +44,26 @@ struct Lanes {
 };
 
 // frexp's exponent of a positive normal x (a subnormal gives the smallest normal's), and
-// 2^e for e in the normal range: bit operations instead of libm calls.
-inline int Exponent(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  return std::max(int((u >> 23) & 0xff), 1) - 126;
-}
-inline int Exponent(double x) {
-  uint64_t u;
-  std::memcpy(&u, &x, 8);
-  return std::max(int((u >> 52) & 0x7ff), 1) - 1022;
+// 2^e for e in the normal range: bit operations on the IEEE format instead of libm calls.
+template <typename T>
+using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+template <typename T>
+constexpr int kMantissa = std::numeric_limits<T>::digits - 1;  // 23 or 52 stored bits
+template <typename T>
+constexpr int kBias = std::numeric_limits<T>::max_exponent - 1;  // 127 or 1023
+
+template <typename T>
+inline int Exponent(T x) {
+  Bits<T> u;
+  std::memcpy(&u, &x, sizeof(T));
+  const int biased = int((u >> kMantissa<T>) & ((Bits<T>(1) << (8 * sizeof(T) - 1 - kMantissa<T>)) - 1));
+  return std::max(biased, 1) - (kBias<T> - 1);
 }
 template <typename T>
-T Pow2(int e);
-template <>
-inline float Pow2<float>(int e) {
-  const uint32_t u = uint32_t(e + 127) << 23;
-  float x;
-  std::memcpy(&x, &u, 4);
-  return x;
-}
-template <>
-inline double Pow2<double>(int e) {
-  const uint64_t u = uint64_t(e + 1023) << 52;
-  double x;
-  std::memcpy(&x, &u, 8);
+inline T Pow2(int e) {
+  const Bits<T> u = Bits<T>(e + kBias<T>) << kMantissa<T>;
+  T x;
+  std::memcpy(&x, &u, sizeof(T));
   return x;
 }
 
@@ -81,7 +77,6 @@ void SolveRange(const T* x, T* w_out, T* v_out, int64_t n_runtime, int64_t begin
   const int64_t nn = n * n;
   std::vector<T> a(nn * L), v(nn * L), diag(n * L), raw(nn * L);
   T scale[L], inv_scale[L], fro[L], floor_[L], keep[L];
-  bool finite[L];
   const T eps = std::numeric_limits<T>::epsilon();
   const T big_theta = T(1) / std::sqrt(eps);
   auto A = [&](int64_t i, int64_t j) { return &a[(i * n + j) * L]; };
@@ -117,9 +112,8 @@ void SolveRange(const T* x, T* w_out, T* v_out, int64_t n_runtime, int64_t begin
     const int lo = std::max(std::numeric_limits<T>::min_exponent, 1 - std::numeric_limits<T>::max_exponent);
     const int hi = std::min(std::numeric_limits<T>::max_exponent - 1, -std::numeric_limits<T>::min_exponent);
     for (int l = 0; l < L; ++l) {
-      finite[l] = bad[l] == T(0);
-      ok[l] = finite[l] ? T(1) : T(0);
-      const int e = (finite[l] && amax[l] > 0) ? std::min(std::max(Exponent(amax[l]), lo), hi) : 0;
+      ok[l] = bad[l] == T(0) ? T(1) : T(0);  // 1 for a finite matrix, 0 otherwise
+      const int e = (ok[l] != T(0) && amax[l] > 0) ? std::min(std::max(Exponent(amax[l]), lo), hi) : 0;
       scale[l] = Pow2<T>(-e);
       inv_scale[l] = Pow2<T>(e);
     }
@@ -234,7 +228,7 @@ void SolveRange(const T* x, T* w_out, T* v_out, int64_t n_runtime, int64_t begin
     for (int64_t l = 0; l < count; ++l) {
       T* w = w_out + (b0 + l) * n;
       T* vv = v_out + (b0 + l) * nn;
-      const bool fin = finite[l];
+      const bool fin = ok[l] != T(0);
       for (int64_t j = 0; j < n; ++j) w[j] = fin ? diag[j * L + l] * inv_scale[l] : nan;
       for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < n; ++j) vv[i * n + j] = fin ? Vm(i, j)[l] : nan;
