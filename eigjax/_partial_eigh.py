@@ -146,6 +146,11 @@ class _Config(NamedTuple):
     method: str
     layout: str
 
+    @property
+    def cols(self) -> bool:
+        """Whether the hot loops run on column blocks ``(n, p)``."""
+        return self.layout == "columns"
+
 
 # --- operators: every form becomes (params, matmat(params, X, cols)). With cols=False the
 # --- rows of X (c, n) are the vectors and matmat returns the rows of A X^T; with cols=True
@@ -451,7 +456,7 @@ def _chebyshev_solve(op, op_l, x0, cfg: _Config):
         d = jnp.minimum(jnp.minimum(d_need, d_cap), jnp.minimum(_DEGREE_GROWTH * d_prev, _MAX_DEGREE))
         d = jnp.maximum(jnp.nan_to_num(d, nan=_MIN_DEGREE), _MIN_DEGREE)
         pairs = jnp.ceil(d / 2).astype(jnp.int32)  # degree 2 pairs
-        y = _chebyshev_filter(op_l, x, pairs, cut, upper, scale_at, cfg.layout == "columns")
+        y = _chebyshev_filter(op_l, x, pairs, cut, upper, scale_at, cfg.cols)
         theta, x, ax, res = _rayleigh_ritz(op, _orthonormal_rows(y))
         return x, ax, theta, res, upper, it + 1, (2 * pairs).astype(real)
 
@@ -481,7 +486,7 @@ def _solve(params, matmat, cfg: _Config):
     """All ``p`` Ritz pairs of the block: the ``k`` wanted (ascending) and the rest, with ``A`` applied to the rest."""
     sign = -1.0 if cfg.largest else 1.0
     op = lambda x: sign * matmat(params, x)
-    op_l = lambda x: sign * matmat(params, x, cfg.layout == "columns")  # in the hot loops' layout
+    op_l = lambda x: sign * matmat(params, x, cfg.cols)  # in the hot loops' layout
     if _use_dense(cfg):
         theta, x, ax, res, it, conv, bound = _dense_solve(op, cfg)
     else:
@@ -669,8 +674,7 @@ def _partial_rule(matmat, cfg, primals, tangents, *, higher):
     proj = lambda x: x - _mm(_coefficients(x, v), v)
 
     shifted = lambda x: sign * (matmat(params, x) - x * wc)  # B'_i = sign (A - w_i), unprojected
-    cols = cfg.layout == "columns"
-    shifted_l = lambda x: sign * (matmat(params, x, cols) - x * _per_vector(w, cols).astype(v.dtype))  # in the hot loops' layout
+    shifted_l = lambda x: sign * (matmat(params, x, cfg.cols) - x * _per_vector(w, cfg.cols).astype(v.dtype))  # in the hot loops' layout
     inner = lambda x: proj(shifted(x))  # B_i on S^perp, where the iterates of the solve stay
     op = lambda x: inner(proj(x))  # the operator on all of C^n, for custom_linear_solve
     # A W from the forward's last Rayleigh-Ritz step (W is orthogonal to V up to rounding).
@@ -689,7 +693,7 @@ def _partial_rule(matmat, cfg, primals, tangents, *, higher):
         hi = jnp.maximum(hi, 2 * lo)
         steps = jnp.ceil(0.5 * jnp.sqrt(jnp.max(hi / lo)))
         steps = jnp.where(finite, jnp.clip(jnp.nan_to_num(steps, nan=1.0), 1, _MAX_PRECOND_STEPS), 1).astype(jnp.int32)
-        precond = _chebyshev_preconditioner(shifted_l, proj, lo, hi, steps, cols)
+        precond = _chebyshev_preconditioner(shifted_l, proj, lo, hi, steps, cfg.cols)
     # The right-hand sides (rhs below, and the cotangents in reverse mode) lie in S^perp up
     # to rounding; projecting them first keeps a rounding-level component along S (which
     # B_i cannot reduce) from stalling CG, e.g. for a loss whose eigenvector cotangent
