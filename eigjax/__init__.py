@@ -36,6 +36,13 @@ from ._matfun import matrix_function as matrix_function
 from ._matfun import powm as powm
 from ._matfun import sqrtm as sqrtm
 
+# Result NamedTuples serialize inside jax.export programs (as "eigjax.<name>").
+from jax import export as _export
+
+for _cls in (EighResult, EigResult, EigLeftResult, PartialEighResult):
+    _export.register_namedtuple_serialization(_cls, serialized_name=f"eigjax.{_cls.__name__}")
+del _cls
+
 try:
     __version__ = _version("eigjax")
 except PackageNotFoundError:  # running from a source tree that is not installed

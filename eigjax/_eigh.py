@@ -21,14 +21,13 @@ too. Eigenvalue-only functions use ``dw_i = Re sum_j conj(V_ji) X_ji``: one prod
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.custom_batching import custom_vmap
 from jax.typing import ArrayLike
 
+from . import _small_dispatch
 from ._checks import as_square_matrix, check_bool, check_nonnegative_float
 from ._gaps import inverse_gaps, nan_on_cut
 
@@ -52,40 +51,24 @@ def _mm(x: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def _hermitian_part(a: jax.Array) -> jax.Array:
-    return (a + _h(a)) / 2
+    # a/2 + a^H/2, not (a + a^H)/2: entries above half the largest float would overflow
+    # the sum (eigvalsh([[1, 1e308], [1e308, 1]]) gave [1, 1]). Halving is exact.
+    return a / 2 + _h(a) / 2
 
 
 def _eigh_solve(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, jax.Array]:
     """Eigenvalues (ascending, real) and eigenvectors of the Hermitian ``a`` (or of the
-    Hermitian part of ``a`` with ``symmetrize``).
+    Hermitian part of ``a`` with ``symmetrize``), all NaN for a matrix with a NaN or inf
+    entry.
 
-    The solver of the backend (LAPACK ``syevd``/``heevd`` on CPU, cuSOLVER on GPU)
-    reads the lower triangle. The fast path below symmetrises inside its own loop over
-    the batch (one pass over memory fewer: ~15 % at n = 3).
-
-    Fast paths for real float32/float64 input on the CPU backend (the decision uses only
-    static information: n, dtype, batch size, default backend; the custom JVP rules are
-    unchanged):
-
-    * ``n = 2`` in batches of at least ``SMALL_MIN_BATCH`` (128): the unrolled pure-JAX
-      solver (:mod:`eigjax._small`; one pass over memory, ~20x ``vmap(jnp.linalg.eigh)``);
-    * otherwise ``2 <= n <= 16``: the native batched Jacobi kernel
-      (:mod:`eigjax._native`, built on first use), 2.5-13x ``vmap(jnp.linalg.eigh)`` at
-      batch 1e5 (BENCHMARKS.md);
-    * where the kernel cannot be built: the unrolled pure-JAX solver for ``n <= 4`` in
-      batches of 128 or more.
-
-    Everything else (larger n, complex Hermitian input, GPU/TPU) uses the backend solver.
+    Real float32/float64 input with ``2 <= n <= 16`` goes to :mod:`eigjax._small_dispatch`,
+    which picks its solver when the program is lowered, for the platform it is lowered
+    for (the native CPU kernel, the pure-JAX Jacobi solvers, or the backend's solver).
+    Everything else (larger n, complex Hermitian input) uses the backend's solver (LAPACK
+    ``syevd``/``heevd`` on the CPU, cuSOLVER on the GPU), which reads the lower triangle.
     """
-    from . import _native
-    from ._small import eigh_small, use_small  # local: _small is independent of _eigh
-
-    n, batch, backend = a.shape[-1], math.prod(a.shape[:-2]), jax.default_backend()
-    small = use_small(n, a.dtype, backend, batch)
-    if not (small and n == 2) and _native.use_native(n, a.dtype, backend) and _native.available():
-        return _native.eigh(a, symmetrize)
-    if small:
-        return eigh_small(a, symmetrize=symmetrize)
+    if _small_dispatch.handles(a.shape[-1], a.dtype):
+        return _small_dispatch.small_eigh(a, symmetrize)
     finite = _all_finite(a)
     if symmetrize:
         a = _hermitian_part(a)
@@ -111,23 +94,14 @@ def _nan_unless(finite: jax.Array, w: jax.Array, v: jax.Array) -> tuple[jax.Arra
     return w, v
 
 
-# Under jax.vmap a function is traced one example at a time, so _eigh_solve alone would
-# never see the mapped axis; this batching rule hands it the whole batch instead.
-def _forward(symmetrize: bool):
-    @custom_vmap
-    def forward(a: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return _eigh_solve(a, symmetrize)
-
-    @forward.def_vmap
-    def forward_vmap(axis_size, in_batched, a):
-        del axis_size
-        (batched,) = in_batched
-        return _eigh_solve(a, symmetrize), (batched, batched)
-
-    return forward
+def _eigh_forward(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(w, v)`` of the Hermitian ``a`` (lower triangle)."""
+    return _eigh_solve(a, False)
 
 
-_eigh_forward, _eigh_forward_sym = _forward(False), _forward(True)
+def _eigh_forward_sym(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(w, v)`` of the Hermitian part of ``a``."""
+    return _eigh_solve(a, True)
 
 
 def _eigvalsh_tangent(v: jax.Array, a_dot: jax.Array) -> jax.Array:

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import logging
 import os
 import pathlib
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -34,6 +36,7 @@ _TARGETS = {np.dtype(np.float32): "eigjax_small_eigh_f32", np.dtype(np.float64):
 _SYMBOLS = {"eigjax_small_eigh_f32": "EigjaxSmallEighF32", "eigjax_small_eigh_f64": "EigjaxSmallEighF64"}
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math"]
 
+_log = logging.getLogger("eigjax")
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -48,6 +51,62 @@ def _cpu_key() -> str:
     return "".join(lines) + platform.machine()
 
 
+def _cache_dir() -> pathlib.Path:
+    """The cache directory, created private (0700). A directory that another user owns or
+    that others can write to could hold a planted library: it is not used; the kernel
+    is then built into a fresh private temporary directory instead (not cached)."""
+    cache = pathlib.Path(os.environ.get("EIGJAX_CACHE_DIR") or pathlib.Path.home() / ".cache" / "eigjax")
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = cache.lstat()
+    if stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        _log.warning(
+            "eigjax: the kernel cache %s is a link, not yours, or writable by others; "
+            "building the native kernel in a private temporary directory instead",
+            cache,
+        )
+        return pathlib.Path(tempfile.mkdtemp(prefix="eigjax-native-"))
+    return cache
+
+
+def _digest(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _trusted(target: pathlib.Path) -> bool:
+    """Whether ``target`` is a library this process may load: a regular file of ours,
+    not writable by others, whose SHA-256 matches the one written beside it at build
+    time (a truncated or replaced file fails: it is then rebuilt)."""
+    try:
+        st = target.lstat()
+        digest = target.with_suffix(".sha256").read_text().strip()
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        return False
+    return _digest(target) == digest
+
+
+def _write_synced(path: str, data: bytes | None = None) -> None:
+    """fsync ``path`` (after writing ``data`` to it, if given)."""
+    with open(path, "r+b" if data is None else "wb") as f:
+        if data is not None:
+            f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _clean_stale(cache: pathlib.Path) -> None:
+    """Remove temporary files left by builds whose process is gone (``*.PID.tmp``)."""
+    for tmp in cache.glob("*.tmp"):
+        try:
+            pid = int(tmp.name.rsplit(".", 2)[-2])
+            os.kill(pid, 0)  # still building
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (ValueError, IndexError, PermissionError, OSError):
+            continue
+
+
 def _build() -> pathlib.Path:
     import jaxlib
 
@@ -58,24 +117,34 @@ def _build() -> pathlib.Path:
     key = hashlib.sha256(
         b"\0".join([_SOURCE.read_bytes(), jaxlib.__version__.encode(), " ".join(_FLAGS).encode(), _cpu_key().encode(), compiler.encode()])
     ).hexdigest()[:20]
-    cache = pathlib.Path(os.environ.get("EIGJAX_CACHE_DIR") or pathlib.Path.home() / ".cache" / "eigjax")
+    cache = _cache_dir()
     target = cache / f"small_native_{key}.so"
-    if target.exists():
+    if _trusted(target):
         return target
-    cache.mkdir(parents=True, exist_ok=True)
-    # Build into a temporary name and rename: concurrent processes (pytest -n) never see a
-    # half-written library.
-    fd, tmp = tempfile.mkstemp(prefix=target.stem, suffix=".so.tmp", dir=cache)
-    os.close(fd)
+    _clean_stale(cache)
+    _log.warning("eigjax: compiling the native small-matrix kernel (once per machine, 5-20 s) into %s", cache)
+    # Build into temporary names, fsync, and rename: concurrent processes (pytest -n) and
+    # a crash never leave a half-written library or checksum under the final names.
+    pid = os.getpid()
+    tmp, tmp_sum = cache / f"{target.stem}.{pid}.so.tmp", cache / f"{target.stem}.{pid}.sha256.tmp"
     try:
-        cmd = [compiler, *_FLAGS, f"-I{include}", str(_SOURCE), "-o", tmp]
+        cmd = [compiler, *_FLAGS, f"-I{include}", str(_SOURCE), "-o", str(tmp)]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if out.returncode != 0:
             raise RuntimeError(f"compiling {_SOURCE.name} failed ({' '.join(cmd)}):\n{out.stderr[-2000:]}")
+        os.chmod(tmp, 0o700)
+        _write_synced(str(tmp))
+        _write_synced(str(tmp_sum), _digest(tmp).encode())
         os.replace(tmp, target)
+        os.replace(tmp_sum, target.with_suffix(".sha256"))
+        dir_fd = os.open(cache, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for t in (tmp, tmp_sum):
+            t.unlink(missing_ok=True)
     return target
 
 
@@ -85,6 +154,9 @@ def _load() -> None:
     lib = ctypes.cdll.LoadLibrary(str(_build()))
     for name, symbol in _SYMBOLS.items():
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+        # XLA's partitioner then splits the call along its leading (batch) dimensions
+        # (the lowering in eigjax/_small_dispatch.py says how many there are).
+        jax.ffi.register_ffi_target_as_batch_partitionable(name)
     _state["lib"] = lib  # keep the library loaded
 
 
@@ -94,9 +166,9 @@ def _load() -> None:
 MAX_N = 16
 
 
-def use_native(n: int, dtype, backend: str) -> bool:
-    """Whether ``eigjax.eigh`` should use the kernel for real ``n x n`` input (if it builds)."""
-    return backend == "cpu" and np.dtype(dtype) in _TARGETS and 2 <= n <= MAX_N
+def target(dtype) -> str:
+    """The FFI target name of the kernel for ``dtype`` (float32 or float64)."""
+    return _TARGETS[np.dtype(dtype)]
 
 
 def status() -> str:
@@ -108,6 +180,12 @@ def status() -> str:
                 _state["status"] = "ok"
             except Exception as e:  # noqa: BLE001 - any failure means: use the JAX solvers
                 _state["status"] = f"{type(e).__name__}: {e}"
+                if os.environ.get("EIGJAX_NATIVE", "1") != "0":  # a user's choice is not news
+                    _log.warning(
+                        "eigjax: the native small-matrix kernel is not used (%s); small real "
+                        "eigenproblems use the pure-JAX and LAPACK solvers (same results, slower)",
+                        _state["status"].splitlines()[0][:300],
+                    )
         return _state["status"]
 
 

@@ -148,15 +148,27 @@ def _sort_network(w, cols):
     return w, cols
 
 
-def _eigh_unrolled(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, jax.Array]:
-    """Jacobi unrolled over entries, for real ``(..., n, n)`` with ``n <= 4``
-    (``symmetrize``: of ``(a + a^T) / 2``, formed entry by entry inside the batch loop;
-    the scale from ``max |a_ij|`` still bounds every symmetrised entry).
+def _eigh_unrolled(
+    a: jax.Array, symmetrize: bool = False, *, loop: bool = True, steps_per_body: int = 1
+) -> tuple[jax.Array, jax.Array]:
+    """Jacobi unrolled over entries, for real ``(..., n, n)`` (``symmetrize``: of
+    ``(a + a^T) / 2``, formed entry by entry after the power-of-two scaling, so entries
+    near the largest float cannot overflow in the sum).
 
     Every entry is one array over the batch, read by a strided slice of the input and
     written by one stack into the output: no transposes, so XLA fuses the scaling,
     the symmetrisation and the reads into the first loop step (at n = 2, the whole
     solver into one pass: 1.6x faster than transposing to batch-last first).
+
+    ``n <= 4``: a fixed number of sweeps (``_UNROLLED_SWEEPS``), in a ``fori_loop``
+    (``loop=True``, the CPU's choice: shallow fusions) or unrolled in Python
+    (``loop=False``: one straight-line program, which XLA:GPU can fuse into a few
+    kernels instead of one launch per step; slow to compile on XLA:CPU: minutes at
+    n = 3). ``n >= 5``: the round-robin schedule of the tiled solver on entries, one
+    sweep (a ``fori_loop`` over its ``n - 1`` steps, ``steps_per_body`` of them unrolled
+    per iteration) per ``while_loop`` iteration, until
+    ``off(A) <= eps ||A||_F`` for every matrix of the batch (at most ``_MAX_SWEEPS``);
+    odd ``n`` gets one decoupled padding index (see the module docstring).
     """
     n = a.shape[-1]
     dtype = np.dtype(a.dtype)
@@ -165,21 +177,28 @@ def _eigh_unrolled(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, j
     amax = functools.reduce(jnp.maximum, [jnp.abs(a[:, i, j]) for i in range(n) for j in range(n)])
     finite = jnp.isfinite(amax)  # max and abs propagate NaN and inf
     scale, unscale = _scales(amax, finite)
-    keys = [(i, j) for i in range(n) for j in range(i, n)]  # symmetric storage, i <= j
+    npad = n + (n % 2) if n >= 5 else n
+    keys = [(i, j) for i in range(npad) for j in range(i, npad)]  # symmetric storage, i <= j
+    one, zero = jnp.ones_like(amax), jnp.zeros_like(amax)
 
     def entry(i, j):  # lower triangle, like the backend solver, or the Hermitian part
-        x = (a[:, j, i] + a[:, i, j]) * 0.5 if symmetrize and i != j else a[:, j, i]
-        return x * scale
+        if i >= n or j >= n:  # padding: decoupled, above every eigenvalue (|w| <= n)
+            return jnp.full_like(amax, 2.0 * n + 4.0) if i == j else zero
+        low = a[:, j, i] * scale
+        return low * 0.5 + (a[:, i, j] * scale) * 0.5 if symmetrize and i != j else low
 
     def key(i, j):
         return (i, j) if i <= j else (j, i)
 
-    one, zero = jnp.ones_like(amax), jnp.zeros_like(amax)
     m0 = tuple(entry(i, j) for i, j in keys)
-    v0 = tuple(tuple(one if r == c else zero for c in range(n)) for r in range(n))  # v[row][col]
-    pairs, src, unroll = _SCHEDULES.get(n, ([(0, 1)], (0, 1), 1))
+    v0 = tuple(tuple(one if r == c else zero for c in range(npad)) for r in range(npad))  # v[row][col]
+    if npad >= 5:
+        pairs, src, unroll = [(2 * k, 2 * k + 1) for k in range(npad // 2)], None, 1
+    else:
+        pairs, src, unroll = _SCHEDULES.get(n, ([(0, 1)], (0, 1), 1))
     if src is None:
-        src = tuple(int(i) for i in _round_robin_perm(n))
+        src = tuple(int(i) for i in _round_robin_perm(npad))
+    per_sweep = 3 if n <= 4 else npad - 1  # steps after which the labels are back in place
 
     def step(_, carry):
         m, v = dict(zip(keys, carry[0])), [list(row) for row in carry[1]]
@@ -187,7 +206,7 @@ def _eigh_unrolled(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, j
             app, aqq, apq = m[(p, p)], m[(q, q)], m[(p, q)]
             t, c, s = _rotation(app, aqq, apq)
             m[(p, p)], m[(q, q)], m[(p, q)] = app - t * apq, aqq + t * apq, jnp.zeros_like(apq)
-            for r in range(n):
+            for r in range(npad):
                 if r != p and r != q:
                     arp, arq = m[key(r, p)], m[key(r, q)]
                     m[key(r, p)], m[key(r, q)] = c * arp - s * arq, s * arp + c * arq
@@ -198,18 +217,42 @@ def _eigh_unrolled(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, j
 
     # 1, or NaN for a non-finite input (the eigenvectors are then NaN too)
     poison = jnp.where(finite, one, jnp.nan)
+    state = (m0, v0)
     if n == 2:  # one rotation is the exact eigendecomposition
-        m, v = step(0, (m0, v0))
-    else:
+        state = step(0, state)
+    elif n <= 4 and not loop:
+        for i in range(per_sweep * _UNROLLED_SWEEPS[(n, dtype)]):
+            state = step(i, state)
+    elif n <= 4:
         # unscale and poison ride along unchanged: materialised once, instead of XLA
         # recomputing max |a_ij| in every output kernel (2x slower at n = 3)
-        steps = 3 * _UNROLLED_SWEEPS[(n, dtype)]
+        steps = per_sweep * _UNROLLED_SWEEPS[(n, dtype)]
         body = lambda i, c: (*step(i, c[:2]), c[2])  # noqa: E731
-        m, v, (unscale, poison) = jax.lax.fori_loop(0, steps, body, (m0, v0, (unscale, poison)), unroll=unroll)
+        *state, (unscale, poison) = jax.lax.fori_loop(0, steps, body, (*state, (unscale, poison)), unroll=unroll)
+    else:
+        eps2 = float(np.finfo(dtype).eps) ** 2
+        upper = [k for k, (i, j) in enumerate(keys) if i < j < n]
+        diag = [k for k, (i, j) in enumerate(keys) if i == j < n]
+
+        def cond(c):
+            m, k = c[0], c[3]
+            # one triangle (the padding index left out): off = off(A)^2 / 2, summed on
+            # its own (a difference of sums would cancel)
+            off = functools.reduce(jnp.add, [m[k] * m[k] for k in upper])
+            on = functools.reduce(jnp.add, [m[k] * m[k] for k in diag])
+            return (k < _MAX_SWEEPS[dtype]) & jnp.any(off > 0.5 * eps2 * (on + 2 * off))
+
+        def body(c):
+            st = jax.lax.fori_loop(0, per_sweep, step, (c[0], c[1]), unroll=steps_per_body)
+            return (*st, c[2], c[3] + 1)
+
+        *state, (unscale, poison), _ = jax.lax.while_loop(cond, body, (*state, (unscale, poison), jnp.int32(0)))
+    m, v = state
     m = dict(zip(keys, m))
-    w = [m[(i, i)] * unscale for i in range(n)]
-    cols = [[v[r][c] * poison for r in range(n)] for c in range(n)]
+    w = [m[(i, i)] * unscale for i in range(npad)]
+    cols = [[v[r][c] * poison for r in range(npad)] for c in range(npad)]
     w, cols = _sort_network(w, cols)
+    w, cols = w[:n], [col[:n] for col in cols[:n]]  # the padding sorts last
     w = jnp.stack(w, axis=-1)
     vecs = jnp.stack([jnp.stack(col, axis=-1) for col in cols], axis=-1)  # (B, row, col)
     return w.reshape(*batch, n), vecs.reshape(*batch, n, n)
@@ -302,7 +345,8 @@ def _jacobi_tile(a: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def _eigh_tiled(a: jax.Array, tile: int = 256) -> tuple[jax.Array, jax.Array]:
-    """Round-robin Jacobi for real ``(..., n, n)``; see the module docstring."""
+    """Round-robin Jacobi for real ``(..., n, n)``; see the module docstring. ``tile = 0``
+    processes the whole batch as one tile (the accelerators' form)."""
     *batch, n, _ = a.shape
     dtype = a.dtype
     a = a.reshape(-1, n, n)
@@ -320,7 +364,7 @@ def _eigh_tiled(a: jax.Array, tile: int = 256) -> tuple[jax.Array, jax.Array]:
         big = jnp.asarray(2.0 * n + 4.0, dtype)
         a = jnp.pad(a, ((0, 0), (0, 1), (0, 1)))
         a = a.at[:, n, n].set(big)
-    tile = int(min(tile, max(b, 1)))
+    tile = int(min(tile, max(b, 1))) if tile > 0 else max(b, 1)  # 0: the whole batch
     nt = -(-b // tile)
     bp = nt * tile
     if bp != b:
@@ -357,30 +401,45 @@ def eigh_small(a: jax.Array, *, symmetrize: bool = False) -> tuple[jax.Array, ja
         return a[..., 0], jnp.ones_like(a)
     if n <= 4:
         return _eigh_unrolled(a, symmetrize)
-    return _eigh_tiled((a + jnp.swapaxes(a, -1, -2)) / 2 if symmetrize else a)
+    return _eigh_tiled(a / 2 + jnp.swapaxes(a, -1, -2) / 2 if symmetrize else a)  # no overflow near max
 
 
-@functools.lru_cache(maxsize=None)
-def use_small(n: int, dtype, backend: str, batch: int = 1 << 30) -> bool:
-    """Whether ``_eigh_forward`` should call :func:`eigh_small` for ``batch`` matrices of
-    size ``n`` (see the table in _eigh.py)."""
-    dtype = np.dtype(dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        return False
-    if backend != "cpu":
-        return False
-    return 2 <= n <= _SMALL_MAX_N[dtype] and batch >= SMALL_MIN_BATCH
+@functools.partial(jax.jit, static_argnames=("symmetrize", "method", "loop", "steps_per_body"))
+def eigh_small_accel(
+    a: jax.Array, *, symmetrize: bool = False, method: str | None = None, loop: bool = True, steps_per_body: int = 1
+) -> tuple[jax.Array, jax.Array]:
+    """The small-matrix solver of the accelerators (GPU, TPU), for real ``(..., n, n)``
+    input (the lower triangle, or with ``symmetrize`` the symmetric part).
+
+    ``method``: ``"entries"`` (:func:`_eigh_unrolled`, default for
+    ``n <= ACCEL_ENTRIES_MAX_N``) or ``"tiled"`` (:func:`_eigh_tiled` on the whole batch
+    as one tile, default above). Pure JAX, so it runs (and is tested) on every backend;
+    XLA:GPU fuses the elementwise sweeps that XLA:CPU splits into many kernels. ``loop``
+    and ``steps_per_body`` select the entry form's loops (benchmarks/bench_gpu.py
+    compares them).
+    """
+    if jnp.issubdtype(a.dtype, jnp.complexfloating):
+        raise TypeError(
+            f"eigjax._small.eigh_small_accel: argument `a` must be real (float32 or float64); got dtype {a.dtype}."
+        )
+    n = a.shape[-1]
+    if n == 1:
+        return eigh_small(a, symmetrize=symmetrize)
+    if (method or ("entries" if n <= ACCEL_ENTRIES_MAX_N else "tiled")) == "tiled":
+        return _eigh_tiled(a / 2 + jnp.swapaxes(a, -1, -2) / 2 if symmetrize else a, tile=0)
+    return _eigh_unrolled(a, symmetrize, loop=loop, steps_per_body=steps_per_body)
 
 
-# Largest n for which the fast path wins on CPU (measured, benchmarks/results_small.md):
-# the unrolled solver (n <= 4) is 5-15x faster than vmap(jnp.linalg.eigh); the tiled
-# round-robin solver is about as fast at n = 8 and 3-5x slower at n = 16, 32, so it is
-# never chosen automatically (it stays available, and tested, as eigh_small).
-_SMALL_MAX_N = {np.dtype(np.float32): 4, np.dtype(np.float64): 4}
+# The accelerators' choices (benchmarks/bench_gpu.py, BENCHMARKS.md): the solver on entries
+# up to this n, the whole-batch tiled solver above it; the backend's solver above
+# ACCEL_MAX_N. The entry form's compile time grows fast with n (minutes at n = 16 on CPU).
+ACCEL_ENTRIES_MAX_N = 4
+ACCEL_MAX_N = 16
+
 
 # Fewest matrices in one call for which the fast path is chosen. XLA takes 1-5 s to
 # compile the unrolled solver (n = 3, 4; once per shape), while LAPACK solves a few
 # small matrices in microseconds: the fast path pays off only for batches. The count is
 # the product of the explicit batch dimensions and, under ``jax.vmap``, the mapped axis
-# (``_eigh_forward`` has a ``custom_vmap`` rule that sees it).
+# (the lowering in eigjax/_small_dispatch.py sees the whole batch).
 SMALL_MIN_BATCH = 128

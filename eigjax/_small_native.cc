@@ -18,7 +18,8 @@
 //
 // Each matrix is first scaled by a power of two to max |a_ij| in [0.5, 1) (exact; no
 // overflow or underflow in the rotations for input from 1e-30 to 1e30 and beyond); the
-// eigenvalues are scaled back. A matrix with a non-finite entry gives all-NaN output.
+// eigenvalues are scaled back. A matrix with a non-finite entry (in either triangle, also
+// the one not read without symmetrize) gives all-NaN output.
 // Output: eigenvalues ascending, eigenvectors as columns (row-major (n, n) per matrix).
 
 #include <algorithm>
@@ -101,8 +102,9 @@ void SolveRange(const T* x, T* w_out, T* v_out, int64_t n_runtime, int64_t begin
         const T *u_ = &raw[(i * n + j) * L], *z_ = &raw[(j * n + i) * L];
         for (int l = 0; l < L; ++l) {
           const T u = u_[l], z = z_[l];
-          const T val = symmetrize ? (u + z) * T(0.5) : u;
-          bad[l] += (u - u) + (symmetrize ? z - z : T(0));  // NaN once an entry is not finite
+          // u/2 + z/2, not (u + z)/2: entries above max/2 would overflow the sum
+          const T val = symmetrize ? u * T(0.5) + z * T(0.5) : u;
+          bad[l] += (u - u) + (z - z);  // NaN once an entry (either triangle) is not finite
           amax[l] = std::max(amax[l], std::abs(val));
           aij[l] = aji[l] = val;
         }

@@ -16,7 +16,8 @@ import pytest
 import eigjax
 import eigjax._small as small
 from eigjax import _native
-from eigjax._small import eigh_small, use_small
+import eigjax.internal
+from eigjax._small import eigh_small
 
 import helpers as h
 
@@ -110,39 +111,49 @@ def test_symmetrize_uses_the_hermitian_part(n):
     assert np.max(np.abs(sym @ np.asarray(v) - np.asarray(v) * np.asarray(w)[..., None, :])) < 1e-12
 
 
+def solver_in(f, shape, platform="cpu", dtype=jnp.float32):
+    """The small-matrix solver in the program ``f`` lowered for ``platform``, read from
+    the lowered module: the native kernel's custom call, LAPACK's or cuSOLVER's, or
+    neither (the pure-JAX solvers)."""
+    x = jnp.ones(shape, dtype)
+    if platform == "cpu":
+        text = jax.jit(f).lower(x).as_text()
+    else:
+        text = jax.export.export(jax.jit(f), platforms=[platform])(x).mlir_module()
+    targets = set(re.findall(r"custom_call @(\w+)", text))
+    if any(t.startswith("eigjax_small_eigh") for t in targets):
+        return "native"
+    if any("syev" in t or "heev" in t or t == "Eigh" for t in targets):  # LAPACK, cuSOLVER, TPU
+        return "lapack" if platform == "cpu" else "backend"
+    assert not targets, targets
+    return "jax"
+
+
 def test_dispatch_uses_fast_path_only_where_measured():
     big = small.SMALL_MIN_BATCH
-    assert use_small(3, np.float32, "cpu", big) and use_small(4, np.float64, "cpu", big)
-    assert not use_small(3, np.float32, "cpu", big - 1)  # a few matrices: not worth the compile
-    assert not use_small(8, np.float32, "cpu", big)
-    assert not use_small(3, np.complex64, "cpu", big)
-    assert not use_small(3, np.float32, "gpu", big)
-    assert _native.use_native(3, np.float32, "cpu") and _native.use_native(16, np.float64, "cpu")
-    assert not _native.use_native(17, np.float32, "cpu")
-    assert not _native.use_native(3, np.complex64, "cpu") and not _native.use_native(3, np.float32, "gpu")
-    lapack = re.compile(r"= eigh\[")  # the jax.lax.linalg.eigh primitive in a jaxpr
-
-    def solver(f, shape):
-        jaxpr = str(jax.make_jaxpr(f)(jnp.ones(shape, jnp.float32)))
-        if "eigjax_small_eigh" in jaxpr:
-            return "native"
-        return "lapack" if lapack.search(jaxpr) else "jax"
-
-    if jax.default_backend() != "cpu":
-        assert solver(eigjax.eigh, (big, 3, 3)) == "lapack"
-        return
     native = "native" if _native.available() else None
-    assert solver(eigjax.eigh, (big, 2, 2)) == "jax"  # the one-pass unrolled solver
-    assert solver(eigjax.eigh, (big - 1, 2, 2)) == (native or "lapack")
-    assert solver(eigjax.eigh, (big, 3, 3)) == (native or "jax")
-    assert solver(eigjax.eigh, (big - 1, 3, 3)) == (native or "lapack")
-    assert solver(eigjax.eigh, (3, 3)) == (native or "lapack")
-    assert solver(eigjax.eigh, (big, 16, 16)) == (native or "lapack")
-    assert solver(eigjax.eigh, (big, 17, 17)) == "lapack"
-    # jax.vmap: the batching rule hands the whole mapped axis to the dispatch
-    assert solver(jax.vmap(eigjax.eigh), (big, 2, 2)) == "jax"
-    assert solver(jax.vmap(jax.grad(lambda a: eigjax.eigh(a)[1][0, 0] ** 2)), (big, 2, 2)) == "jax"
-    assert solver(jax.vmap(eigjax.eigh), (2, 2, 2)) == (native or "lapack")
+    cpu = eigjax.internal.cpu_solver
+    assert cpu(2, big) == "jax" and cpu(2, big - 1) == (native or "lapack")
+    assert cpu(3, big) == (native or "jax") and cpu(3, big - 1) == (native or "lapack")
+    assert cpu(16, big) == (native or "lapack")
+    assert cpu(3, big, for_export=True) == "jax" and cpu(8, big, for_export=True) == "lapack"
+    assert eigjax.internal.accel_solver(16) == "jax" and eigjax.internal.accel_solver(17) == "backend"
+    # what the lowered programs contain (the choice is made at lowering, per platform)
+    assert solver_in(eigjax.eigh, (big, 2, 2)) == "jax"  # the one-pass unrolled solver
+    assert solver_in(eigjax.eigh, (big - 1, 2, 2)) == (native or "lapack")
+    assert solver_in(eigjax.eigh, (big, 3, 3)) == (native or "jax")
+    assert solver_in(eigjax.eigh, (3, 3)) == (native or "lapack")
+    assert solver_in(eigjax.eigh, (big, 16, 16)) == (native or "lapack")
+    assert solver_in(eigjax.eigh, (big, 17, 17)) == "lapack"
+    # jax.vmap: the batching rule hands the whole mapped axis to the lowering
+    assert solver_in(jax.vmap(eigjax.eigh), (big, 2, 2)) == "jax"
+    assert solver_in(jax.vmap(jax.grad(lambda a: eigjax.eigh(a)[1][0, 0] ** 2)), (big, 2, 2)) == "jax"
+    assert solver_in(jax.vmap(eigjax.eigh), (2, 2, 2)) == (native or "lapack")
+    # a GPU or TPU program never holds the CPU kernel (lowered here, on a CPU-only machine)
+    for platform in ("cuda", "tpu"):
+        for shape in ((3, 3), (big, 3, 3), (big, 16, 16)):
+            assert solver_in(eigjax.eigh, shape, platform) == "jax", (platform, shape)
+        assert solver_in(eigjax.eigh, (big, 17, 17), platform) == "backend"
 
 
 def test_complex_routed_to_backend_solver():

@@ -1,0 +1,193 @@
+"""Small real symmetric eigenproblems: one primitive, a solver chosen per lowering platform.
+
+``small_eigh_p`` stands for "eigenvalues (ascending) and eigenvectors of a batch of real
+symmetric ``n x n`` matrices, ``2 <= n <= 16``". Its meaning is the same everywhere; which
+solver computes it is decided when the program is *lowered*, for the platform it is
+lowered for, from static facts only (platform, ``n``, dtype, batch size, whether the
+program is being exported). Deciding from ``jax.default_backend()`` at trace time would
+embed the CPU kernel in a program traced on a CPU and lowered for a GPU (``jax.export``,
+AOT), so nothing here looks at the default backend.
+
+Solvers (the numbers behind each choice are in BENCHMARKS.md):
+
+* ``cpu``:
+  - ``n = 2`` in batches of at least ``SMALL_MIN_BATCH``: the one-pass pure-JAX solver;
+  - otherwise the native batched Jacobi kernel (:mod:`eigjax._native`), when it builds
+    and the program is not being exported;
+  - otherwise the pure-JAX solvers for ``n <= 4`` in batches of ``SMALL_MIN_BATCH`` or
+    more, and LAPACK (``syevd``) for the rest.
+  Exported programs (``jax.export``) never embed the native kernel: its custom call has no
+  compatibility guarantee, so they use the pure-JAX solvers or LAPACK, whose targets JAX
+  guarantees, and reload anywhere without eigjax.
+* ``cuda``, ``rocm``, ``tpu``: the pure-JAX Jacobi solvers of :func:`eigh_small_accel`
+  (XLA fuses their elementwise sweeps on these backends) for ``n <= ACCEL_MAX_N``.
+
+Sharding: every solver is batch-parallel. The native kernel's custom call carries a
+Shardy rule (and XLA's ``num_batch_dims`` attribute) saying that its batch dimensions
+may be sharded and its matrix dimensions may not, so a batch sharded over devices is
+solved where it lies, with no all-gather; the other solvers are ordinary XLA operations
+that the partitioner handles itself.
+
+Every solver returns all-NaN eigenvalues and eigenvectors for a matrix with a NaN or inf
+entry anywhere (also in the triangle not read).
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from eigjax._small_dispatch import small_eigh
+    >>> w, v = small_eigh(jnp.array([[2.0, 1.0], [1.0, 2.0]]), symmetrize=True)
+    >>> w.tolist()
+    [1.0, 3.0]
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax._src import dispatch  # apply_primitive: the standard eager impl of a primitive
+from jax.extend.core import Primitive
+from jax.core import ShapedArray
+from jax.interpreters import batching, mlir
+
+from . import _native
+from ._small import ACCEL_MAX_N, SMALL_MIN_BATCH, eigh_small, eigh_small_accel
+
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def handles(n: int, dtype) -> bool:
+    """Whether :func:`small_eigh` takes real ``n x n`` input of ``dtype``."""
+    return np.dtype(dtype) in _DTYPES and 2 <= n <= max(_native.MAX_N, ACCEL_MAX_N)
+
+
+def small_eigh(a: jax.Array, symmetrize: bool) -> tuple[jax.Array, jax.Array]:
+    """``(w, v)`` of real symmetric ``a`` of shape ``(..., n, n)``; ``symmetrize``: of
+    ``(a + a^T) / 2``, else of the lower triangle. See the module docstring."""
+    w, v = small_eigh_p.bind(a, symmetrize=bool(symmetrize))
+    return w, v
+
+
+small_eigh_p = Primitive("eigjax_small_eigh")
+small_eigh_p.multiple_results = True
+small_eigh_p.def_impl(functools.partial(dispatch.apply_primitive, small_eigh_p))
+
+
+@small_eigh_p.def_abstract_eval
+def _abstract_eval(a, *, symmetrize):
+    del symmetrize
+    return (ShapedArray(a.shape[:-1], a.dtype), ShapedArray(a.shape, a.dtype))
+
+
+# vmap: the solvers take any leading batch dimensions; moving the mapped one to the front
+# lets the lowering see (and choose by) the whole batch.
+def _batch_rule(args, dims, *, symmetrize):
+    (a,), (d,) = args, dims
+    a = jnp.moveaxis(a, d, 0)
+    return small_eigh_p.bind(a, symmetrize=symmetrize), (0, 0)
+
+
+batching.primitive_batchers[small_eigh_p] = _batch_rule
+
+
+# ---------------------------------------------------------------------------
+# The solvers in pure JAX (lowered with mlir.lower_fun).
+
+
+def _lapack(a: jax.Array, symmetrize: bool) -> tuple[jax.Array, jax.Array]:
+    """The backend's solver (LAPACK on the CPU) with the NaN contract."""
+    from ._eigh import _all_finite, _hermitian_part, _nan_unless  # _eigh imports this module
+
+    finite = _all_finite(a)
+    if symmetrize:
+        a = _hermitian_part(a)
+    v, w = jax.lax.linalg.eigh(a, lower=True, symmetrize_input=False)
+    return _nan_unless(finite, w, v)
+
+
+def _lower_jax(fn, ctx, a, symmetrize):
+    return mlir.lower_fun(lambda x: fn(x, symmetrize), multiple_results=True)(ctx, a)
+
+
+# ---------------------------------------------------------------------------
+# Per-platform choices.
+
+
+def cpu_solver(n: int, batch: int, *, for_export: bool = False) -> str:
+    """``"jax"``, ``"native"`` or ``"lapack"``: the CPU's solver for ``batch`` matrices of
+    size ``n`` (builds the native kernel on first use; see the module docstring)."""
+    if n == 2 and batch >= SMALL_MIN_BATCH:
+        return "jax"
+    if not for_export and 2 <= n <= _native.MAX_N and _native.available():
+        return "native"
+    if n <= 4 and batch >= SMALL_MIN_BATCH:
+        return "jax"
+    return "lapack"
+
+
+def accel_solver(n: int) -> str:
+    """``"jax"`` or ``"backend"``: the GPU's and TPU's solver for size ``n``."""
+    return "jax" if n <= ACCEL_MAX_N else "backend"
+
+
+def _shape(ctx) -> tuple[int, int]:
+    shape = ctx.avals_in[0].shape
+    return shape[-1], math.prod(shape[:-2])
+
+
+def _cpu_lowering(ctx, a, *, symmetrize):
+    n, batch = _shape(ctx)
+    solver = cpu_solver(n, batch, for_export=ctx.module_context.lowering_parameters.for_export)
+    if solver == "native":
+        return _native_lowering(ctx, a, symmetrize)
+    return _lower_jax(lambda x, s: eigh_small(x, symmetrize=s) if solver == "jax" else _lapack(x, s), ctx, a, symmetrize)
+
+
+def _accel_lowering(ctx, a, *, symmetrize):
+    n, _ = _shape(ctx)
+    if accel_solver(n) == "jax":
+        return _lower_jax(lambda x, s: eigh_small_accel(x, symmetrize=s), ctx, a, symmetrize)
+    return _lower_jax(_lapack, ctx, a, symmetrize)
+
+
+def _native_lowering(ctx, a, symmetrize):
+    """The native kernel's custom call, batch-partitionable (see the module docstring)."""
+    (aval,) = ctx.avals_in
+    nbatch = len(aval.shape) - 2
+    attrs = {"mhlo.frontend_attributes": mlir.ir_attribute({"num_batch_dims": str(nbatch)})}
+    rule = _sdy_rule(ctx, nbatch)
+    if rule is not None:
+        attrs["sdy.sharding_rule"] = rule
+    lowering = jax.ffi.ffi_lowering(_native.target(aval.dtype), extra_attributes=attrs)
+    return lowering(ctx, a, symmetrize=np.int64(symmetrize))
+
+
+def _sdy_rule(ctx, nbatch: int):
+    """Shardy rule ``b... i j -> b... k, b... l m``: batch factors shared, matrix factors
+    private to each operand (so never sharded). None where Shardy is off or the helper
+    that builds the attribute is missing (then XLA's ``num_batch_dims`` attribute serves
+    the older partitioner)."""
+    if not jax.config.jax_use_shardy_partitioner:
+        return None
+    try:  # JAX builds its own linalg custom calls' rules with these (not public API)
+        from jax._src.custom_partitioning_sharding_rule import sdy_sharding_rule_to_mlir, str_to_sdy_sharding_rule
+    except ImportError:  # pragma: no cover - depends on the jax version
+        return None
+    batch = " ".join(f"b{k}" for k in range(nbatch))
+    rule = str_to_sdy_sharding_rule(f"{batch} i j -> {batch} k, {batch} l m")
+
+    def types(avals):
+        try:  # jax >= 0.10 passes the module context
+            return [mlir.aval_to_ir_type(ctx.module_context, x) for x in avals]
+        except TypeError:  # pragma: no cover - older signature
+            return [mlir.aval_to_ir_type(x) for x in avals]
+
+    return sdy_sharding_rule_to_mlir(rule, types(ctx.avals_in), types(ctx.avals_out))
+
+
+mlir.register_lowering(small_eigh_p, _cpu_lowering, platform="cpu")
+for _platform in ("cuda", "rocm", "tpu"):
+    mlir.register_lowering(small_eigh_p, _accel_lowering, platform=_platform)
+

@@ -1,0 +1,26 @@
+"""What power users and benchmarks need that is not the main API.
+
+* :func:`native_status` / :func:`native_available`: whether the native small-matrix CPU
+  kernel is built and used, and if not, why (no compiler, failed build, disabled by
+  ``EIGJAX_NATIVE=0``). The first call builds it (once per machine, 5-20 s; one log line
+  on the ``eigjax`` logger says so, and another if it falls back).
+* :func:`cpu_solver` / :func:`accel_solver`: which small-matrix solver a program lowered
+  for the CPU or for a GPU/TPU uses for a given size (see ``eigjax._small_dispatch``).
+* :func:`eigh_small` / :func:`eigh_small_accel`: the pure-JAX Jacobi solvers for batches
+  of small real symmetric matrices (forward only; ``eigjax.eigh`` adds the derivative
+  rules), callable on every backend.
+
+Example:
+    >>> import eigjax.internal
+    >>> isinstance(eigjax.internal.native_available(), bool)
+    True
+"""
+
+from .._native import available as native_available
+from .._native import status as native_status
+from .._small import eigh_small as eigh_small
+from .._small import eigh_small_accel as eigh_small_accel
+from .._small_dispatch import accel_solver as accel_solver
+from .._small_dispatch import cpu_solver as cpu_solver
+
+__all__ = ["accel_solver", "cpu_solver", "eigh_small", "eigh_small_accel", "native_available", "native_status"]
