@@ -49,8 +49,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax._src import dispatch  # apply_primitive: the standard eager impl of a primitive
 from jax.extend.core import Primitive
-from jax.core import ShapedArray
 from jax.interpreters import batching, mlir
+
+try:
+    from jax.core import ShapedArray
+except ImportError:  # pragma: no cover - moved in newer jax
+    from jax._src.core import ShapedArray
 
 from . import _native
 from ._small import ACCEL_MAX_N, SMALL_MIN_BATCH, eigh_small, eigh_small_accel
@@ -139,7 +143,8 @@ def _shape(ctx) -> tuple[int, int]:
 
 def _cpu_lowering(ctx, a, *, symmetrize):
     n, batch = _shape(ctx)
-    solver = cpu_solver(n, batch, for_export=ctx.module_context.lowering_parameters.for_export)
+    for_export = getattr(ctx.module_context.lowering_parameters, "for_export", False)
+    solver = cpu_solver(n, batch, for_export=for_export)
     if solver == "native":
         return _native_lowering(ctx, a, symmetrize)
     return _lower_jax(lambda x, s: eigh_small(x, symmetrize=s) if solver == "jax" else _lapack(x, s), ctx, a, symmetrize)

@@ -1,0 +1,253 @@
+"""GPU benchmark and checks (issue 16): one command, under 8 minutes on one GPU.
+
+    PYTHONPATH=. python benchmarks/bench_gpu.py --out gpu.md [--budget 420]
+
+Writes a markdown report (and prints it) with, in this order (a time budget skips the
+rest, marked as skipped, so the command always finishes):
+
+1. correctness on the GPU: ``eigjax.eigh`` (the accelerators' pure-JAX Jacobi path) on
+   random, exactly degenerate and 1e+-30 batches, residual / orthogonality / eigenvalue
+   error against NumPy float64, and one JVP against central differences of the
+   eigenvalues in float64; a violation stops the run with exit 1;
+2. the HBM bandwidth measured by a copy (read + write bytes / time), the floor's basis;
+3. small batched eigh, n in {2, 3, 4, 8, 16, 32} x batch {1e4, 1e6}, float32/float64,
+   forward and value-and-grad of an eigenvector loss, eigjax against
+   ``jax.vmap(jnp.linalg.eigh)`` (cuSOLVER), medians of interleaved repeats, with the
+   forward's bandwidth floor (input read once, eigenvalues and eigenvectors written once);
+4. the accelerators' solver variants forced (``eigjax.internal.eigh_small_accel``:
+   entries vs tiled), to check the dispatch table ``ACCEL_ENTRIES_MAX_N``/``ACCEL_MAX_N``;
+5. eigh n in {1024, 4096} value-and-grad against jnp; eig n = 256 forward against jnp.
+
+Repeats adapt to the cost of a call (at least 3, up to 15 or ~1 s of calls); a call over
+2 s is timed once and marked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+jax.config.update("jax_enable_x64", True)
+
+import eigjax  # noqa: E402
+import eigjax.internal  # noqa: E402
+
+T0 = time.perf_counter()
+LINES: list[str] = []
+
+
+def emit(line: str = "") -> None:
+    LINES.append(line)
+    print(line, flush=True)
+
+
+def timed(fns: dict, *args) -> dict:
+    """Median seconds per function, interleaved; first call = compile + warm-up."""
+    first = {}
+    for name, fn in fns.items():
+        jax.block_until_ready(fn(*args))
+        t = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        first[name] = time.perf_counter() - t
+    slowest = max(first.values())
+    reps = 1 if slowest > 2.0 else int(min(15, max(3, 1.0 / max(slowest, 1e-6))))
+    times = {name: [first[name]] for name in fns}
+    for _ in range(reps - 1):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def sym_batch(rng, batch, n, dtype, kind="random"):
+    x = rng.standard_normal((batch, n, n))
+    a = (x + np.swapaxes(x, -1, -2)) / 2
+    if kind == "degenerate":
+        q, _ = np.linalg.qr(rng.standard_normal((batch, n, n)))
+        w = np.where(np.arange(n) < (n + 1) // 2, 1.0, 2.0)
+        a = (q * w[None, None, :]) @ np.swapaxes(q, -1, -2)
+    elif kind == "big":
+        a = a * 1e30
+    elif kind == "small":
+        a = a * 1e-30
+    return a.astype(dtype)
+
+
+def loss_eigh(fn):
+    def loss(a):
+        w, v = fn(a)
+        return jnp.sum(w * jnp.sum(v**4, axis=-2))  # eigenvector loss, sign-invariant
+
+    return loss
+
+
+def check_correctness(rng) -> None:
+    emit("## 1. Correctness on the GPU (eigjax.eigh; bounds of tests/test_small.py)")
+    emit("")
+    emit("| n | dtype | family | residual / (eps ||A||) | orthogonality / (n eps) | max |w - w_ref| / (n eps max|w|) |")
+    emit("|---|---|---|---|---|---|")
+    bad = []
+    for n in (2, 3, 4, 8, 16):
+        for dtype in (np.float32, np.float64):
+            for kind in ("random", "degenerate", "big", "small"):
+                a = sym_batch(rng, 4096 // SCALE + 8, n, dtype, kind)
+                w, v = jax.jit(eigjax.eigh)(jnp.asarray(a))
+                a64, w64, v64 = (np.asarray(x, np.float64) for x in (a, w, v))
+                eps = float(np.finfo(dtype).eps)
+                an = np.linalg.norm(a64, axis=(-2, -1))
+                res = np.max(np.linalg.norm(a64 @ v64 - v64 * w64[..., None, :], axis=(-2, -1)) / an) / eps
+                orth = np.max(np.linalg.norm(np.swapaxes(v64, -1, -2) @ v64 - np.eye(n), axis=(-2, -1))) / (n * eps)
+                ref = np.linalg.eigvalsh(a64)
+                werr = np.max(np.abs(w64 - ref) / np.max(np.abs(ref), axis=-1, keepdims=True)) / (n * eps)
+                emit(f"| {n} | {np.dtype(dtype).name} | {kind} | {res:.1f} | {orth:.2f} | {werr:.2f} |")
+                if not (res <= 50 and orth <= 50 and werr <= 20 and np.all(np.diff(w64, axis=-1) >= 0)):
+                    bad.append((n, np.dtype(dtype).name, kind))
+    # one directional derivative against central differences (float64, distinct eigenvalues)
+    for n in (3, 8):
+        a = jnp.asarray(sym_batch(rng, 256, n, np.float64))
+        d = jnp.asarray(sym_batch(rng, 256, n, np.float64))
+        f = jax.jit(lambda x: jnp.sum(eigjax.eigh(x).eigenvalues ** 3, axis=-1))
+        _, jv = jax.jvp(f, (a,), (d,))
+        h = 1e-5
+        fd = (f(a + h * d) - f(a - h * d)) / (2 * h)
+        rel = float(jnp.max(jnp.abs(jv - fd) / (1 + jnp.abs(fd))))
+        emit(f"\nJVP of sum(w**3) vs central differences, n = {n}, float64: max rel. error {rel:.1e}")
+        if rel > 1e-6:
+            bad.append((n, "jvp", rel))
+    if bad:
+        emit(f"\nFAILED: {bad}")
+        finish(1)
+
+
+def bandwidth() -> float:
+    x = jnp.ones(((1 << 29) // SCALE,), jnp.float32)  # 2 GiB
+    f = jax.jit(lambda x: x * 1.0001)
+    t = timed({"copy": f}, x)["copy"]
+    bw = 2 * x.nbytes / t
+    emit(f"## 2. HBM bandwidth: {bw / 1e12:.2f} TB/s (x * 1.0001 over 2 GiB float32: read + write bytes / median time)")
+    emit("")
+    return bw
+
+
+def small_table(rng, bw: float, budget: float) -> None:
+    emit("## 3. Small batched eigh: eigjax.eigh vs jax.vmap(jnp.linalg.eigh)")
+    emit("")
+    emit("Times are medians (ms). floor = (input + eigenvalues + eigenvectors bytes) / bandwidth.")
+    emit("")
+    emit("| n | batch | dtype | eigjax fwd | jnp fwd | speed-up | eigjax / floor | eigjax v&g | jnp v&g | speed-up |")
+    emit("|---|---|---|---|---|---|---|---|---|---|")
+    jnp_eigh = jax.vmap(jnp.linalg.eigh)
+    # targets first (float32, 1e6), then the rest
+    rows = [(n, b, d) for d in (np.float32, np.float64) for b in (10**6 // SCALE, 10**4 // SCALE) for n in (2, 3, 4, 8, 16, 32)]
+    for n, batch, dtype in rows:
+        name = f"| {n} | {batch:.0e} | {np.dtype(dtype).name} |"
+        if time.perf_counter() - T0 > budget:
+            emit(f"{name} skipped (time budget) |")
+            continue
+        a = jnp.asarray(sym_batch(rng, batch, n, dtype))
+        t = timed({"e": jax.jit(eigjax.eigh), "j": jax.jit(jnp_eigh)}, a)
+        nbytes = a.dtype.itemsize * batch * (2 * n * n + n)
+        floor = nbytes / bw
+        vg = timed(
+            {
+                "e": jax.jit(jax.value_and_grad(loss_eigh(eigjax.eigh))),
+                "j": jax.jit(jax.value_and_grad(loss_eigh(jnp_eigh))),
+            },
+            a,
+        )
+        emit(
+            f"{name} {t['e'] * 1e3:.3f} | {t['j'] * 1e3:.3f} | {t['j'] / t['e']:.1f}x | {t['e'] / floor:.1f} |"
+            f" {vg['e'] * 1e3:.3f} | {vg['j'] * 1e3:.3f} | {vg['j'] / vg['e']:.1f}x |"
+        )
+        del a
+
+
+def variants(rng, budget: float) -> None:
+    emit("")
+    emit("## 4. Accelerator solver variants (forward, batch 1e6, float32; ms)")
+    emit("")
+    emit("| n | entries (fori) | entries (sweep body unrolled) | tiled (whole batch) |")
+    emit("|---|---|---|---|")
+    for n in (4, 5, 8, 16):
+        if time.perf_counter() - T0 > budget:
+            emit(f"| {n} | skipped (time budget) | | |")
+            continue
+        a = jnp.asarray(sym_batch(rng, 10**6 // SCALE, n, np.float32))
+        fns = {"tiled": jax.jit(lambda x: eigjax.internal.eigh_small_accel(x, method="tiled"))}
+        if n <= 8:
+            fns["entries"] = jax.jit(lambda x: eigjax.internal.eigh_small_accel(x, method="entries"))
+        if 5 <= n <= 8:
+            fns["entries_u"] = jax.jit(
+                lambda x: eigjax.internal.eigh_small_accel(x, method="entries", steps_per_body=n + (n % 2) - 1)
+            )
+        t = timed(fns, a)
+        cell = lambda k: f"{t[k] * 1e3:.3f}" if k in t else "-"  # noqa: E731
+        emit(f"| {n} | {cell('entries')} | {cell('entries_u')} | {cell('tiled')} |")
+
+
+def large(rng, budget: float) -> None:
+    emit("")
+    emit("## 5. Large matrices (ms)")
+    emit("")
+    emit("| problem | eigjax | jnp | eigjax / jnp |")
+    emit("|---|---|---|---|")
+    for n, dtype in ((1024 // SCALE**0.5, np.float32), (1024 // SCALE**0.5, np.float64), (4096 // SCALE**0.5, np.float32)):
+        n = int(n)
+        if time.perf_counter() - T0 > budget:
+            emit(f"| eigh n = {n} {np.dtype(dtype).name} value-and-grad | skipped (time budget) | | |")
+            continue
+        a = jnp.asarray(sym_batch(rng, 1, n, dtype)[0])
+        t = timed(
+            {
+                "e": jax.jit(jax.value_and_grad(loss_eigh(eigjax.eigh))),
+                "j": jax.jit(jax.value_and_grad(loss_eigh(jnp.linalg.eigh))),
+            },
+            a,
+        )
+        emit(f"| eigh n = {n} {np.dtype(dtype).name} value-and-grad | {t['e'] * 1e3:.1f} | {t['j'] * 1e3:.1f} | {t['e'] / t['j']:.2f} |")
+    if time.perf_counter() - T0 > budget:
+        emit("| eig n = 256 forward | skipped (time budget) | | |")
+        return
+    a = jnp.asarray(rng.standard_normal((256, 256)))
+    try:
+        t = timed({"e": jax.jit(eigjax.eig), "j": jax.jit(jnp.linalg.eig)}, a)
+        emit(f"| eig n = 256 float64 forward | {t['e'] * 1e3:.1f} | {t['j'] * 1e3:.1f} | {t['e'] / t['j']:.2f} |")
+    except Exception as e:  # noqa: BLE001 - jnp.linalg.eig may not exist on this backend
+        t = timed({"e": jax.jit(eigjax.eig)}, a)
+        emit(f"| eig n = 256 float64 forward | {t['e'] * 1e3:.1f} | jnp: {type(e).__name__} | - |")
+
+
+def finish(code: int = 0) -> None:
+    emit("")
+    emit(f"Total {time.perf_counter() - T0:.0f} s.")
+    if ARGS.out:
+        with open(ARGS.out, "w") as f:
+            f.write("\n".join(LINES) + "\n")
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", help="markdown file to write")
+    p.add_argument("--budget", type=float, default=420.0, help="seconds after which remaining rows are skipped")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes (a check of the script on a CPU)")
+    ARGS = p.parse_args()
+    SCALE = 1000 if ARGS.smoke else 1
+    dev = jax.devices()[0]
+    emit(f"# eigjax GPU benchmark: {dev.device_kind} ({dev.platform}), jax {jax.__version__}, {time.strftime('%Y-%m-%d')}")
+    emit("")
+    rng = np.random.default_rng(0)
+    check_correctness(rng)
+    emit("")
+    bw = bandwidth()
+    small_table(rng, bw, ARGS.budget * 0.6)
+    variants(rng, ARGS.budget * 0.75)
+    large(rng, ARGS.budget)
+    finish(0)
