@@ -15,7 +15,7 @@ rest, marked as skipped, so the command always finishes):
    ``jax.vmap(jnp.linalg.eigh)`` (cuSOLVER), medians of interleaved repeats, with the
    forward's bandwidth floor (input read once, eigenvalues and eigenvectors written once);
 4. the accelerators' solver variants forced (``eigjax.internal.eigh_small_accel``:
-   entries vs tiled), to check the dispatch table ``ACCEL_ENTRIES_MAX_N``/``ACCEL_MAX_N``;
+   entries vs tiled), to check the dispatch table (``eigjax._small.accel_plan``);
 5. eigh n in {1024, 4096} value-and-grad against jnp; eig n = 256 forward against jnp.
 
 Repeats adapt to the cost of a call (at least 3, up to 15 or ~1 s of calls); a call over
@@ -95,10 +95,10 @@ def check_correctness(rng) -> None:
     emit("| n | dtype | family | residual / (eps ||A||) | orthogonality / (n eps) | max |w - w_ref| / (n eps max|w|) |")
     emit("|---|---|---|---|---|---|")
     bad = []
-    for n in (2, 3, 4, 8, 16):
+    for n in (2, 3, 4, 8, 16) if not ARGS.focus else (4, 8):
         for dtype in (np.float32, np.float64):
             for kind in ("random", "degenerate", "big", "small"):
-                a = sym_batch(rng, 4096 // SCALE + 8, n, dtype, kind)
+                a = sym_batch(rng, 131072 if ARGS.focus else 4096 // SCALE + 8, n, dtype, kind)
                 w, v = jax.jit(eigjax.eigh)(jnp.asarray(a))
                 a64, w64, v64 = (np.asarray(x, np.float64) for x in (a, w, v))
                 eps = float(np.finfo(dtype).eps)
@@ -147,6 +147,8 @@ def small_table(rng, bw: float, budget: float) -> None:
     jnp_eigh = jax.vmap(jnp.linalg.eigh)
     # targets first (float32, 1e6), then the rest
     rows = [(n, b, d) for d in (np.float32, np.float64) for b in (10**6 // SCALE, 10**4 // SCALE) for n in (2, 3, 4, 8, 16, 32)]
+    if ARGS.focus:
+        rows = [(n, b, d) for d in (np.float32, np.float64) for b in (10**6, 10**5) for n in (2, 3, 4, 8)]
     for n, batch, dtype in rows:
         name = f"| {n} | {batch:.0e} | {np.dtype(dtype).name} |"
         if time.perf_counter() - T0 > budget:
@@ -174,23 +176,19 @@ def variants(rng, budget: float) -> None:
     emit("")
     emit("## 4. Accelerator solver variants (forward, batch 1e6, float32; ms)")
     emit("")
-    emit("| n | entries (fori) | entries (sweep body unrolled) | tiled (whole batch) |")
-    emit("|---|---|---|---|")
+    emit("| n | entries (fori) | tiled (whole batch) |")
+    emit("|---|---|---|")
     for n in (4, 5, 8, 16):
         if time.perf_counter() - T0 > budget:
-            emit(f"| {n} | skipped (time budget) | | |")
+            emit(f"| {n} | skipped (time budget) | |")
             continue
         a = jnp.asarray(sym_batch(rng, 10**6 // SCALE, n, np.float32))
         fns = {"tiled": jax.jit(lambda x: eigjax.internal.eigh_small_accel(x, method="tiled"))}
-        if n <= 8:
+        if n <= 4:
             fns["entries"] = jax.jit(lambda x: eigjax.internal.eigh_small_accel(x, method="entries"))
-        if 5 <= n <= 8:
-            fns["entries_u"] = jax.jit(
-                lambda x: eigjax.internal.eigh_small_accel(x, method="entries", steps_per_body=n + (n % 2) - 1)
-            )
         t = timed(fns, a)
         cell = lambda k: f"{t[k] * 1e3:.3f}" if k in t else "-"  # noqa: E731
-        emit(f"| {n} | {cell('entries')} | {cell('entries_u')} | {cell('tiled')} |")
+        emit(f"| {n} | {cell('entries')} | {cell('tiled')} |")
 
 
 def large(rng, budget: float) -> None:
@@ -239,6 +237,7 @@ if __name__ == "__main__":
     p.add_argument("--out", help="markdown file to write")
     p.add_argument("--budget", type=float, default=420.0, help="seconds after which remaining rows are skipped")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (a check of the script on a CPU)")
+    p.add_argument("--focus", action="store_true", help="only the dispatch rows: n 2-8, batch 1e5/1e6, checks at 1.3e5")
     ARGS = p.parse_args()
     SCALE = 1000 if ARGS.smoke else 1
     dev = jax.devices()[0]
@@ -248,7 +247,8 @@ if __name__ == "__main__":
     check_correctness(rng)
     emit("")
     bw = bandwidth()
-    small_table(rng, bw, ARGS.budget * 0.6)
-    variants(rng, ARGS.budget * 0.75)
-    large(rng, ARGS.budget)
+    small_table(rng, bw, ARGS.budget * (1.0 if ARGS.focus else 0.6))
+    if not ARGS.focus:
+        variants(rng, ARGS.budget * 0.75)
+        large(rng, ARGS.budget)
     finish(1 if FAILED else 0)

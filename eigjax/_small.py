@@ -148,9 +148,7 @@ def _sort_network(w, cols):
     return w, cols
 
 
-def _eigh_unrolled(
-    a: jax.Array, symmetrize: bool = False, *, loop: bool = True, steps_per_body: int = 1
-) -> tuple[jax.Array, jax.Array]:
+def _eigh_unrolled(a: jax.Array, symmetrize: bool = False, *, loop: bool = True) -> tuple[jax.Array, jax.Array]:
     """Jacobi unrolled over entries, for real ``(..., n, n)`` (``symmetrize``: of
     ``(a + a^T) / 2``, formed entry by entry after the power-of-two scaling, so entries
     near the largest float cannot overflow in the sum).
@@ -160,15 +158,12 @@ def _eigh_unrolled(
     the symmetrisation and the reads into the first loop step (at n = 2, the whole
     solver into one pass: 1.6x faster than transposing to batch-last first).
 
-    ``n <= 4``: a fixed number of sweeps (``_UNROLLED_SWEEPS``), in a ``fori_loop``
-    (``loop=True``, the CPU's choice: shallow fusions) or unrolled in Python
-    (``loop=False``: one straight-line program, which XLA:GPU can fuse into a few
-    kernels instead of one launch per step; slow to compile on XLA:CPU: minutes at
-    n = 3). ``n >= 5``: the round-robin schedule of the tiled solver on entries, one
-    sweep (a ``fori_loop`` over its ``n - 1`` steps, ``steps_per_body`` of them unrolled
-    per iteration) per ``while_loop`` iteration, until
-    ``off(A) <= eps ||A||_F`` for every matrix of the batch (at most ``_MAX_SWEEPS``);
-    odd ``n`` gets one decoupled padding index (see the module docstring).
+    ``n <= 4``, a fixed number of sweeps (``_UNROLLED_SWEEPS``), in a ``fori_loop``
+    (``loop=True``: shallow fusions, fast to compile) or unrolled in Python
+    (``loop=False``: one straight-line program; slow to compile on XLA:CPU, minutes at
+    n = 3). A round-robin form for ``n >= 5`` on entries was tried for the GPU (3.7x
+    cuSOLVER at n = 8, float32) and dropped: on exactly degenerate float64 batches its
+    residual reached 1e4 eps (BENCHMARKS.md).
     """
     n = a.shape[-1]
     dtype = np.dtype(a.dtype)
@@ -177,7 +172,9 @@ def _eigh_unrolled(
     amax = functools.reduce(jnp.maximum, [jnp.abs(a[:, i, j]) for i in range(n) for j in range(n)])
     finite = jnp.isfinite(amax)  # max and abs propagate NaN and inf
     scale, unscale = _scales(amax, finite)
-    npad = n + (n % 2) if n >= 5 else n
+    if n > 4:
+        raise ValueError(f"eigjax._small._eigh_unrolled: n must be at most 4; got {n}.")
+    npad = n
     keys = [(i, j) for i in range(npad) for j in range(i, npad)]  # symmetric storage, i <= j
     one, zero = jnp.ones_like(amax), jnp.zeros_like(amax)
 
@@ -192,13 +189,10 @@ def _eigh_unrolled(
 
     m0 = tuple(entry(i, j) for i, j in keys)
     v0 = tuple(tuple(one if r == c else zero for c in range(npad)) for r in range(npad))  # v[row][col]
-    if npad >= 5:
-        pairs, src, unroll = [(2 * k, 2 * k + 1) for k in range(npad // 2)], None, 1
-    else:
-        pairs, src, unroll = _SCHEDULES.get(n, ([(0, 1)], (0, 1), 1))
+    pairs, src, unroll = _SCHEDULES.get(n, ([(0, 1)], (0, 1), 1))
     if src is None:
         src = tuple(int(i) for i in _round_robin_perm(npad))
-    per_sweep = 3 if n <= 4 else npad - 1  # steps after which the labels are back in place
+    per_sweep = 3  # steps after which the labels are back in place
 
     def step(_, carry):
         m, v = dict(zip(keys, carry[0])), [list(row) for row in carry[1]]
@@ -220,33 +214,15 @@ def _eigh_unrolled(
     state = (m0, v0)
     if n == 2:  # one rotation is the exact eigendecomposition
         state = step(0, state)
-    elif n <= 4 and not loop:
+    elif not loop:
         for i in range(per_sweep * _UNROLLED_SWEEPS[(n, dtype)]):
             state = step(i, state)
-    elif n <= 4:
+    else:
         # unscale and poison ride along unchanged: materialised once, instead of XLA
         # recomputing max |a_ij| in every output kernel (2x slower at n = 3)
         steps = per_sweep * _UNROLLED_SWEEPS[(n, dtype)]
         body = lambda i, c: (*step(i, c[:2]), c[2])  # noqa: E731
         *state, (unscale, poison) = jax.lax.fori_loop(0, steps, body, (*state, (unscale, poison)), unroll=unroll)
-    else:
-        eps2 = float(np.finfo(dtype).eps) ** 2
-        upper = [k for k, (i, j) in enumerate(keys) if i < j < n]
-        diag = [k for k, (i, j) in enumerate(keys) if i == j < n]
-
-        def cond(c):
-            m, k = c[0], c[3]
-            # one triangle (the padding index left out): off = off(A)^2 / 2, summed on
-            # its own (a difference of sums would cancel)
-            off = functools.reduce(jnp.add, [m[k] * m[k] for k in upper])
-            on = functools.reduce(jnp.add, [m[k] * m[k] for k in diag])
-            return (k < _MAX_SWEEPS[dtype]) & jnp.any(off > 0.5 * eps2 * (on + 2 * off))
-
-        def body(c):
-            st = jax.lax.fori_loop(0, per_sweep, step, (c[0], c[1]), unroll=steps_per_body)
-            return (*st, c[2], c[3] + 1)
-
-        *state, (unscale, poison), _ = jax.lax.while_loop(cond, body, (*state, (unscale, poison), jnp.int32(0)))
     m, v = state
     m = dict(zip(keys, m))
     w = [m[(i, i)] * unscale for i in range(npad)]
@@ -408,19 +384,19 @@ def eigh_small(a: jax.Array, *, symmetrize: bool = False) -> tuple[jax.Array, ja
     return _eigh_tiled(a / 2 + jnp.swapaxes(a, -1, -2) / 2 if symmetrize else a)  # no overflow near max
 
 
-@functools.partial(jax.jit, static_argnames=("symmetrize", "method", "loop", "steps_per_body"))
+@functools.partial(jax.jit, static_argnames=("symmetrize", "method", "loop"))
 def eigh_small_accel(
-    a: jax.Array, *, symmetrize: bool = False, method: str | None = None, loop: bool = True, steps_per_body: int = 1
+    a: jax.Array, *, symmetrize: bool = False, method: str | None = None, loop: bool = True
 ) -> tuple[jax.Array, jax.Array]:
     """The small-matrix solver of the accelerators (GPU, TPU), for real ``(..., n, n)``
     input (the lower triangle, or with ``symmetrize`` the symmetric part).
 
-    ``method``: ``"entries"`` (:func:`_eigh_unrolled`, default for
-    ``n <= ACCEL_ENTRIES_MAX_N``) or ``"tiled"`` (:func:`_eigh_tiled` on the whole batch
-    as one tile, default above). Pure JAX, so it runs (and is tested) on every backend;
+    ``method``: ``"entries"`` (:func:`_eigh_unrolled`, the default for ``n <= 4``) or ``"tiled"``
+    (:func:`_eigh_tiled` on the whole batch as one tile). Which one a GPU/TPU program
+    uses, and with which loop options, is :func:`accel_plan`'s table. Pure JAX, so it
+    runs (and is tested) on every backend;
     XLA:GPU fuses the elementwise sweeps that XLA:CPU splits into many kernels. ``loop``
-    and ``steps_per_body`` select the entry form's loops (benchmarks/bench_gpu.py
-    compares them).
+    selects the entry form's loop.
     """
     if jnp.issubdtype(a.dtype, jnp.complexfloating):
         raise TypeError(
@@ -429,16 +405,28 @@ def eigh_small_accel(
     n = a.shape[-1]
     if n == 1:
         return eigh_small(a, symmetrize=symmetrize)
-    if (method or ("entries" if n <= ACCEL_ENTRIES_MAX_N else "tiled")) == "tiled":
+    if (method or ("entries" if n <= 4 else "tiled")) == "tiled":
         return _eigh_tiled(a / 2 + jnp.swapaxes(a, -1, -2) / 2 if symmetrize else a, tile=0)
-    return _eigh_unrolled(a, symmetrize, loop=loop, steps_per_body=steps_per_body)
+    return _eigh_unrolled(a, symmetrize, loop=loop)
 
 
-# The accelerators' choices (benchmarks/bench_gpu.py, BENCHMARKS.md): the solver on entries
-# up to this n, the whole-batch tiled solver above it; the backend's solver above
-# ACCEL_MAX_N. The entry form's compile time grows fast with n (minutes at n = 16 on CPU).
-ACCEL_ENTRIES_MAX_N = 4
-ACCEL_MAX_N = 16
+def accel_plan(n: int, batch: int) -> dict | None:
+    """The options of :func:`eigh_small_accel` that a GPU/TPU program uses for ``batch``
+    matrices of size ``n``, or None for the backend's solver (cuSOLVER's batched Jacobi
+    on a GPU). Measured on an H200 against ``vmap(jnp.linalg.eigh)`` (BENCHMARKS.md,
+    benchmarks/bench_gpu.py): the entry solver wins 15-21x at n = 2, 3 and 4-6x at n = 4
+    in batches of 1e6 (2.5-4.5x at 1e5); cuSOLVER wins at n = 4 in batches of 1e4
+    (launch-bound loops) and for 5 <= n <= 16, where the whole-batch tiled solver
+    measured 0.1-0.6x."""
+    if n <= 3 or (n == 4 and batch >= ACCEL_MIN_BATCH):
+        return {"method": "entries", "loop": True}
+    return None
+
+
+# Fewest matrices for which n = 4 uses the pure-JAX solver on an accelerator (measured
+# faster at 1e5 and 1e6, slower at 1e4).
+ACCEL_MIN_BATCH = 100_000
+ACCEL_MAX_N = 4
 
 
 # Fewest matrices in one call for which the fast path is chosen. XLA takes 1-5 s to

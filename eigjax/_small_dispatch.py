@@ -19,8 +19,11 @@ Solvers (the numbers behind each choice are in BENCHMARKS.md):
   Exported programs (``jax.export``) never embed the native kernel: its custom call has no
   compatibility guarantee, so they use the pure-JAX solvers or LAPACK, whose targets JAX
   guarantees, and reload anywhere without eigjax.
-* ``cuda``, ``rocm``, ``tpu``: the pure-JAX Jacobi solvers of :func:`eigh_small_accel`
-  (XLA fuses their elementwise sweeps on these backends) for ``n <= ACCEL_MAX_N``.
+* ``cuda``, ``rocm``, ``tpu``: the pure-JAX Jacobi solver of :func:`eigh_small_accel`
+  (XLA fuses its elementwise sweeps on these backends) where it was measured faster than
+  cuSOLVER on an H200: ``n <= 3``, and ``n = 4, 8`` in batches of ``ACCEL_MIN_BATCH`` or
+  more (``eigjax._small.accel_plan``); the backend's solver otherwise. TPU follows the
+  same table, unmeasured (no TPU was available).
 
 Sharding: every solver is batch-parallel. The native kernel's custom call carries a
 Shardy rule (and XLA's ``num_batch_dims`` attribute) saying that its batch dimensions
@@ -57,7 +60,7 @@ except ImportError:  # pragma: no cover - moved in newer jax
     from jax._src.core import ShapedArray
 
 from . import _native
-from ._small import ACCEL_MAX_N, SMALL_MIN_BATCH, eigh_small, eigh_small_accel
+from ._small import ACCEL_MAX_N, SMALL_MIN_BATCH, accel_plan, eigh_small, eigh_small_accel
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -131,9 +134,10 @@ def cpu_solver(n: int, batch: int, *, for_export: bool = False) -> str:
     return "lapack"
 
 
-def accel_solver(n: int) -> str:
-    """``"jax"`` or ``"backend"``: the GPU's and TPU's solver for size ``n``."""
-    return "jax" if n <= ACCEL_MAX_N else "backend"
+def accel_solver(n: int, batch: int) -> str:
+    """``"jax"`` or ``"backend"``: the GPU's and TPU's solver for ``batch`` matrices of
+    size ``n`` (``eigjax._small.accel_plan``)."""
+    return "backend" if accel_plan(n, batch) is None else "jax"
 
 
 def _shape(ctx) -> tuple[int, int]:
@@ -151,10 +155,10 @@ def _cpu_lowering(ctx, a, *, symmetrize):
 
 
 def _accel_lowering(ctx, a, *, symmetrize):
-    n, _ = _shape(ctx)
-    if accel_solver(n) == "jax":
-        return _lower_jax(lambda x, s: eigh_small_accel(x, symmetrize=s), ctx, a, symmetrize)
-    return _lower_jax(_lapack, ctx, a, symmetrize)
+    plan = accel_plan(*_shape(ctx))
+    if plan is None:
+        return _lower_jax(_lapack, ctx, a, symmetrize)
+    return _lower_jax(lambda x, s: eigh_small_accel(x, symmetrize=s, **plan), ctx, a, symmetrize)
 
 
 def _native_lowering(ctx, a, symmetrize):

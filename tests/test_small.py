@@ -137,7 +137,9 @@ def test_dispatch_uses_fast_path_only_where_measured():
     assert cpu(3, big) == (native or "jax") and cpu(3, big - 1) == (native or "lapack")
     assert cpu(16, big) == (native or "lapack")
     assert cpu(3, big, for_export=True) == "jax" and cpu(8, big, for_export=True) == "lapack"
-    assert eigjax.internal.accel_solver(16) == "jax" and eigjax.internal.accel_solver(17) == "backend"
+    acc, many = eigjax.internal.accel_solver, small.ACCEL_MIN_BATCH
+    assert acc(2, 1) == acc(3, 1) == acc(4, many) == "jax"
+    assert acc(4, many - 1) == acc(5, many) == acc(8, many - 1) == acc(16, many) == acc(17, 1) == "backend"
     # what the lowered programs contain (the choice is made at lowering, per platform)
     assert solver_in(eigjax.eigh, (big, 2, 2)) == "jax"  # the one-pass unrolled solver
     assert solver_in(eigjax.eigh, (big - 1, 2, 2)) == (native or "lapack")
@@ -151,9 +153,10 @@ def test_dispatch_uses_fast_path_only_where_measured():
     assert solver_in(jax.vmap(eigjax.eigh), (2, 2, 2)) == (native or "lapack")
     # a GPU or TPU program never holds the CPU kernel (lowered here, on a CPU-only machine)
     for platform in ("cuda", "tpu"):
-        for shape in ((3, 3), (big, 3, 3), (big, 16, 16)):
+        for shape in ((3, 3), (big, 3, 3), (many, 4, 4)):
             assert solver_in(eigjax.eigh, shape, platform) == "jax", (platform, shape)
-        assert solver_in(eigjax.eigh, (big, 17, 17), platform) == "backend"
+        for shape in ((big, 4, 4), (many, 8, 8), (many, 16, 16), (big, 17, 17)):
+            assert solver_in(eigjax.eigh, shape, platform) == "backend", (platform, shape)
 
 
 def test_complex_routed_to_backend_solver():
