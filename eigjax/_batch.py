@@ -559,10 +559,11 @@ def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
         except (MemoryError, jax.errors.JaxRuntimeError) as e:
             if isinstance(e, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" not in str(e):
                 raise
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
             raise BatchRunError(
-                f"out of memory computing chunk {c} ({stop - start} matrices {n}x{n} {dtype}): lower chunk_size "
-                f"(now {chunk}) or raise the memory limit; the {len(done)} finished chunks are kept: run again "
-                "with --resume", 3) from None
+                f"out of memory computing chunk {c} ({stop - start} matrices {n}x{n} {dtype}; {why}): lower "
+                f"chunk_size (now {chunk}) or raise the memory limit; the {len(done)} finished chunks are kept: "
+                "run again with --resume", 3) from None
         try:
             for k, o in outs.items():
                 o.write(start, host[k])

@@ -291,3 +291,30 @@ def test_resumed_throughput_is_labelled_and_nothing_to_resume_is_said(tmp_path, 
     assert _cli(tmp_path, out, "--resume") == 0
     line = capsys.readouterr().out
     assert "nothing to resume" in line and "matrices/s" not in line
+
+
+LIMITED = """
+import resource, sys, jax
+jax.devices()  # the runtime's own address space first
+from eigjax.cli import main
+vm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize")) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (48 << 20), resource.RLIM_INFINITY))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux")
+def test_a_real_memory_limit_below_the_input_size(tmp_path):
+    """Old code: a MemoryError traceback from np.load (exit 1)."""
+    import yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"experiment": "batch_eval", "batch": {
+        "op": "eigvalsh", "chunk_size": 100, "vectors": False, "input": {"path": str(tmp_path / "big.npz")}}}))
+    np.savez(tmp_path / "big.npz", x=np.zeros((1000, 100, 100)))  # 80 MB, read whole: over the 48 MB headroom
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    p = subprocess.run([sys.executable, "-c", LIMITED, "run", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"],
+                       env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert p.stderr.count("\n") == 1 and "not enough memory" in p.stderr and "big.npz" in p.stderr
+    assert not (tmp_path / "o").exists()
