@@ -4,15 +4,26 @@
 (memory-mapped, so inputs larger than RAM work) or a deterministic synthetic generator,
 processes fixed-size chunks, shards each chunk over all local devices (a 1-D ``Mesh``
 and ``NamedSharding``; the chunk is padded with identity matrices to a multiple of the
-device count and the padding dropped), and writes results chunk by chunk into ``.npy``
-files preallocated with ``np.lib.format.open_memmap``.
+device count and the padding dropped), and writes results chunk by chunk (``pwrite``,
+then ``fdatasync``) into ``.npy`` files whose blocks are all reserved before any work
+(``posix_fallocate``): a full disk is one message at the start, never a SIGBUS in a
+sparse memory map halfway through.
 
 Resume. After a chunk's rows are written and flushed, its index is added to
-``progress.json`` (written to a temporary file, fsync'd, then ``os.replace``d: atomic
-on POSIX). A resumed run skips the chunks listed there and recomputes any other chunk
-completely, so no row is lost or written twice; a chunk interrupted mid-write is simply
-redone. The progress file records a fingerprint of the config and refuses to resume a
-different one.
+``progress.json`` (:func:`eigjax._files.atomic_write_json`: temporary file, fsync,
+``os.replace``, fsync of the directory). A resumed run checks every output file's header
+(dtype, shape) and size first: a chunk listed as done whose rows are not all on disk (a
+file missing, truncated, or of another dtype or shape) is struck from ``progress.json``
+and recomputed, so ``complete: true`` means every row is there. It skips the other
+finished chunks and recomputes any unfinished chunk completely, so no row is lost or
+written twice; a chunk interrupted mid-write is simply redone. The progress file records
+a fingerprint of the config and refuses to resume a different one.
+
+The output directory. A run holds ``batch_eval.lock`` (a non-blocking ``flock``, naming
+the holder's pid) for its whole life: a second run on the same directory is refused,
+not interleaved. No file is written through a symbolic link: a link at any output name
+is refused before anything is written. Errors are one line (:class:`BatchConfigError`
+for the config and input, :class:`BatchRunError` for the directory and the machine).
 
 Generators are deterministic per row: row ``i`` is drawn from
 ``jax.random.fold_in(PRNGKey(seed), i)``, so results do not depend on chunking, device
@@ -22,7 +33,8 @@ Multi-host (not testable on this machine): when ``JAX_COORDINATOR_ADDRESS``,
 ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` are set, ``jax.distributed.initialize``
 is called with them; process ``k`` of ``P`` takes chunks ``k, k + P, ...``, shards them
 over its own local devices, and writes its rows into the shared output files (which
-process 0 creates before a barrier), with its own ``progress.<k>.json``. Run, on each
+process 0 creates before a barrier), with its own ``progress.<k>.json`` and
+``batch_eval.<k>.lock``. Run, on each
 host, e.g.::
 
     JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0 \\
@@ -196,7 +208,8 @@ def _load_input(inp: dict):
     except (MemoryError, OSError) as e:
         if isinstance(e, OSError) and e.errno != errno.ENOMEM:
             raise
-        hint = "; a .npz member is read into memory whole, a .npy file is memory-mapped" if path.endswith(".npz") else ""
+        npz = path.endswith(".npz")
+        hint = "; a .npz member is read into memory whole, a .npy file is memory-mapped" if npz else ""
         raise BatchRunError(f"not enough memory to read the input {path} ({os.path.getsize(path)} bytes on disk): "
                             f"{e}{hint}; raise the memory limit (ulimit -v) or split the input", 2) from None
 
@@ -635,8 +648,10 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
     count, chunk = src.count, cfg["chunk_size"]
     nchunks = -(-count // chunk)
     sfx = "" if pid == 0 else f".{pid}"
-    progress = _Progress(os.path.join(out_dir, f"progress{sfx}.json"), _fingerprint(cfg, count, src.n, src.dtype), nchunks)
-    summary_path, lock_path = os.path.join(out_dir, f"summary{sfx}.json"), os.path.join(out_dir, f"batch_eval{sfx}.lock")
+    fp = _fingerprint(cfg, count, src.n, src.dtype)
+    progress = _Progress(os.path.join(out_dir, f"progress{sfx}.json"), fp, nchunks)
+    summary_path = os.path.join(out_dir, f"summary{sfx}.json")
+    lock_path = os.path.join(out_dir, f"batch_eval{sfx}.lock")
     outs = {k: _Output(os.path.join(out_dir, f"{k}.npy"), (count, *shp), dt)
             for k, (shp, dt) in _output_specs(cfg, src.n, src.dtype).items()}
     _refuse_links([*(o.path for o in outs.values()), progress.path, summary_path, lock_path])
@@ -649,6 +664,8 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
 
     with _lock(lock_path):
         try:
+            for path in (progress.path, summary_path):  # a killed run's temporaries (we hold the lock)
+                _files.remove_temps(path)
             done = progress.read(resume, note)
             fresh = done is None
             done = _prepare_outputs(outs, set() if fresh else done, fresh, chunk, progress, note, pid, nproc)

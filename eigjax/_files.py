@@ -12,6 +12,7 @@
   written past the current end where the filesystem cannot), so a full disk is an
   ``OSError(ENOSPC)`` before any work, not a SIGBUS in a memory map later.
 - :class:`DirLock`: a non-blocking ``flock`` on a lock file naming its holder's pid.
+- :func:`remove_temps`: clean up the temporary files of a writer killed mid-write.
 
 Only the standard library; usable by ``eigjax._runner`` as well.
 """
@@ -108,6 +109,28 @@ def atomic_write_bytes(path: str, data: bytes, *, fsync: bool = True) -> None:
         raise
     if fsync:
         fsync_dir(directory)
+
+
+def remove_temps(path: str) -> list[str]:
+    """Remove the temporary files :func:`atomic_write_bytes` left for ``path`` when killed.
+
+    Call it only while no other process writes ``path`` (e.g. under a :class:`DirLock`).
+    Returns the names removed.
+    """
+    directory, base = os.path.split(os.path.abspath(path))
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if name.startswith(f".{base}.") and name.endswith(".tmp"):
+            try:
+                os.unlink(os.path.join(directory, name))  # a link is removed, not followed
+                removed.append(name)
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 def atomic_write_text(path: str, text: str, *, fsync: bool = True) -> None:

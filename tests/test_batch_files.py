@@ -138,22 +138,6 @@ def test_disk_full_on_resume_loses_no_finished_row(tmp_path, monkeypatch, refere
     np.testing.assert_array_equal(load(out, "grad"), reference["grad"])
 
 
-def test_allocation_fallback_writes_zeros_past_the_end_only(tmp_path, monkeypatch):
-    import eigjax._files as files
-
-    def unsupported(fd, off, size):
-        raise OSError(errno.EOPNOTSUPP, "not supported")
-
-    monkeypatch.setattr(files.os, "posix_fallocate", unsupported)
-    monkeypatch.setattr(files, "_BLOCK", 1000)
-    p = tmp_path / "f"
-    p.write_bytes(b"x" * 10)
-    fd = os.open(p, os.O_RDWR)
-    files.allocate(fd, 2510)
-    os.close(fd)
-    assert p.read_bytes() == b"x" * 10 + bytes(2500)
-
-
 # ------------------------------------------------------------- item 10: symlinks
 
 
