@@ -459,13 +459,12 @@ class _Progress:
                 note(f"nothing to resume in {os.path.dirname(self.path)} (no {os.path.basename(self.path)}): "
                      "starting a fresh run")
             return None
-        os.close(fd)
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read()
         if not resume:
             raise BatchConfigError(
                 f"batch_eval: {self.path} exists; pass --resume (resume=True) to continue that run, "
                 "or use a new output directory (--out).")
-        with open(self.path, "rb") as f:
-            raw = f.read()
         try:
             prog = json.loads(raw)
             done, fp = prog["done_chunks"], prog["fingerprint"]
@@ -655,7 +654,10 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
     outs = {k: _Output(os.path.join(out_dir, f"{k}.npy"), (count, *shp), dt)
             for k, (shp, dt) in _output_specs(cfg, src.n, src.dtype).items()}
     _refuse_links([*(o.path for o in outs.values()), progress.path, summary_path, lock_path])
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise BatchRunError(f"cannot create the output directory {out_dir}: {e.strerror}", 2) from None
     notes: list[str] = []
 
     def note(msg):
