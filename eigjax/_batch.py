@@ -530,16 +530,17 @@ def _prepare_outputs(outs: dict, done: set, fresh: bool, chunk: int, progress: _
         except OSError as e:
             if e.errno not in _DISK_FULL:
                 raise
-            for o in outs.values():
-                o.close()
+            failed = o
+            for f in outs.values():
+                f.close()
             if fresh:  # nothing in them: give the space back
-                for o in created:
-                    os.unlink(o.path)
-            total = sum(o.size for o in outs.values())
+                for f in created:
+                    os.unlink(f.path)
+            total = sum(f.size for f in outs.values())
             then = ("the finished rows are kept: free space and run again with --resume" if not fresh
                     else "free space and run again")
-            raise BatchRunError(f"disk full: cannot reserve {o.size} bytes for {o.path} ({e.strerror}); the "
-                                f"outputs need {total} bytes in all; nothing was computed; {then}", 3) from None
+            raise BatchRunError(f"disk full: cannot reserve {failed.size} bytes for {failed.path} ({e.strerror}); "
+                                f"the outputs need {total} bytes in all; nothing was computed; {then}", 3) from None
     _barrier(nproc, "eigjax_batch_outputs_created")
     if pid != 0:
         for o in outs.values():
@@ -673,6 +674,8 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
             done = _prepare_outputs(outs, set() if fresh else done, fresh, chunk, progress, note, pid, nproc)
             progress.write(done)
             return _finish(cfg, src, outs, done, progress, summary_path, notes, note, resume and not fresh, pid, nproc)
+        except _files.SymlinkRefused as e:  # a link planted after the check above
+            raise BatchRunError(e.strerror, 2) from None
         finally:
             for o in outs.values():
                 o.close()

@@ -110,8 +110,15 @@ def test_disk_full_at_allocation_is_one_message_before_any_work(tmp_path, monkey
     import eigjax._files
 
     out = tmp_path / "o"
-    monkeypatch.setattr(eigjax._files, "allocate", _no_space)
-    with pytest.raises(batch_run_error(), match=r"disk full.*eigenvalues\.npy") as e:
+    calls = []
+    real = eigjax._files.allocate
+
+    def second_file_does_not_fit(fd, size):  # eigenvalues.npy fits, eigenvectors.npy does not
+        calls.append(size)
+        (real if len(calls) == 1 else _no_space)(fd, size)
+
+    monkeypatch.setattr(eigjax._files, "allocate", second_file_does_not_fit)
+    with pytest.raises(batch_run_error(), match=r"disk full: cannot reserve 3\d\d\d bytes for .*eigenvectors\.npy") as e:
         run_batch_eval(cfg_gen(), str(out))
     assert e.value.exit_code == 3 and "\n" not in str(e.value)
     assert sorted(os.listdir(out)) == ["batch_eval.lock"]  # nothing half-made is left
@@ -126,7 +133,12 @@ def test_disk_full_on_resume_loses_no_finished_row(tmp_path, monkeypatch, refere
     out = str(tmp_path / "o")
     run_batch_eval(cfg_gen(), out)
     _truncate(os.path.join(out, "grad.npy"))
-    monkeypatch.setattr(eigjax._files, "allocate", _no_space)
+    real = eigjax._files.allocate
+
+    def no_space_to_grow(fd, size):  # a full disk: files that need no new block still pass
+        (_no_space if os.fstat(fd).st_size < size else real)(fd, size)
+
+    monkeypatch.setattr(eigjax._files, "allocate", no_space_to_grow)
     with pytest.raises(batch_run_error(), match=r"disk full.*grad\.npy.*--resume"):
         run_batch_eval(cfg_gen(), out, resume=True)
     assert done_chunks(out) == [0, 1]  # progress no longer claims the lost rows
