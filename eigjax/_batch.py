@@ -4,15 +4,26 @@
 (memory-mapped, so inputs larger than RAM work) or a deterministic synthetic generator,
 processes fixed-size chunks, shards each chunk over all local devices (a 1-D ``Mesh``
 and ``NamedSharding``; the chunk is padded with identity matrices to a multiple of the
-device count and the padding dropped), and writes results chunk by chunk into ``.npy``
-files preallocated with ``np.lib.format.open_memmap``.
+device count and the padding dropped), and writes results chunk by chunk (``pwrite``,
+then ``fdatasync``) into ``.npy`` files whose blocks are all reserved before any work
+(``posix_fallocate``): a full disk is one message at the start, never a SIGBUS in a
+sparse memory map halfway through.
 
 Resume. After a chunk's rows are written and flushed, its index is added to
-``progress.json`` (written to a temporary file, fsync'd, then ``os.replace``d: atomic
-on POSIX). A resumed run skips the chunks listed there and recomputes any other chunk
-completely, so no row is lost or written twice; a chunk interrupted mid-write is simply
-redone. The progress file records a fingerprint of the config and refuses to resume a
-different one.
+``progress.json`` (:func:`eigjax._files.atomic_write_json`: temporary file, fsync,
+``os.replace``, fsync of the directory). A resumed run checks every output file's header
+(dtype, shape) and size first: a chunk listed as done whose rows are not all on disk (a
+file missing, truncated, or of another dtype or shape) is struck from ``progress.json``
+and recomputed, so ``complete: true`` means every row is there. It skips the other
+finished chunks and recomputes any unfinished chunk completely, so no row is lost or
+written twice; a chunk interrupted mid-write is simply redone. The progress file records
+a fingerprint of the config and refuses to resume a different one.
+
+The output directory. A run holds ``batch_eval.lock`` (a non-blocking ``flock``, naming
+the holder's pid) for its whole life: a second run on the same directory is refused,
+not interleaved. No file is written through a symbolic link: a link at any output name
+is refused before anything is written. Errors are one line (:class:`BatchConfigError`
+for the config and input, :class:`BatchRunError` for the directory and the machine).
 
 Generators are deterministic per row: row ``i`` is drawn from
 ``jax.random.fold_in(PRNGKey(seed), i)``, so results do not depend on chunking, device
@@ -22,7 +33,8 @@ Multi-host (not testable on this machine): when ``JAX_COORDINATOR_ADDRESS``,
 ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` are set, ``jax.distributed.initialize``
 is called with them; process ``k`` of ``P`` takes chunks ``k, k + P, ...``, shards them
 over its own local devices, and writes its rows into the shared output files (which
-process 0 creates before a barrier), with its own ``progress.<k>.json``. Run, on each
+process 0 creates before a barrier), with its own ``progress.<k>.json`` and
+``batch_eval.<k>.lock``. Run, on each
 host, e.g.::
 
     JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0 \\
@@ -36,9 +48,12 @@ with ``out_dir`` on a shared filesystem. ``summary.json`` is then per process
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -46,12 +61,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _files
 
 _TEST_DELAY = float(os.environ.get("EIGJAX_BATCH_TEST_DELAY", "0") or 0)
 
 
 class BatchConfigError(ValueError):
     """Invalid batch-evaluation config: names the key, what was expected, what was given."""
+
+
+class BatchRunError(RuntimeError):
+    """A batch run refused or stopped on its environment (one line, naming the file).
+
+    ``exit_code`` is 2 when nothing was written (lock held, symbolic link, damaged
+    ``progress.json``, not enough memory for the input) and 3 when the run stopped after
+    it started (disk full, out of memory): finished chunks are kept, and ``--resume``
+    continues.
+    """
+
+    def __init__(self, message: str, exit_code: int = 3):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 OPS = ("eigh", "eigvalsh", "eig", "eigvals")
@@ -142,18 +172,14 @@ class _Source:
     def __init__(self, inp: dict):
         self.inp = inp
         if "path" in inp:
-            if inp["path"].endswith(".npz"):
-                z = np.load(inp["path"], mmap_mode="r")
-                key = inp.get("key") or (z.files[0] if len(z.files) == 1 else None)
-                if key not in z.files:
-                    raise _err("input.key", f"one of the arrays in the .npz file {z.files}", inp.get("key"))
-                self.data = z[key]  # .npz members are read into memory (np.load limitation)
-            else:
-                self.data = np.load(inp["path"], mmap_mode="r")
-            if self.data.ndim != 3 or self.data.shape[1] != self.data.shape[2]:
-                raise _err("input.path", "an array of shape (count, n, n)", f"shape {self.data.shape}")
-            if not (np.issubdtype(self.data.dtype, np.floating) or np.issubdtype(self.data.dtype, np.complexfloating)):
-                raise _err("input.path", "a float or complex array", f"dtype {self.data.dtype}")
+            self.data = _load_input(inp)
+            path = inp["path"]
+            if self.data.ndim != 3 or self.data.shape[1] != self.data.shape[2] or 0 in self.data.shape:
+                raise _err("input.path", "an array of shape (count, n, n) with count >= 1 and n >= 1",
+                           f"{path}: shape {self.data.shape}")
+            if self.data.dtype.name not in ("float32", "float64", "complex64", "complex128"):
+                raise _err("input.path", "float32, float64, complex64 or complex128 data",
+                           f"{path}: dtype {self.data.dtype}")
             self.count, self.n = int(self.data.shape[0]), int(self.data.shape[1])
             self.dtype = np.dtype(self.data.dtype)
         else:
@@ -166,6 +192,26 @@ class _Source:
         if self.data is not None:
             return np.asarray(self.data[start:stop])
         return np.asarray(self._gen(jnp.arange(start, stop, dtype=jnp.int32)))
+
+
+def _load_input(inp: dict):
+    """The input array: a .npy memory-mapped, a .npz member read into memory."""
+    path = inp["path"]
+    try:
+        if path.endswith(".npz"):
+            z = np.load(path, mmap_mode="r")
+            key = inp.get("key") or (z.files[0] if len(z.files) == 1 else None)
+            if key not in z.files:
+                raise _err("input.key", f"one of the arrays in the .npz file {z.files}", inp.get("key"))
+            return z[key]  # .npz members are read into memory (np.load limitation)
+        return np.load(path, mmap_mode="r")
+    except (MemoryError, OSError) as e:
+        if isinstance(e, OSError) and e.errno != errno.ENOMEM:
+            raise
+        npz = path.endswith(".npz")
+        hint = "; a .npz member is read into memory whole, a .npy file is memory-mapped" if npz else ""
+        raise BatchRunError(f"not enough memory to read the input {path} ({os.path.getsize(path)} bytes on disk): "
+                            f"{e}{hint}; raise the memory limit (ulimit -v) or split the input", 2) from None
 
 
 def _generate(kind, seed, n, dtype, rows):
@@ -243,15 +289,6 @@ def _fingerprint(cfg, count, n, dtype):
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _atomic_write_json(path, obj):
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _maybe_init_distributed():
     env = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
     if all(k in os.environ for k in env) and int(os.environ["JAX_NUM_PROCESSES"]) > 1:
@@ -300,6 +337,282 @@ def _accuracy(cfg, src, outs, sample):
     return acc
 
 
+# --------------------------------------------------------------------- output files
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class _Output:
+    """One output ``.npy`` file of shape ``(count, ...)``, written by rows with ``pwrite``.
+
+    No memory map: a failed write is an ``OSError`` (a full disk under a sparse memory map
+    is a SIGBUS that kills the process with no message), and the file is allocated up
+    front (:func:`eigjax._files.allocate`), so a full disk is found before any work.
+    """
+
+    def __init__(self, path: str, shape: tuple, dtype):
+        self.path, self.shape, self.dtype = path, tuple(int(s) for s in shape), np.dtype(dtype)
+        self.rowbytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            buf, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape})
+        self.header = buf.getvalue()  # the bytes np.lib.format.open_memmap writes
+        self.size = len(self.header) + self.shape[0] * self.rowbytes
+        self.fd: int | None = None
+
+    def inspect(self) -> tuple[int, str | None, bool]:
+        """``(rows, problem, header_ok)``: the leading rows intact on disk, what is wrong (None: nothing)."""
+        try:
+            fd = _files.open_nofollow(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return 0, "is missing", False
+        with os.fdopen(fd, "rb") as f:
+            head = f.read(len(self.header))
+            size = os.fstat(fd).st_size
+        if head != self.header:
+            return 0, f"does not hold {self.dtype} {self.shape} ({self._describe(head)})", False
+        rows = max(0, min(self.shape[0], (size - len(self.header)) // self.rowbytes))
+        if size < self.size:
+            return rows, f"is truncated ({rows} of {self.shape[0]} rows on disk)", True
+        if size > self.size:
+            return rows, f"is longer than {self.size} bytes ({size}): cut back", True
+        return rows, None, True
+
+    @staticmethod
+    def _describe(head: bytes) -> str:
+        try:
+            f = io.BytesIO(head)
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            return f"found {dtype} {shape}{' Fortran order' if fortran else ''}"
+        except Exception:  # noqa: BLE001  any damage: say so
+            return "not a readable .npy header"
+
+    def open(self, create: bool) -> None:
+        flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
+        self.fd = _files.open_nofollow(self.path, flags)
+        if create:
+            _pwrite_all(self.fd, self.header, 0)
+
+    def allocate(self) -> None:
+        """Reserve every block (existing rows are kept); cut back a file that is too long."""
+        _files.allocate(self.fd, self.size)
+        if os.fstat(self.fd).st_size > self.size:
+            os.ftruncate(self.fd, self.size)
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        data = np.ascontiguousarray(rows, dtype=self.dtype).tobytes()
+        _pwrite_all(self.fd, data, len(self.header) + start * self.rowbytes)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        """Rows ``idx`` (an index array), read back from the file."""
+        out = [np.frombuffer(os.pread(self.fd, self.rowbytes, len(self.header) + int(i) * self.rowbytes), self.dtype)
+               for i in np.asarray(idx).reshape(-1)]
+        return np.stack(out).reshape(-1, *self.shape[1:]) if out else np.zeros((0, *self.shape[1:]), self.dtype)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        k = os.pwrite(fd, view, offset)
+        view, offset = view[k:], offset + k
+
+
+def _ranges(chunks) -> str:
+    """``[0, 1, 2, 5]`` -> ``'0-2, 5'``."""
+    out, chunks = [], sorted(chunks)
+    i = 0
+    while i < len(chunks):
+        j = i
+        while j + 1 < len(chunks) and chunks[j + 1] == chunks[j] + 1:
+            j += 1
+        out.append(str(chunks[i]) if i == j else f"{chunks[i]}-{chunks[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+def _barrier(nproc: int, name: str) -> None:
+    if nproc > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+class _Progress:
+    """``progress.json``: the config's fingerprint and the chunks whose rows are on disk."""
+
+    def __init__(self, path: str, fingerprint: str, nchunks: int):
+        self.path, self.fp, self.nchunks = path, fingerprint, nchunks
+
+    def read(self, resume: bool, note) -> set[int] | None:
+        """The finished chunks; None when there is no record (a fresh run)."""
+        try:
+            fd = _files.open_nofollow(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            if resume:
+                note(f"nothing to resume in {os.path.dirname(self.path)} (no {os.path.basename(self.path)}): "
+                     "starting a fresh run")
+            return None
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read()
+        if not resume:
+            raise BatchConfigError(
+                f"batch_eval: {self.path} exists; pass --resume (resume=True) to continue that run, "
+                "or use a new output directory (--out).")
+        try:
+            prog = json.loads(raw)
+            done, fp = prog["done_chunks"], prog["fingerprint"]
+            ok = isinstance(fp, str) and isinstance(done, list) and all(
+                isinstance(c, int) and not isinstance(c, bool) for c in done)
+        except (ValueError, KeyError, TypeError, IndexError):
+            ok = False
+        if not ok:
+            raise BatchRunError(
+                f"{self.path} is damaged: expected the JSON record {{fingerprint, done_chunks, num_chunks}} of a "
+                f"batch run, found {raw[:60]!r}; restore it, or delete it to recompute every chunk", 2)
+        if fp != self.fp:
+            raise BatchConfigError(
+                f"batch_eval: cannot resume: the config or the input file (its size or modification "
+                f"time) differs from the run in {self.path}.")
+        if not all(0 <= c < self.nchunks for c in done):
+            raise BatchRunError(f"{self.path} is damaged: done_chunks must lie in 0..{self.nchunks - 1}; "
+                                f"found {sorted(done)[:3]}...{sorted(done)[-3:]}", 2)
+        return set(done)
+
+    def write(self, done: set[int]) -> None:
+        try:
+            _files.atomic_write_json(self.path, {"fingerprint": self.fp, "done_chunks": sorted(done),
+                                                 "num_chunks": self.nchunks})
+        except OSError as e:
+            if e.errno not in _DISK_FULL:
+                raise
+            raise BatchRunError(
+                f"disk full writing {self.path} ({e.strerror}); the {len(done)} chunks recorded before are "
+                "kept: free space and run again with --resume", 3) from None
+
+
+def _prepare_outputs(outs: dict, done: set, fresh: bool, chunk: int, progress: _Progress, note,
+                     pid: int, nproc: int) -> set:
+    """Open the output files (created on a fresh run, checked and repaired on a resumed one).
+
+    Returns the finished chunks whose rows are all on disk. A chunk listed in ``progress``
+    whose rows are not (a file missing, truncated, or holding another dtype or shape) is
+    struck from ``progress`` *before* any file is touched, and recomputed.
+    """
+    count = next(iter(outs.values())).shape[0]
+    state = {k: (0, None, False) if fresh else o.inspect() for k, o in outs.items()}
+    if not fresh:
+        for k, (_, problem, _) in state.items():
+            if problem:
+                note(f"{outs[k].path} {problem}")
+        intact = min(rows for rows, _, _ in state.values())
+        lost = {c for c in done if min(count, (c + 1) * chunk) > intact}
+        if lost:
+            done = done - lost
+            note(f"recomputing chunks {_ranges(lost)}: their rows are not all on disk")
+            progress.write(done)  # progress never claims rows the files do not hold
+    _barrier(nproc, "eigjax_batch_outputs_checked")
+    if pid == 0:
+        created = []
+        try:
+            for k, o in outs.items():
+                create = not state[k][2]
+                o.open(create)
+                if create:
+                    created.append(o)
+                o.allocate()
+        except OSError as e:
+            if e.errno not in _DISK_FULL:
+                raise
+            failed = o
+            for f in outs.values():
+                f.close()
+            if fresh:  # nothing in them: give the space back
+                for f in created:
+                    os.unlink(f.path)
+            total = sum(f.size for f in outs.values())
+            then = ("the finished rows are kept: free space and run again with --resume" if not fresh
+                    else "free space and run again")
+            raise BatchRunError(f"disk full: cannot reserve {failed.size} bytes for {failed.path} ({e.strerror}); "
+                                f"the outputs need {total} bytes in all; nothing was computed; {then}", 3) from None
+    _barrier(nproc, "eigjax_batch_outputs_created")
+    if pid != 0:
+        for o in outs.values():
+            o.open(create=False)
+    return done
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
+    """Evaluate the chunks ``todo``; each chunk's rows are on disk before it joins ``done``."""
+    count, n, dtype, chunk = src.count, src.n, src.dtype, cfg["chunk_size"]
+    devices = jax.local_devices()
+    mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
+    padded = -(-min(chunk, count) // len(devices)) * len(devices)  # every chunk padded to this: one compilation
+    fn = jax.jit(_make_fn(cfg), in_shardings=sharding, out_shardings=sharding)
+    eye = np.eye(n, dtype=dtype)
+    t0, rows_done = time.perf_counter(), 0
+    for c in todo:
+        start, stop = c * chunk, min(count, (c + 1) * chunk)
+        try:
+            x = src.rows(start, stop)
+            if x.shape[0] < padded:
+                x = np.concatenate([x, np.broadcast_to(eye, (padded - x.shape[0], n, n))])
+            res = fn(jax.device_put(x, sharding))
+            host = {k: np.asarray(res[k])[: stop - start] for k in outs}
+        except (MemoryError, jax.errors.JaxRuntimeError) as e:
+            if isinstance(e, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise BatchRunError(
+                f"out of memory computing chunk {c} ({stop - start} matrices {n}x{n} {dtype}; {why}): lower "
+                f"chunk_size (now {chunk}) or raise the memory limit; the {len(done)} finished chunks are kept: "
+                "run again with --resume", 3) from None
+        try:
+            for k, o in outs.items():
+                o.write(start, host[k])
+            for o in outs.values():
+                os.fdatasync(o.fd)
+        except OSError as e:
+            if e.errno not in _DISK_FULL:
+                raise
+            raise BatchRunError(
+                f"disk full writing chunk {c} into {os.path.dirname(progress.path)} ({e.strerror}); the "
+                f"{len(done)} finished chunks are kept: free space and run again with --resume", 3) from None
+        done.add(c)
+        progress.write(done)
+        rows_done += stop - start
+        if _TEST_DELAY:  # test hook (tests/test_batch.py): widen the window for a kill
+            time.sleep(_TEST_DELAY)
+        if bar is not None:
+            bar.update(stop - start)
+    return rows_done, time.perf_counter() - t0
+
+
+def _refuse_links(paths) -> None:
+    for path in paths:
+        try:
+            _files.check_not_symlink(path)
+        except _files.SymlinkRefused as e:
+            raise BatchRunError(e.strerror, 2) from None
+
+
+def _lock(path: str):
+    try:
+        return _files.DirLock(path)
+    except (_files.LockHeld, _files.SymlinkRefused) as e:
+        raise BatchRunError(e.strerror, 2) from None
+
+
 def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
     """Evaluate ``cfg['op']`` on every input matrix, chunk by chunk; return the summary.
 
@@ -308,15 +621,21 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
         (``{path, key?}`` or ``{generator, n, count, seed?, dtype?}``), ``chunk_size``,
         ``vectors``, ``grad_loss``, ``sample_checks``, ``progress``.
       out_dir: directory for ``eigenvalues.npy`` (and ``eigenvectors.npy``,
-        ``grad.npy``), ``progress.json`` and ``summary.json``.
-      resume: continue a run in ``out_dir``, skipping finished chunks. Without it an
-        existing ``progress.json`` is an error (no silent overwrite).
+        ``grad.npy``), ``progress.json``, ``summary.json`` and ``batch_eval.lock``.
+      resume: continue a run in ``out_dir``, skipping finished chunks whose rows are on
+        disk (the output files' headers and sizes are checked; missing rows are
+        recomputed). Without it an existing ``progress.json`` is an error (no silent
+        overwrite).
 
     Returns:
-      The summary dict (also written to ``summary.json``).
+      The summary dict (also written to ``summary.json``); :func:`summary_line` says it
+      in one line.
 
     Raises:
-      BatchConfigError: invalid config, or resuming with a different config.
+      BatchConfigError: invalid config or input, or resuming with a different config.
+      BatchRunError: refused or stopped by the output directory or the machine (another
+        run holds the lock, a symbolic link, a damaged ``progress.json``, disk full, out
+        of memory); ``exit_code`` 2 when nothing was written, 3 when finished work is kept.
     """
     cfg = validate_config(cfg)
     _maybe_init_distributed()
@@ -326,103 +645,97 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
         # float64 data must be computed in float64: JAX would truncate it to float32.
         # (Before any tracing: the generator and the kernels are traced lazily.)
         jax.config.update("jax_enable_x64", True)
-    os.makedirs(out_dir, exist_ok=True)
-    count, n, dtype = src.count, src.n, src.dtype
-    chunk = cfg["chunk_size"]
+    count, chunk = src.count, cfg["chunk_size"]
     nchunks = -(-count // chunk)
-    fp = _fingerprint(cfg, count, n, dtype)
-    prog_path = os.path.join(out_dir, "progress.json" if pid == 0 else f"progress.{pid}.json")
-    specs = _output_specs(cfg, n, dtype)
-    paths = {k: os.path.join(out_dir, f"{k}.npy") for k in specs}
+    sfx = "" if pid == 0 else f".{pid}"
+    fp = _fingerprint(cfg, count, src.n, src.dtype)
+    progress = _Progress(os.path.join(out_dir, f"progress{sfx}.json"), fp, nchunks)
+    summary_path = os.path.join(out_dir, f"summary{sfx}.json")
+    lock_path = os.path.join(out_dir, f"batch_eval{sfx}.lock")
+    outs = {k: _Output(os.path.join(out_dir, f"{k}.npy"), (count, *shp), dt)
+            for k, (shp, dt) in _output_specs(cfg, src.n, src.dtype).items()}
+    _refuse_links([*(o.path for o in outs.values()), progress.path, summary_path, lock_path])
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise BatchRunError(f"cannot create the output directory {out_dir}: {e.strerror}", 2) from None
+    notes: list[str] = []
 
-    done: set[int] = set()
-    if os.path.exists(prog_path):
-        if not resume:
-            raise BatchConfigError(
-                f"batch_eval: {prog_path} exists; pass --resume (resume=True) to continue that run, "
-                "or use a new output directory (--out)."
-            )
-        prog = json.load(open(prog_path))
-        if prog.get("fingerprint") != fp:
-            raise BatchConfigError(
-                f"batch_eval: cannot resume: the config or the input file (its size or modification "
-                f"time) differs from the run in {prog_path}."
-            )
-        done = set(prog["done_chunks"])
-    have_files = all(os.path.exists(p) for p in paths.values())
-    if done and not have_files:
-        raise BatchConfigError(f"batch_eval: cannot resume: output files missing in {out_dir}.")
-    if pid == 0 and not done:
-        outs = {k: np.lib.format.open_memmap(paths[k], mode="w+", dtype=dt, shape=(count, *shp))
-                for k, (shp, dt) in specs.items()}
-        for m in outs.values():
-            m.flush()
-    if nproc > 1:
-        from jax.experimental import multihost_utils
+    def note(msg):
+        notes.append(msg)
+        print(f"batch_eval: {msg}", file=sys.stderr, flush=True)
 
-        multihost_utils.sync_global_devices("eigjax_batch_outputs_created")
-    outs = {k: np.lib.format.open_memmap(paths[k], mode="r+") for k in specs}
-    _atomic_write_json(prog_path, {"fingerprint": fp, "done_chunks": sorted(done), "num_chunks": nchunks})
+    with _lock(lock_path):
+        try:
+            for path in (progress.path, summary_path):  # a killed run's temporaries (we hold the lock)
+                _files.remove_temps(path)
+            done = progress.read(resume, note)
+            fresh = done is None
+            done = _prepare_outputs(outs, set() if fresh else done, fresh, chunk, progress, note, pid, nproc)
+            progress.write(done)
+            return _finish(cfg, src, outs, done, progress, summary_path, notes, note, resume and not fresh, pid, nproc)
+        except _files.SymlinkRefused as e:  # a link planted after the check above
+            raise BatchRunError(e.strerror, 2) from None
+        finally:
+            for o in outs.values():
+                o.close()
 
-    devices = jax.local_devices()
-    ndev = len(devices)
-    mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
-    padded = -(-min(chunk, count) // ndev) * ndev  # every chunk padded to this: one compilation
-    fn = jax.jit(_make_fn(cfg), in_shardings=sharding, out_shardings=sharding)
-    eye = np.eye(n, dtype=dtype)
 
-    mine = [c for c in range(nchunks) if c % nproc == pid and c not in done]
+def _finish(cfg, src, outs, done, progress, summary_path, notes, note, resumed, pid, nproc) -> dict:
+    """Compute the chunks not done, then check a sample and write ``summary.json``."""
+    count, chunk, nchunks = src.count, cfg["chunk_size"], progress.nchunks
+    ours = [c for c in range(nchunks) if c % nproc == pid]
+    mine = [c for c in ours if c not in done]
+    rows_of = lambda cs: sum(min(chunk, count - c * chunk) for c in cs)  # noqa: E731
+    if resumed and not mine:
+        note(f"nothing to resume: all {len(ours)} chunks are done; summary.json is rewritten")
     bar = None
-    if cfg["progress"]:
+    if cfg["progress"] and mine:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(min(chunk, count - c * chunk) for c in mine), unit="mat", unit_scale=True,
-                   desc=f"batch_eval {cfg['op']}")
-    t0 = time.perf_counter()
-    rows_done = 0
-    for c in mine:
-        start, stop = c * chunk, min(count, (c + 1) * chunk)
-        x = src.rows(start, stop)
-        if x.shape[0] < padded:
-            x = np.concatenate([x, np.broadcast_to(eye, (padded - x.shape[0], n, n))])
-        res = fn(jax.device_put(x, sharding))
-        for k, m in outs.items():
-            m[start:stop] = np.asarray(res[k])[: stop - start]
-            m.flush()
-        done.add(c)
-        _atomic_write_json(prog_path, {"fingerprint": fp, "done_chunks": sorted(done), "num_chunks": nchunks})
-        rows_done += stop - start
-        if _TEST_DELAY:  # test hook (tests/test_batch.py): widen the window for a kill
-            time.sleep(_TEST_DELAY)
-        if bar is not None:
-            bar.update(stop - start)
-    seconds = time.perf_counter() - t0
+        bar = tqdm(total=rows_of(mine), unit="mat", unit_scale=True, desc=f"batch_eval {cfg['op']}")
+    rows_done, seconds = _compute(cfg, src, outs, mine, done, progress, bar)
     if bar is not None:
         bar.close()
-
     rng = np.random.default_rng(0)
     k = min(cfg["sample_checks"], count)
     sample = np.sort(rng.choice(count, size=k, replace=False)) if all(
-        ch in done for ch in range(nchunks) if ch % nproc == pid) and nproc == 1 else np.array([], int)
+        ch in done for ch in ours) and nproc == 1 else np.array([], int)
+    devices = jax.local_devices()
     summary = {
-        "op": cfg["op"],
-        "rows": count,
-        "n": n,
-        "dtype": str(dtype),
-        "chunks": nchunks,
+        "op": cfg["op"], "rows": count, "n": src.n, "dtype": str(src.dtype), "chunks": nchunks,
+        "resumed": resumed,
         "chunks_this_run": len(mine),
         "rows_this_run": rows_done,
+        "rows_resumed": rows_of(c for c in ours if c not in mine),  # on disk before this run
         "seconds_this_run": seconds,
-        "matrices_per_second": rows_done / seconds if seconds > 0 else None,
-        "device_kind": devices[0].device_kind,
-        "platform": devices[0].platform,
-        "local_device_count": ndev,
-        "process_index": pid,
-        "process_count": nproc,
+        "matrices_per_second": rows_done / seconds if rows_done and seconds > 0 else None,  # this run's rows
+        "device_kind": devices[0].device_kind, "platform": devices[0].platform, "local_device_count": len(devices),
+        "process_index": pid, "process_count": nproc,
         "complete": len(done) == nchunks if nproc == 1 else None,
         "accuracy": _accuracy(cfg, src, outs, sample),
-        "outputs": {k: os.path.basename(p) for k, p in paths.items()},
+        "outputs": {k: os.path.basename(o.path) for k, o in outs.items()},
+        "notes": notes,
     }
-    _atomic_write_json(os.path.join(out_dir, "summary.json" if pid == 0 else f"summary.{pid}.json"), summary)
+    try:
+        _files.atomic_write_json(summary_path, summary)
+    except OSError as e:
+        if e.errno not in _DISK_FULL:
+            raise
+        raise BatchRunError(f"disk full writing {summary_path} ({e.strerror}); every chunk is done and kept: "
+                            "free space and run again with --resume to write the summary", 3) from None
     return summary
+
+
+def summary_line(summary: dict, out_dir: str) -> str:
+    """One line for the CLI: rows, this run's throughput (labelled when resumed), where."""
+    rows, this, before = summary["rows"], summary["rows_this_run"], summary["rows_resumed"]
+    if summary["resumed"] and this == 0:
+        return (f"batch_eval: {rows} matrices, nothing to resume (all {summary['chunks']} chunks were done), "
+                f"outputs in {out_dir}")
+    rate = summary["matrices_per_second"]
+    rate = "-" if rate is None else f"{rate:.3g}"
+    if before:
+        return (f"batch_eval: {rows} matrices ({this} computed by this run, {before} resumed from disk), "
+                f"{rate} matrices/s over this run's {this}, outputs in {out_dir}")
+    return f"batch_eval: {rows} matrices, {rate} matrices/s, outputs in {out_dir}"

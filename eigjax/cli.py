@@ -93,7 +93,7 @@ def cmd_run(args) -> int:
 
 def _run_batch(raw: dict, args) -> int:
     """``experiment: batch_eval``: the chunked, sharded batch evaluator (eigjax/_batch.py)."""
-    from ._batch import BatchConfigError, run_batch_eval, validate_config
+    from ._batch import BatchConfigError, BatchRunError, run_batch_eval, summary_line, validate_config
 
     extra = sorted(set(raw) - {"experiment", "batch"})
     if extra:
@@ -116,7 +116,10 @@ def _run_batch(raw: dict, args) -> int:
     except BatchConfigError as exc:
         print(f"eigjax run: invalid config: {exc}", file=sys.stderr)
         return 2
-    print(f"batch_eval: {summary['rows']} matrices, {summary['matrices_per_second']:.3g} matrices/s, outputs in {out}")
+    except BatchRunError as exc:  # lock held, symlink, damaged progress.json (2); disk full, memory (3)
+        print(f"eigjax run: batch_eval: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(summary_line(summary, out))
     return 0
 
 
