@@ -192,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return _main(argv)
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handler, not at interpreter exit
+        return code
     except BrokenPipeError:
         # The reader closed the pipe (`eigjax check rosser | head`): stop quietly. Point
         # stdout at /dev/null so that the interpreter's final flush does not fail again.
