@@ -15,9 +15,15 @@ examples; a user's own module works the same way, named by its import path)::
                                   may return (loss, objective) to share one eigensolve
     project(params, data)         optional: applied after every update (constraints)
     metrics(params, data)         optional: dict of extra arrays logged every log_every
-                                  steps; a vector under "eigenvalues" is plotted
+                                  steps; a vector under "eigenvalues" is plotted (a complex
+                                  one as real parts, imaginary parts and the complex plane)
     reference(problem, data)      optional: the known optimum (closed form / published), or None
     result(params, data, problem) optional: a JSON-able dict stored in summary.json
+
+The module is imported by ``eigjax._config.import_experiment`` (importing runs its code: a
+config is code) and checked against this interface right after the import (names, that
+``Problem`` is a dataclass, that each function takes these arguments), before anything
+is written.
 
 How a run proceeds: the config is validated completely before anything is written; the
 optimiser is ``optax.inject_hyperparams(optax.<name>)`` so numeric hyperparameters live in
@@ -28,7 +34,16 @@ Chunk boundaries are multiples of ``log_every`` counted from step 0, so a run re
 a checkpoint (taken every ``checkpoint_every`` steps, written atomically) executes exactly
 the same compiled chunks on exactly the same state as an uninterrupted run and ends with
 bit-identical parameters. A non-finite objective stops the run, names the step, and keeps
-the last good checkpoint.
+the last good checkpoint. Every finished run stops at its step budget (there is no
+convergence test); ``summary.json`` says so (``stopped_by``, ``note``,
+``last_interval_change``) and records what this process ran (``this_process``: a resumed
+run's times and steps/s cover the resumed steps only).
+
+Files: every file is written whole (a temporary in the same directory, fsynced, renamed
+over the target, the directory fsynced), except ``metrics.jsonl``, appended row by row and
+fsynced before each checkpoint records its size; it is opened with ``O_NOFOLLOW``, so a
+symbolic link planted at its path is refused (:class:`StateError`), never written through.
+A damaged or missing state file on ``--resume`` is a :class:`StateError` naming the file.
 """
 
 from __future__ import annotations
