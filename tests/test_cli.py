@@ -593,3 +593,20 @@ def test_config_headers_state_the_steps_they_run():
         steps = yaml.safe_load(text).get("steps")
         for said in re.findall(r"(\d+) steps", header):
             assert int(said) == steps, f"{path.relative_to(ROOT)}: header says {said} steps, config runs {steps}"
+
+
+def test_sweep_point_directory_that_is_a_link_is_refused(tmp_path, capsys):
+    """Item 10: a link inside --out (a sweep point's directory) redirected the run's writes."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "point_000_seed=0").symlink_to(outside, target_is_directory=True)
+    code = cli.main(["run", "configs/smoke/seed_example3.yaml", "--out", str(out), "--no-progress", "--sweep", "seed=0,1"])
+    err = capsys.readouterr().err
+    assert code == 3 and "point_000_seed=0 is a symbolic link" in err and len(err.strip().splitlines()) == 1, err
+    assert list(outside.iterdir()) == []
+    # --out itself is the user's: a link they made is fine
+    (tmp_path / "link_out").symlink_to(outside, target_is_directory=True)
+    assert cli.main(["run", "configs/smoke/seed_example3.yaml", "--out", str(tmp_path / "link_out"), "--no-progress"]) == 0
+    assert (outside / "summary.json").is_file()
