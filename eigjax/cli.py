@@ -106,7 +106,9 @@ def _summary_lines(s: dict) -> str:
     moved = f"; the objective changed by {change['objective']:.3e} over its last {change['steps']} steps" if change else ""
     lines.append(f"  stopped by the step budget (steps: {s['steps']}), not by a convergence test{moved}")
     proc = s.get("this_process") or {}
-    if proc.get("first_step"):
+    if proc.get("first_step") and not proc.get("steps"):
+        lines.append(f"  resumed at step {proc['first_step']}: nothing left to run (summary and plots rewritten)")
+    elif proc.get("first_step"):
         rate = f", {s['steps_per_s']:.3g} steps/s" if s.get("steps_per_s") else ""
         lines.append(f"  resumed at step {proc['first_step']}: this process ran steps {proc['first_step']}-{s['steps']}"
                      f" ({proc['steps']} steps{rate}; wall and compile times cover these only)")
