@@ -78,6 +78,15 @@ class StateError(RuntimeError):
 # ----------------------------------------------------------------------------- files
 
 
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write a file so that readers see the old or the new content, never a torn one.
 
@@ -89,6 +98,7 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; results are ordinary files (0666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -404,6 +404,9 @@ def test_atomic_write_fsyncs_file_and_directory_and_ignores_planted_temporaries(
     (tmp_path / f"summary.json.tmp.{os.getpid()}").symlink_to(victim)
     _runner.atomic_write_text(str(target), "new")
     assert target.read_text() == "new" and victim.read_text() == "keep"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not mkstemp's 0600
     assert str(tmp_path) in synced, synced  # the directory (the rename is durable)
     assert len(synced) >= 2  # and the file itself, before the rename
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["summary.json", "victim.txt", f"summary.json.tmp.{os.getpid()}"])
