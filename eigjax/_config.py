@@ -18,7 +18,15 @@ A config is a YAML mapping with these keys (all checked; unknown keys are errors
     problem: {...}                          # validated by the experiment's own ``Problem`` schema
 
 Every problem raises :class:`ConfigError`, whose message names the key, what was
-expected and what was given; the CLI turns it into exit code 2.
+expected and what was given (values shortened to about 200 characters); the CLI turns it
+into exit code 2.
+
+**A config is code.** ``experiment:`` names a Python module that is imported, and so
+executed, before anything else is checked: run only configs you would run as a Python
+script. Right after the import the module is checked against the experiment interface
+(:func:`import_experiment`). YAML aliases may add at most ``MAX_ALIAS_NODES`` values to a
+config (an "alias bomb", a few hundred bytes expanding to billions of values, is refused
+as it is read), and recursive aliases are refused.
 """
 
 from __future__ import annotations
@@ -30,10 +38,12 @@ import inspect
 import itertools
 import math
 import re
+import reprlib
 import types
 import typing
 from typing import Any
 
+import numpy as np
 import yaml
 
 
@@ -59,12 +69,84 @@ def _type_name(t) -> str:
     return getattr(t, "__name__", str(t))
 
 
+MAX_MESSAGE_VALUE = 200  # characters of a value quoted in an error message
+MAX_ALIAS_NODES = 100_000  # values that YAML aliases may add to a config
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 4, 12, 12, 12
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = MAX_MESSAGE_VALUE, MAX_MESSAGE_VALUE, 60
+
+
+def short_repr(value, limit: int = MAX_MESSAGE_VALUE) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, without building the whole repr
+    (a config value can be huge: a long list, or a YAML alias expanded many times)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short_text(text, limit: int = MAX_MESSAGE_VALUE) -> str:
+    """``str(text)`` on one line, cut to ``limit`` characters (a message quoting another)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _describe(value) -> str:
-    return f"{value!r} ({type(value).__name__})"
+    return f"{short_repr(value)} ({type(value).__name__})"
+
+
+class AliasLimitError(yaml.YAMLError):
+    """A YAML document whose aliases expand too far (or recursively)."""
+
+
+def _expanded_size(root) -> tuple[int, int]:
+    """(nodes after expanding every alias, distinct nodes) of a composed YAML node graph.
+
+    Aliases share node objects, so the graph is small while its expansion can be huge;
+    the expanded size is counted per distinct node (memoised), never by expanding.
+    """
+    size: dict[int, int] = {}
+    active: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            children = _children(node)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            active.discard(key)
+            continue
+        if key in size:
+            continue
+        if key in active:
+            raise AliasLimitError("a YAML alias refers to a node that contains it (a recursive structure)")
+        active.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in size)
+    return size[id(root)], len(size)
+
+
+def _children(node) -> list:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [x for pair in node.value for x in pair]
+    return []
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-5`` as a string; this loader reads it as a float, as users expect."""
+    """A SafeLoader that reads ``1e-5`` as a float (YAML 1.1 reads it as a string) and
+    refuses documents whose aliases expand by more than ``MAX_ALIAS_NODES`` values."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            expanded, distinct = _expanded_size(node)
+            if expanded - distinct > MAX_ALIAS_NODES:
+                raise AliasLimitError(
+                    f"YAML aliases expand it to {expanded:.3g} values from {distinct} written ones "
+                    f"(at most {MAX_ALIAS_NODES} more are allowed): an alias bomb?"
+                )
+        return node
 
 
 _Loader.add_implicit_resolver(
@@ -91,6 +173,10 @@ def load_yaml(path) -> dict:
             data = _yaml_load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
+    except AliasLimitError as exc:
+        raise ConfigError(f"config file {str(path)!r} refused: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -226,22 +312,81 @@ def build_dataclass(cls, values: dict, prefix: str):
         except ConfigError:
             raise
         except ValueError as exc:
-            raise ConfigError(f"{prefix}: {exc}") from None
+            raise ConfigError(f"{prefix}: {short_text(exc, 400)}") from None
     return obj
 
 
-def import_experiment(path: str):
+_MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+# The experiment interface (documented in eigjax/_runner.py): name -> (required, arguments).
+INTERFACE = {
+    "Problem": (True, None),
+    "setup": (True, ("problem", "dtype")),
+    "init_params": (True, ("data", "key")),
+    "objective": (True, ("params", "data")),
+    "loss": (False, ("params", "data", "step")),
+    "project": (False, ("params", "data")),
+    "metrics": (False, ("params", "data")),
+    "reference": (False, ("problem", "data")),
+    "result": (False, ("params", "data", "problem")),
+}
+
+
+def import_experiment(path):
+    """Import the module a config names and check it against the experiment interface.
+
+    Importing runs the module's code (a config is code, like a Python script); the
+    interface is checked right after, so a module that is not an experiment is refused
+    with one message before the runner calls anything in it or writes anything.
+    """
+    if not isinstance(path, str) or not _MODULE_PATH.fullmatch(path):
+        raise ConfigError(f"experiment: expected a module import path such as experiments.fmmc, got {_describe(path)}")
     try:
         module = importlib.import_module(path)
     except ImportError as exc:
-        raise ConfigError(f"experiment: cannot import module {path!r} ({exc})") from None
-    missing = [name for name in ("Problem", "setup", "init_params", "objective") if not hasattr(module, name)]
-    if missing:
+        raise ConfigError(f"experiment: cannot import module {path!r} ({short_text(exc, 300)})") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the module's own code raised
         raise ConfigError(
-            f"experiment: module {path!r} is not an eigjax experiment (missing {', '.join(missing)}); "
-            "see eigjax/_runner.py for the interface"
+            f"experiment: importing module {path!r} raised {type(exc).__name__}: {short_text(exc, 300)}"
+        ) from None
+    problems = _interface_problems(module)
+    if problems:
+        where = getattr(module, "__file__", None) or "no file"
+        raise ConfigError(
+            f"experiment: module {path!r} ({where}) is not an eigjax experiment: {'; '.join(problems)} "
+            "(the interface is documented in eigjax/_runner.py)"
         )
     return module
+
+
+def _interface_problems(module) -> list[str]:
+    problems = []
+    missing = [name for name, (required, _) in INTERFACE.items() if required and not hasattr(module, name)]
+    if missing:
+        problems.append(f"missing {', '.join(missing)}")
+    problem_cls = getattr(module, "Problem", None)
+    if problem_cls is not None and not (isinstance(problem_cls, type) and dataclasses.is_dataclass(problem_cls)):
+        problems.append(f"Problem must be a dataclass, got {_describe(problem_cls)}")
+    for name, (_, args) in INTERFACE.items():
+        if args is None or not hasattr(module, name):
+            continue
+        fn = getattr(module, name)
+        want = f"a function {name}({', '.join(args)})"
+        if not callable(fn):
+            problems.append(f"{name} must be {want}, got {_describe(fn)}")
+            continue
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):  # a builtin without a signature: cannot tell
+            continue
+        try:
+            sig.bind(*args)
+        except TypeError:
+            problems.append(f"{name} must be {want}, got {name}{sig}")
+    maximize = getattr(module, "MAXIMIZE", False)
+    if not isinstance(maximize, (bool, np.bool_)):
+        problems.append(f"MAXIMIZE must be True or False, got {_describe(maximize)}")
+    return problems
 
 
 def _check_optimizer(opt: dict) -> None:
@@ -281,7 +426,7 @@ def _check_optimizer(opt: dict) -> None:
 
     lr = opt.get("learning_rate")
     if isinstance(lr, (int, float)) and not isinstance(lr, bool) and not (math.isfinite(lr) and lr > 0):
-        raise ConfigError(f"optimizer.learning_rate: expected a number > 0, got {lr!r}")
+        raise ConfigError(f"optimizer.learning_rate: expected a number > 0, got {short_repr(lr)}")
     try:
         import optax
 
@@ -295,7 +440,7 @@ def _check_optimizer(opt: dict) -> None:
         raise
     except Exception as exc:  # noqa: BLE001 - optax raises many kinds; report which key set it off
         given = {k: v for k, v in opt.items() if k != "name"}
-        raise ConfigError(f"optimizer: optax.{name} cannot be built from {given}: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(f"optimizer: optax.{name} cannot be built from {short_repr(given)}: {type(exc).__name__}: {short_text(exc, 300)}") from None
 
 
 def resolve(raw: dict):

@@ -15,9 +15,15 @@ examples; a user's own module works the same way, named by its import path)::
                                   may return (loss, objective) to share one eigensolve
     project(params, data)         optional: applied after every update (constraints)
     metrics(params, data)         optional: dict of extra arrays logged every log_every
-                                  steps; a vector under "eigenvalues" is plotted
+                                  steps; a vector under "eigenvalues" is plotted (a complex
+                                  one as real parts, imaginary parts and the complex plane)
     reference(problem, data)      optional: the known optimum (closed form / published), or None
     result(params, data, problem) optional: a JSON-able dict stored in summary.json
+
+The module is imported by ``eigjax._config.import_experiment`` (importing runs its code: a
+config is code) and checked against this interface right after the import (names, that
+``Problem`` is a dataclass, that each function takes these arguments), before anything
+is written.
 
 How a run proceeds: the config is validated completely before anything is written; the
 optimiser is ``optax.inject_hyperparams(optax.<name>)`` so numeric hyperparameters live in
@@ -28,15 +34,27 @@ Chunk boundaries are multiples of ``log_every`` counted from step 0, so a run re
 a checkpoint (taken every ``checkpoint_every`` steps, written atomically) executes exactly
 the same compiled chunks on exactly the same state as an uninterrupted run and ends with
 bit-identical parameters. A non-finite objective stops the run, names the step, and keeps
-the last good checkpoint.
+the last good checkpoint. Every finished run stops at its step budget (there is no
+convergence test); ``summary.json`` says so (``stopped_by``, ``note``,
+``last_interval_change``) and records what this process ran (``this_process``: a resumed
+run's times and steps/s cover the resumed steps only).
+
+Files: every file is written whole (a temporary in the same directory, fsynced, renamed
+over the target, the directory fsynced), except ``metrics.jsonl``, appended row by row and
+fsynced before each checkpoint records its size; it is opened with ``O_NOFOLLOW``, so a
+symbolic link planted at its path is refused (:class:`StateError`), never written through.
+A damaged or missing state file on ``--resume`` is a :class:`StateError` naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import os
+import sys
+import tempfile
 import time
 from typing import Any
 
@@ -45,31 +63,99 @@ import jax.numpy as jnp
 import numpy as np
 import yaml
 
-from ._config import ConfigError
+from ._config import ConfigError, short_repr, short_text
 
 
 class NonFiniteObjective(RuntimeError):
     """The objective became NaN or inf; the message names the step."""
 
 
+class StateError(RuntimeError):
+    """A file in the output directory cannot be used (damaged, missing, or a link eigjax
+    did not create): the message names the file. The CLI exits with code 3."""
+
+
 # ----------------------------------------------------------------------------- files
+
+
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write a file so that readers see the old or the new content, never a torn one.
 
-    Write-to-temporary then ``os.replace``: atomic against the process dying at any
-    moment (``kill -9``). No fsync: that would cost milliseconds per checkpoint and only
-    protects against the whole machine losing power.
+    A temporary file in the same directory (created exclusively, so never through a
+    planted link), written, flushed and fsynced, then ``os.replace``-d over ``path`` (which
+    replaces a link at ``path`` rather than writing through it), then the directory is
+    fsynced so the rename itself survives a crash of the machine, not only of the process.
     """
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; results are ordinary files (0666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def _open_own_file(path: str, mode: str):
+    """Open a file eigjax wrote itself for appending (``"a"``) or resizing (``"r+b"``),
+    never through a symbolic link (``O_NOFOLLOW``): a link at that path was not made by
+    eigjax, and writing through it would change a file outside the output directory."""
+    flags = {"a": os.O_WRONLY | os.O_APPEND, "r+b": os.O_RDWR}[mode]
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise StateError(f"{path} is missing; rerun without --resume to start over") from None
+    except OSError as exc:
+        if os.path.islink(path):
+            raise StateError(
+                f"{path} is a symbolic link (to {os.readlink(path)}); eigjax writes only files it created "
+                "and never through a link: remove the link or use another --out"
+            ) from None
+        raise StateError(f"{path} cannot be opened for writing: {exc}") from None
+    return os.fdopen(fd, "a" if mode == "a" else "r+b")
+
+
+def _ensure_own_dir(path: str) -> None:
+    """Create ``path`` as a directory, refusing a symbolic link in its place (a sweep's
+    point and group directories live inside ``--out``; a link would redirect them)."""
+    if os.path.islink(path):
+        raise StateError(
+            f"{path} is a symbolic link (to {os.readlink(path)}); eigjax writes only into directories it "
+            "created: remove the link or use another --out"
+        )
+    os.makedirs(path, exist_ok=True)
 
 
 def _npz_bytes(arrays: dict) -> bytes:
@@ -131,7 +217,9 @@ def make_optimizer(opt_cfg: dict):
     try:
         return optax.inject_hyperparams(getattr(optax, name), static_args=static)(**kwargs)
     except TypeError as exc:
-        raise ConfigError(f"optimizer: optax.{name} rejected its arguments {kwargs}: {exc}") from None
+        raise ConfigError(
+            f"optimizer: optax.{name} rejected its arguments {short_repr(kwargs)}: {short_text(exc, 300)}"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- the run
@@ -143,6 +231,7 @@ class Point:
 
     cfg: dict
     out_dir: str
+    name: str | None = None  # the sweep point's name (None for a single run)
 
 
 def _device_string() -> str:
@@ -197,7 +286,8 @@ def _metrics_fn(module, data):
     return jax.jit(jax.vmap(lambda p: metrics(p, data)))
 
 
-def run_group(module, problem, points: list[Point], *, state_dir: str, resume: bool, progress: bool = True) -> list[dict]:
+def run_group(module, problem, points: list[Point], *, state_dir: str, resume: bool, progress: bool = True,
+              label: str | None = None) -> list[dict]:
     """Run points that share everything but seed / float hyperparameters, as one vmapped program."""
     import optax  # noqa: F401  (imported here so `eigjax --help` stays fast)
 
@@ -227,34 +317,47 @@ def run_group(module, problem, points: list[Point], *, state_dir: str, resume: b
     ckpt_path = os.path.join(state_dir, "checkpoint.npz")
     fingerprint = _fingerprint(points)
 
-    if resume and os.path.exists(ckpt_path):
-        with np.load(ckpt_path, allow_pickle=False) as z:
-            _check_fingerprint(z, state_dir, fingerprint)
-            leaves, treedef = jax.tree_util.tree_flatten((params, opt_state))
-            loaded = [jnp.asarray(z[f"leaf_{i}"], dtype=leaf.dtype) for i, leaf in enumerate(leaves)]
-            params, opt_state = jax.tree_util.tree_unflatten(treedef, loaded)
-            step = int(z["step"])
-            best = [float(b) for b in z["best"]]
-            sizes = [int(s) for s in z["metrics_bytes"]]
-        for path, size in zip(metrics_path, sizes):
-            with open(path, "r+b") as f:
-                f.truncate(size)
-    else:
-        for p, path in zip(points, metrics_path):
+    resumed_from = None
+    for p in points:
+        if p.name:  # a sweep point's directory, inside --out
+            _ensure_own_dir(p.out_dir)
+        else:  # --out itself: the user's (it may be a link they made)
             os.makedirs(p.out_dir, exist_ok=True)
+        _remove_temporaries(p.out_dir)
+    _remove_temporaries(state_dir)
+    if resume and os.path.lexists(ckpt_path):
+        params, opt_state, step, best, sizes = _load_checkpoint(ckpt_path, state_dir, fingerprint, (params, opt_state), len(points))
+        for path, size in zip(metrics_path, sizes):
+            with _open_own_file(path, "r+b") as f:
+                have = os.fstat(f.fileno()).st_size
+                if have < size:
+                    raise StateError(
+                        f"{path} is damaged: {have} bytes, but the checkpoint {ckpt_path} was written when it held "
+                        f"{size}; rerun without --resume to start over"
+                    )
+                f.truncate(size)
+        resumed_from = step
+    else:
+        if resume:
+            print(f"eigjax run: --resume: no checkpoint in {state_dir}, nothing to resume; starting at step 0",
+                  file=sys.stderr)
+        for p, path in zip(points, metrics_path):
             for stale in ("summary.json", "params.npz"):
-                if os.path.exists(os.path.join(p.out_dir, stale)):
+                if os.path.lexists(os.path.join(p.out_dir, stale)):
                     os.remove(os.path.join(p.out_dir, stale))
             atomic_write_text(path, "")
-        if os.path.exists(ckpt_path):
+        if os.path.lexists(ckpt_path):
             os.remove(ckpt_path)
+    if resumed_from is not None and resumed_from >= steps:
+        print(f"eigjax run: --resume: the checkpoint in {state_dir} is at the last step ({steps}); "
+              "nothing left to run, rewriting the summary", file=sys.stderr)
     for p in points:
         atomic_write_text(os.path.join(p.out_dir, "config.yaml"), yaml.safe_dump(p.cfg, sort_keys=False))
 
     metrics = _metrics_fn(module, data)
     objective = jax.jit(jax.vmap(lambda p: module.objective(p, data)))
 
-    mfiles = [open(path, "a") for path in metrics_path]  # closed in the finally below
+    mfiles = [_open_own_file(path, "a") for path in metrics_path]  # closed in the finally below
 
     def log_rows(at_step, objs_end, extra):
         extra = jax.device_get(extra)
@@ -294,7 +397,12 @@ def run_group(module, problem, points: list[Point], *, state_dir: str, resume: b
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, initial=step, desc=module.__name__.rsplit(".", 1)[-1], unit="step", dynamic_ncols=True)
+        desc = module.__name__.rsplit(".", 1)[-1]
+        if len(points) > 1 or points[0].name:
+            desc = f"{os.path.basename(state_dir)} ({len(points)} point{'s' if len(points) > 1 else ''})"
+        if resumed_from:  # tqdm's rate and ETA count the steps of this process only
+            desc += f", resumed at step {resumed_from}"
+        bar = tqdm(total=steps, initial=step, desc=desc, unit="step", dynamic_ncols=True)
     t_loop = time.perf_counter()
     steps_this_process = 0
     pending = dispatch(params, opt_state, step) if step < steps else None
@@ -319,6 +427,8 @@ def run_group(module, problem, points: list[Point], *, state_dir: str, resume: b
                 bar.update(length)
                 bar.set_postfix(objective=f"{float(obj_end[0]):.6g}")
             if step % ckpt_every == 0 or step == steps:
+                for f in mfiles:  # the rows the checkpoint counts are on disk before it is
+                    os.fsync(f.fileno())
                 _save_checkpoint(ckpt_path, params, opt_state, step, best, metrics_path, fingerprint)
     finally:
         for f in mfiles:
@@ -334,29 +444,47 @@ def run_group(module, problem, points: list[Point], *, state_dir: str, resume: b
     ref = reference(problem, data) if reference is not None else None
     ref = None if ref is None else float(ref)
     result_fn = getattr(module, "result", None)
+    first_step = resumed_from or 0
     for i, p in enumerate(points):
         p_i = jax.tree_util.tree_map(lambda x: x[i], params)
         obj = float(final_obj[i])
         gap = None if ref is None else (ref - obj if maximize else obj - ref)
+        rows = _read_rows(metrics_path[i])
+        change = None
+        if len(rows) >= 2 and rows[-1]["step"] == steps:
+            change = {"steps": rows[-1]["step"] - rows[-2]["step"], "objective": rows[-1]["objective"] - rows[-2]["objective"]}
         summary = {
             "experiment": p.cfg["experiment"],
+            **({"point": p.name} if p.name else {}),
             "objective": obj,
             "best_objective": best[i],
             "reference": ref,
             "gap": gap,
             "maximize": maximize,
             "steps": steps,
+            # The runner has no convergence test: every finished run stops at its step budget.
+            "stopped_by": "max_steps",
+            "note": f"the run stopped after its step budget (steps: {steps}), not on a convergence test; "
+                    "gap is the distance to the reference at that point",
+            "last_interval_change": change,
             "seed": p.cfg["seed"],
             "precision": p.cfg["precision"],
             "wall_time_s": wall,
             "compile_time_s": compile_s,
             "steps_per_s": (steps_this_process / loop_s) if steps_this_process and loop_s > 0 else None,
+            "this_process": {
+                "first_step": first_step,
+                "steps": steps_this_process,
+                "note": "wall_time_s, compile_time_s and steps_per_s cover this process only"
+                        + (f" (resumed at step {first_step})" if resumed_from is not None else ""),
+            },
             "device": _device_string(),
             "result": _jsonable(result_fn(p_i, data, problem)) if result_fn is not None else {},
         }
         leaves = {f"{'/'.join(str(k) for k in path)}": np.asarray(v) for path, v in _flatten_with_names(p_i)}
         atomic_write_bytes(os.path.join(p.out_dir, "params.npz"), _npz_bytes(leaves))
-        _plots(p.out_dir, metrics_path[i], ref)
+        title = f"experiment {p.cfg['experiment']}" + (f",  config {label}" if label else "") + (f",  {p.name}" if p.name else "")
+        _plots(p.out_dir, rows, ref, title=title, maximize=maximize)
         atomic_write_text(os.path.join(p.out_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
         summaries.append(summary)
     return summaries
@@ -371,6 +499,53 @@ def _flatten_with_names(tree):
         ).rstrip("/")
         out.append(((name or "params",), leaf))
     return out
+
+
+_OUR_FILES = ("checkpoint.npz", "metrics.jsonl", "summary.json", "params.npz", "config.yaml",
+              "objective.png", "eigenvalues.png", "sweep_summary.md", "sweep_summary.json")
+
+
+def _remove_temporaries(directory: str) -> None:
+    """Remove the temporary files of atomic writes that a killed run left behind."""
+    if not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        if name.endswith(".tmp") and any(name.startswith(f".{ours}.") for ours in _OUR_FILES):
+            path = os.path.join(directory, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+
+
+def _load_checkpoint(path, state_dir, fingerprint, template, npoints):
+    """(params, opt_state, step, best, metrics sizes) from ``path``; StateError if damaged,
+    ConfigError if it was written for another config."""
+    def damaged(why):
+        return StateError(f"checkpoint {path} is damaged ({why}); rerun without --resume to start over")
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            _check_fingerprint(z, state_dir, fingerprint)
+            leaves, treedef = jax.tree_util.tree_flatten(template)
+            loaded = []
+            for i, leaf in enumerate(leaves):
+                arr = z[f"leaf_{i}"]
+                if arr.shape != leaf.shape:
+                    raise damaged(f"leaf_{i} has shape {arr.shape}, expected {leaf.shape}")
+                loaded.append(jnp.asarray(arr, dtype=leaf.dtype))
+            if f"leaf_{len(leaves)}" in z.files:
+                raise damaged(f"it holds more than the {len(leaves)} arrays of this config's state")
+            step = int(z["step"])
+            best = [float(b) for b in z["best"]]
+            sizes = [int(s) for s in z["metrics_bytes"]]
+    except (StateError, ConfigError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - zipfile, numpy and KeyError all signal a damaged file
+        raise damaged(f"{type(exc).__name__}: {short_text(exc, 200)}") from None
+    if len(best) != npoints or len(sizes) != npoints or step < 0:
+        raise damaged(f"step {step}, {len(best)} best values and {len(sizes)} metrics sizes for {npoints} points")
+    params, opt_state = jax.tree_util.tree_unflatten(treedef, loaded)
+    return params, opt_state, step, best, sizes
 
 
 def _check_finite(values, points, step, ckpt_path):
@@ -402,41 +577,111 @@ def _save_checkpoint(path, params, opt_state, step, best, metrics_path, fingerpr
     atomic_write_bytes(path, _npz_bytes(arrays))
 
 
-def _plots(out_dir: str, metrics_path: str, reference) -> None:
+def _read_rows(metrics_path: str) -> list[dict]:
+    with open(metrics_path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _eigenvalue_rows(rows: list[dict]) -> np.ndarray:
+    """The logged "eigenvalues" as a (rows, k) array, complex when they were logged as
+    {"real": ..., "imag": ...} (eig-based experiments)."""
+    def one(v):
+        if isinstance(v, dict):
+            return np.asarray(v["real"], dtype=float).ravel() + 1j * np.asarray(v["imag"], dtype=float).ravel()
+        return np.asarray(v, dtype=float).ravel()
+
+    return np.asarray([one(r["eigenvalues"]) for r in rows])
+
+
+def _plots(out_dir: str, rows: list[dict], reference, *, title: str, maximize: bool = False) -> None:
+    """objective.png (objective, reference line, gap on a log axis) and eigenvalues.png."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(metrics_path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
     if not rows:
         return
-    steps = [r["step"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, [r["objective"] for r in rows], label="objective")
-    if reference is not None:
-        ax.axhline(reference, color="k", ls="--", lw=1, label="reference")
-    ax.set_xlabel("step")
-    ax.set_ylabel("objective")
-    ax.legend()
-    fig.tight_layout()
-    _save_fig(fig, os.path.join(out_dir, "objective.png"))
+    steps = np.asarray([r["step"] for r in rows])
+    obj = np.asarray([np.nan if r["objective"] is None else r["objective"] for r in rows], dtype=float)
+    fig = _objective_figure(plt, steps, obj, reference, title, maximize)
+    _save_fig(fig, os.path.join(out_dir, "objective.png"), title)
     plt.close(fig)
     if "eigenvalues" in rows[0]:
-        ev = np.asarray([np.asarray(r["eigenvalues"], dtype=float).ravel() for r in rows])
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(steps, ev, lw=1)
-        ax.set_xlabel("step")
-        ax.set_ylabel("eigenvalues")
-        fig.tight_layout()
-        _save_fig(fig, os.path.join(out_dir, "eigenvalues.png"))
+        fig = _eigenvalue_figure(plt, steps, _eigenvalue_rows(rows), title)
+        _save_fig(fig, os.path.join(out_dir, "eigenvalues.png"), title)
         plt.close(fig)
 
 
-def _save_fig(fig, path):
+def _objective_figure(plt, steps, obj, reference, title, maximize):
+    if reference is None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        axes = [ax]
+    else:
+        fig, axes = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
+    ax = axes[0]
+    ax.plot(steps, obj, marker=".", label="objective" + (" (maximised)" if maximize else " (minimised)"))
+    if reference is not None:
+        ax.axhline(reference, color="k", ls="--", lw=1, label=f"reference {reference:.8g}")
+    ax.set_ylabel("objective")
+    ax.set_title("objective per logged step")
+    ax.legend(loc="best")
+    if reference is not None:
+        gap = (reference - obj) if maximize else (obj - reference)
+        ax = axes[1]
+        pos, neg = gap > 0, gap < 0
+        if pos.any():
+            ax.semilogy(steps[pos], gap[pos], marker=".", label="gap to the reference")
+        if neg.any():
+            ax.semilogy(steps[neg], -gap[neg], marker="x", ls="none", color="C3",
+                        label="beyond the reference (|gap|)")
+        if not (pos.any() or neg.any()):  # every logged objective equals the reference
+            ax.semilogy(steps, np.ones_like(steps, dtype=float), alpha=0)
+            ax.text(0.5, 0.5, "objective equals the reference", transform=ax.transAxes, ha="center")
+        ax.set_yscale("log")
+        ax.set_ylabel("gap (log scale)")
+        ax.set_title("gap = " + ("reference - objective" if maximize else "objective - reference"))
+        ax.legend(loc="best")
+        ax.grid(True, which="major", alpha=0.3)
+    axes[-1].set_xlabel("step")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _eigenvalue_figure(plt, steps, ev, title):
+    k = ev.shape[1]
+    labels = [f"λ{i + 1}" for i in range(k)]
+    legend = dict(loc="best", fontsize="small", ncol=max(1, (k + 7) // 8)) if k <= 24 else None
+    if np.iscomplexobj(ev):  # eig-based experiments: real and imaginary parts, and the complex plane
+        fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+        for i in range(k):
+            axes[0].plot(steps, ev[:, i].real, lw=1, label=labels[i])
+            axes[1].plot(steps, ev[:, i].imag, lw=1, label=labels[i])
+            line, = axes[2].plot(ev[:, i].real, ev[:, i].imag, lw=1, marker=".", ms=3, label=labels[i])
+            axes[2].plot(ev[-1, i].real, ev[-1, i].imag, "o", color=line.get_color(), ms=6)
+        axes[0].set(xlabel="step", ylabel="Re λ", title="real parts")
+        axes[1].set(xlabel="step", ylabel="Im λ", title="imaginary parts")
+        axes[2].set(xlabel="Re λ", ylabel="Im λ", title="complex plane (dot: last step)")
+        axes[2].axvline(0, color="k", lw=0.5)
+        axes[2].axhline(0, color="k", lw=0.5)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        axes = [ax]
+        for i in range(k):
+            ax.plot(steps, ev[:, i], lw=1, label=labels[i])
+        ax.set(xlabel="step", ylabel="eigenvalue", title=f"logged eigenvalues ({k})")
+    if legend is not None:
+        for ax in axes:
+            ax.legend(**legend)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _save_fig(fig, path, title=None):
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=100, metadata={"Title": title} if title else None)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -458,22 +703,33 @@ def _check_fingerprint(z, state_dir: str, fingerprint: str) -> None:
 
 
 def check_resumable(state_dir: str, points) -> None:
-    """Raise ConfigError if ``state_dir`` holds a checkpoint written for other configs
-    (a sweep checks every group this way before any of them runs)."""
+    """Raise ConfigError if ``state_dir`` holds a checkpoint written for other configs, or
+    StateError if it is damaged (a sweep checks every group this way before any runs)."""
     ckpt_path = os.path.join(state_dir, "checkpoint.npz")
-    if not os.path.exists(ckpt_path):
+    if not os.path.lexists(ckpt_path):
         return
-    with np.load(ckpt_path, allow_pickle=False) as z:
-        _check_fingerprint(z, state_dir, _fingerprint(points))
+    try:
+        with np.load(ckpt_path, allow_pickle=False) as z:
+            _check_fingerprint(z, state_dir, _fingerprint(points))
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file
+        raise StateError(
+            f"checkpoint {ckpt_path} is damaged ({type(exc).__name__}: {short_text(exc, 200)}); "
+            "rerun without --resume to start over"
+        ) from None
 
 
 def run(cfg: dict, module, problem, out_dir: str, *, resume: bool = False, sweep: list[dict] | None = None,
-        progress: bool = True) -> list[dict]:
-    """Run one config, or a grid of overrides of it (``sweep``: a list of {dotted key: value})."""
+        progress: bool = True, label: str | None = None) -> list[dict]:
+    """Run one config, or a grid of overrides of it (``sweep``: a list of {dotted key: value}).
+
+    ``label`` (the config file's name, say) goes into the plots' titles."""
     from ._config import resolve, set_dotted
 
     if not sweep:
-        return run_group(module, problem, [Point(cfg, out_dir)], state_dir=out_dir, resume=resume, progress=progress)
+        return run_group(module, problem, [Point(cfg, out_dir)], state_dir=out_dir, resume=resume, progress=progress,
+                         label=label)
     # Resolve every point first, so a bad value fails before anything is written.
     resolved = []
     for overrides in sweep:
@@ -487,20 +743,22 @@ def run(cfg: dict, module, problem, out_dir: str, *, resume: bool = False, sweep
         groups.setdefault(json.dumps(static, sort_keys=True), []).append(i)
     names = []
     for i, (overrides, *_rest) in enumerate(resolved):
-        label = ",".join(f"{k}={v}" for k, v in overrides.items()).replace("/", "_")
-        names.append(f"point_{i:03d}_{label}")
+        point = ",".join(f"{k}={v}" for k, v in overrides.items()).replace("/", "_")
+        names.append(f"point_{i:03d}_{point}")
     plan = []
     for g, idx in enumerate(groups.values()):
         _, gcfg, gmodule, gproblem = resolved[idx[0]]
-        points = [Point(resolved[i][1], os.path.join(out_dir, names[i])) for i in idx]
+        points = [Point(resolved[i][1], os.path.join(out_dir, names[i]), names[i]) for i in idx]
         plan.append((idx, gmodule, gproblem, points, os.path.join(out_dir, f"group_{g:03d}")))
     if resume:  # refuse before any group runs or any directory is made
         for *_, points, state_dir in plan:
             check_resumable(state_dir, points)
     summaries: list[dict | None] = [None] * len(resolved)
+    os.makedirs(out_dir, exist_ok=True)  # --out itself is the user's (it may be a link they made)
     for idx, gmodule, gproblem, points, state_dir in plan:
-        os.makedirs(state_dir, exist_ok=True)
-        for i, s in zip(idx, run_group(gmodule, gproblem, points, state_dir=state_dir, resume=resume, progress=progress)):
+        _ensure_own_dir(state_dir)
+        group = run_group(gmodule, gproblem, points, state_dir=state_dir, resume=resume, progress=progress, label=label)
+        for i, s in zip(idx, group):
             summaries[i] = s
     lines = ["| point | " + " | ".join(sweep[0]) + " | objective | best | gap |", "|---" * (len(sweep[0]) + 4) + "|"]
     for name, overrides, s in zip(names, sweep, summaries):

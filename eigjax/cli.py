@@ -1,7 +1,10 @@
 """The ``eigjax`` command line: ``eigjax run CONFIG``, ``eigjax list``, ``eigjax check``.
 
-Exit codes: 0 success; 2 invalid config or arguments (nothing written); 3 the run stopped
-on a non-finite objective (the last good checkpoint is kept); 1 any other error.
+Exit codes: 0 success; 2 invalid config or arguments (nothing written); 3 the run cannot
+go on from what is on disk: it stopped on a non-finite objective (the last good checkpoint
+is kept), or a file in the output directory is damaged, missing or a link eigjax did not
+create (the message names it); 1 any other error. A reader that closes the pipe early
+(``eigjax check rosser | head``) ends the command quietly.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def cmd_list(args) -> int:
 
 def cmd_run(args) -> int:
     from ._config import ConfigError, apply_overrides, load_yaml, resolve, sweep_points
-    from ._runner import NonFiniteObjective
+    from ._runner import NonFiniteObjective, StateError
 
     try:
         raw = apply_overrides(load_yaml(args.config), args.set or [])
@@ -77,18 +80,39 @@ def cmd_run(args) -> int:
 
         if sweep:
             from ._config import set_dotted  # noqa: F401  (validated inside run before writing)
-        summaries = run(cfg, module, problem, out, resume=args.resume, sweep=sweep, progress=not args.no_progress)
+        summaries = run(cfg, module, problem, out, resume=args.resume, sweep=sweep, progress=not args.no_progress,
+                        label=pathlib.Path(args.config).name)
     except ConfigError as exc:
         print(f"eigjax run: invalid config: {exc}", file=sys.stderr)
         return 2
     except NonFiniteObjective as exc:
         print(f"eigjax run: stopped: {exc}", file=sys.stderr)
         return 3
+    except StateError as exc:
+        print(f"eigjax run: cannot continue: {exc}", file=sys.stderr)
+        return 3
     for s in summaries:
-        ref = "" if s["reference"] is None else f"  reference {s['reference']:.10g}  gap {s['gap']:.3e}"
-        print(f"{s['experiment']}: objective {s['objective']:.10g}  best {s['best_objective']:.10g}{ref}")
+        print(_summary_lines(s))
     print(f"outputs in {out}")
     return 0
+
+
+def _summary_lines(s: dict) -> str:
+    """What a finished run prints: the result, why it stopped, and what its timing covers."""
+    ref = "" if s["reference"] is None else f"  reference {s['reference']:.10g}  gap {s['gap']:.3e}"
+    name = f"{s['point']}: " if s.get("point") else ""
+    lines = [f"{name}{s['experiment']}: objective {s['objective']:.10g}  best {s['best_objective']:.10g}{ref}"]
+    change = s.get("last_interval_change")
+    moved = f"; the objective changed by {change['objective']:.3e} over its last {change['steps']} steps" if change else ""
+    lines.append(f"  stopped by the step budget (steps: {s['steps']}), not by a convergence test{moved}")
+    proc = s.get("this_process") or {}
+    if proc.get("first_step") and not proc.get("steps"):
+        lines.append(f"  resumed at step {proc['first_step']}: nothing left to run (summary and plots rewritten)")
+    elif proc.get("first_step"):
+        rate = f", {s['steps_per_s']:.3g} steps/s" if s.get("steps_per_s") else ""
+        lines.append(f"  resumed at step {proc['first_step']}: this process ran steps {proc['first_step']}-{s['steps']}"
+                     f" ({proc['steps']} steps{rate}; wall and compile times cover these only)")
+    return "\n".join(lines)
 
 
 def _run_batch(raw: dict, args) -> int:
@@ -172,6 +196,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handler, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader closed the pipe (`eigjax check rosser | head`): stop quietly. Point
+        # stdout at /dev/null so that the interpreter's final flush does not fail again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # pragma: no cover - stdout without a file descriptor
+            pass
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["check"]:  # its own parser (eigjax._diagnostics.run_check), --help included
         from ._diagnostics import run_check

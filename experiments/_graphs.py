@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import reprlib
 
 import numpy as np
 
@@ -33,14 +34,14 @@ EDGE_TRANSITIVE = {"cycle", "star", "complete", "complete_bipartite", "petersen"
 def _int(spec, key, lo):
     v = spec.get(key)
     if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"graph.{key}: expected an integer >= {lo}, got {v!r}")
+        raise ValueError(f"graph.{key}: expected an integer >= {lo}, got {reprlib.repr(v)}")
     return v
 
 
 def make_graph(spec) -> tuple[int, np.ndarray]:
     """Return ``(n, edges)`` with ``edges`` an ``(m, 2)`` int array, ``i < j``, no repeats."""
     if not isinstance(spec, dict):
-        raise ValueError(f"graph: expected a mapping, got {spec!r}")
+        raise ValueError(f"graph: expected a mapping, got {reprlib.repr(spec)}")
     if "edges" in spec:
         extra = sorted(set(spec) - {"n", "edges"})
         if extra:
@@ -50,7 +51,7 @@ def make_graph(spec) -> tuple[int, np.ndarray]:
         if not isinstance(edges, list) or not all(
             isinstance(e, list) and len(e) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in e) for e in edges
         ):
-            raise ValueError(f"graph.edges: expected a list of [i, j] integer pairs, got {edges!r}")
+            raise ValueError(f"graph.edges: expected a list of [i, j] integer pairs, got {reprlib.repr(edges)}")
         for i, j in edges:
             if not (0 <= i < n and 0 <= j < n) or i == j:
                 raise ValueError(f"graph.edges: edge [{i}, {j}] is not a pair of distinct vertices in 0..{n - 1}")
@@ -58,7 +59,7 @@ def make_graph(spec) -> tuple[int, np.ndarray]:
     else:
         family = spec.get("family")
         if family not in FAMILIES:
-            raise ValueError(f"graph.family: expected one of {sorted(FAMILIES)} (or n + edges), got {family!r}")
+            raise ValueError(f"graph.family: expected one of {sorted(FAMILIES)} (or n + edges), got {reprlib.repr(family)}")
         extra = sorted(set(spec) - {"family", *FAMILIES[family]})
         if extra:
             raise ValueError(f"graph.{extra[0]}: unknown key for family {family}; expected {list(FAMILIES[family])}")
@@ -92,7 +93,7 @@ def make_graph(spec) -> tuple[int, np.ndarray]:
             n = _int(spec, "n", 2)
             p = spec.get("p")
             if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
-                raise ValueError(f"graph.p: expected a probability in (0, 1], got {p!r}")
+                raise ValueError(f"graph.p: expected a probability in (0, 1], got {reprlib.repr(p)}")
             rng = np.random.default_rng(_int(spec, "seed", 0))
             for _ in range(1000):
                 e = [(i, j) for i, j in itertools.combinations(range(n), 2) if rng.random() < p]

@@ -14,6 +14,7 @@ derivatives through ``eigjax.eigvalsh``. Reference: 0.
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,7 @@ class Problem:
             raise ValueError(f"n: expected an integer >= 1, got {self.n}")
         if self.spectrum is not None:
             if len(self.spectrum) != self.n or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in self.spectrum):
-                raise ValueError(f"spectrum: expected a list of {self.n} numbers (or null), got {self.spectrum!r}")
+                raise ValueError(f"spectrum: expected a list of {self.n} numbers (or null), got {reprlib.repr(self.spectrum)}")
 
 
 def target(problem: Problem) -> np.ndarray:

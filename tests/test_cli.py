@@ -303,7 +303,7 @@ def test_kill_and_resume_gives_identical_results(tmp_path):
         np.testing.assert_array_equal(a[k], b[k])
     sa = json.loads((ref / "summary.json").read_text())
     sb = json.loads((out / "summary.json").read_text())
-    for key in ["wall_time_s", "compile_time_s", "steps_per_s"]:
+    for key in ["wall_time_s", "compile_time_s", "steps_per_s", "this_process"]:  # this process's share
         sa.pop(key), sb.pop(key)
     assert sa == sb
     assert (ref / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()
@@ -364,3 +364,252 @@ def test_list_and_help(capsys):
         except SystemExit as e:  # argparse exits after printing help
             code = e.code
         assert code == 0 and "example" in capsys.readouterr().out, args
+
+
+# ----------------------------------------------------------------------------- issue 19: state files, links, messages
+
+
+def finished_smoke_run(tmp_path, name="out", *extra):
+    """The seed smoke config (20 steps, a checkpoint every 10), run in-process to the end."""
+    out = tmp_path / name
+    assert cli.main(["run", "configs/smoke/seed_example3.yaml", "--out", str(out), "--no-progress", *extra]) == 0
+    return out
+
+
+def test_resume_never_writes_through_a_symlinked_metrics_file(tmp_path, capsys):
+    """Item 10: --resume truncated the target of a metrics.jsonl link outside --out."""
+    out = finished_smoke_run(tmp_path)
+    outside = tmp_path / "precious.txt"
+    outside.write_text("not eigjax's\n" * 1000)
+    (out / "metrics.jsonl").unlink()
+    (out / "metrics.jsonl").symlink_to(outside)
+    capsys.readouterr()
+    code = cli.main(["run", "configs/smoke/seed_example3.yaml", "--out", str(out), "--no-progress", "--resume"])
+    err = capsys.readouterr().err
+    assert outside.read_text() == "not eigjax's\n" * 1000
+    assert code == 3 and "metrics.jsonl is a symbolic link" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_atomic_write_fsyncs_file_and_directory_and_ignores_planted_temporaries(tmp_path, monkeypatch):
+    """Item 10: the runner's checkpoint/summary writes are temp file + fsync + os.replace + directory fsync."""
+    from eigjax import _runner
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.path.realpath(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    target = tmp_path / "summary.json"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    # the old fixed temporary name, planted as a link: must not be written through
+    (tmp_path / f"summary.json.tmp.{os.getpid()}").symlink_to(victim)
+    _runner.atomic_write_text(str(target), "new")
+    assert target.read_text() == "new" and victim.read_text() == "keep"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not mkstemp's 0600
+    assert str(tmp_path) in synced, synced  # the directory (the rename is durable)
+    assert len(synced) >= 2  # and the file itself, before the rename
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["summary.json", "victim.txt", f"summary.json.tmp.{os.getpid()}"])
+
+
+def alias_bomb(depth=9):
+    """A billion-laughs YAML document (450 bytes): 9**9 values once its aliases are expanded."""
+    names = "abcdefghijk"[:depth]
+    parts = ["&a [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    parts += [f"&{c} [" + ", ".join([f"*{p}"] * 9) + "]" for p, c in zip(names, names[1:])]
+    return "experiment: experiments.seed_example3\noptimizer: {name: adam, learning_rate: 0.1}\nsteps: [" + ", ".join(parts) + "]\n"
+
+
+def test_yaml_alias_bomb_fails_fast_with_one_message(tmp_path, capsys):
+    """Item 12: a 450-byte config ran for minutes and took gigabytes (repr of the expanded value)."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(alias_bomb())
+    assert len(path.read_bytes()) < 600
+    t0 = time.perf_counter()
+    code = cli.main(["run", str(path), "--out", str(tmp_path / "out"), "--no-progress"])
+    elapsed = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert code == 2 and elapsed < 2.0, (code, elapsed)
+    assert "alias" in err and "bomb.yaml" in err and len(err.strip().splitlines()) == 1 and len(err) < 400, err
+    assert not (tmp_path / "out").exists()
+    # a recursive alias is refused too (it would recurse without end in the checks)
+    path.write_text("experiment: experiments.seed_example3\noptimizer: {name: adam}\nsteps: &r [1, *r]\n")
+    assert cli.main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "recursive" in capsys.readouterr().err
+
+
+def test_long_values_are_shortened_in_messages(tmp_path, capsys):
+    """Item 12: error messages quoted whole values."""
+    path = write_config(tmp_path, steps=list(range(100_000)))
+    code = cli.main(["run", str(path), "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "steps: expected an integer, got [0, 1, 2" in err and len(err) < 400, err[:500]
+
+
+NOT_AN_EXPERIMENT = {
+    "wrong_arity_exp": ("import dataclasses\n@dataclasses.dataclass\nclass Problem:\n    pass\n"
+                        "def setup(problem, dtype):\n    return {}\ndef init_params(data, key):\n    return 0.0\n"
+                        "def objective(params):\n    return params\n", "objective must be a function objective(params, data)"),
+    "plain_problem_exp": ("class Problem:\n    pass\nsetup = init_params = objective = lambda a, b: 0\n",
+                          "Problem must be a dataclass"),
+    "raising_exp": ("raise RuntimeError('boom at import')\n", "importing module 'raising_exp' raised RuntimeError: boom at import"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_AN_EXPERIMENT))
+def test_experiment_module_is_checked_right_after_import(name, tmp_path, capsys, monkeypatch):
+    """Item 13: a module that is not an experiment gave a traceback, after writing files."""
+    source, message = NOT_AN_EXPERIMENT[name]
+    (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = write_config(tmp_path, experiment=name)
+    code = cli.main(["run", str(path), "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_experiment_name_is_one_message(tmp_path, capsys):
+    """Item 14: `experiment: ''` was a ValueError traceback (importlib: Empty module name)."""
+    path = write_config(tmp_path, experiment="")
+    code = cli.main(["run", str(path), "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "experiment: expected a module import path" in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("damage", ["corrupt_checkpoint", "missing_metrics", "short_metrics"])
+def test_damaged_state_on_resume_is_one_message_naming_the_file(damage, tmp_path, capsys):
+    """Item 14: a corrupt checkpoint.npz or a missing metrics.jsonl was a raw traceback on --resume."""
+    out = finished_smoke_run(tmp_path)
+    if damage == "corrupt_checkpoint":
+        (out / "checkpoint.npz").write_bytes(b"PK\x03\x04 this is not a zip archive")
+        name = "checkpoint.npz"
+    elif damage == "missing_metrics":
+        (out / "metrics.jsonl").unlink()
+        name = "metrics.jsonl"
+    else:  # shorter than the checkpoint recorded: truncate() would zero-fill it
+        (out / "metrics.jsonl").write_text('{"step": 0}\n')
+        name = "metrics.jsonl"
+    capsys.readouterr()
+    code = cli.main(["run", "configs/smoke/seed_example3.yaml", "--out", str(out), "--no-progress", "--resume"])
+    err = capsys.readouterr().err
+    assert code == 3 and name in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+# ----------------------------------------------------------------------------- issue 19: what a user sees
+
+
+def test_output_and_summary_say_the_step_budget_ended_the_run(tmp_path, capsys):
+    """Item 16: `reference -10 gap 1.442e+00` read as a failure; the 100 steps end the run by design."""
+    out = finished_smoke_run(tmp_path)
+    stdout = capsys.readouterr().out
+    assert "stopped by the step budget (steps: 20), not by a convergence test" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by"] == "max_steps" and "step budget" in summary["note"]
+    change = summary["last_interval_change"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert change["steps"] == 10 and change["objective"] == pytest.approx(rows[-1]["objective"] - rows[-2]["objective"])
+
+
+def test_plots_have_titles_legends_a_log_gap_and_complex_eigenvalues(tmp_path, monkeypatch):
+    """Item 17: plots named nothing, the gap was not shown, eig's eigenvalues were real parts only."""
+    from eigjax import _runner
+
+    figures = {}
+    real_save = _runner._save_fig
+
+    def capture(fig, path, *args, **kw):
+        figures[os.path.basename(path)] = fig
+        return real_save(fig, path, *args, **kw)
+
+    monkeypatch.setattr(_runner, "_save_fig", capture)
+    monkeypatch.setattr("matplotlib.pyplot.close", lambda *a: None)  # keep the figures to inspect them
+    out = tmp_path / "sa"
+    assert cli.main(["run", "configs/smoke/spectral_abscissa.yaml", "--out", str(out), "--no-progress"]) == 0
+    assert sorted(figures) == ["eigenvalues.png", "objective.png"]
+    for name, fig in figures.items():
+        title = fig._suptitle.get_text() if fig._suptitle is not None else ""
+        assert "spectral_abscissa" in title and "spectral_abscissa.yaml" in title, (name, title)
+        for ax in fig.axes:
+            if ax.lines:
+                assert ax.get_legend() is not None, (name, ax.get_title())
+    obj_axes = figures["objective.png"].axes
+    assert any(ax.get_yscale() == "log" and "gap" in ax.get_ylabel() for ax in obj_axes)
+    assert any(line.get_label().startswith("reference") for ax in obj_axes for line in ax.lines)
+    ylabels = [ax.get_ylabel() for ax in figures["eigenvalues.png"].axes]
+    assert "Re λ" in ylabels and "Im λ" in ylabels
+    im = [ax for ax in figures["eigenvalues.png"].axes if ax.get_ylabel() == "Im λ" and ax.get_xlabel() == "step"][0]
+    assert max(abs(y) for line in im.lines for y in line.get_ydata()) > 0.5  # the oscillator starts complex
+    assert (out / "objective.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_lines_name_their_sweep_point(tmp_path, capsys):
+    """Item 20: a sweep printed the same `experiments.x: objective ...` line for every point."""
+    out = tmp_path / "sweep"
+    code = cli.main(["run", "configs/smoke/seed_example3.yaml", "--out", str(out), "--no-progress", "--sweep", "seed=0,1"])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    lines = [line for line in stdout.splitlines() if "objective" in line and not line.startswith(" ")]
+    assert len(lines) == 2 and lines[0].startswith("point_000_seed=0: ") and lines[1].startswith("point_001_seed=1: ")
+
+
+def test_resume_says_what_it_resumed_and_when_there_is_nothing_to_resume(tmp_path, capsys, monkeypatch):
+    """Item 20: throughput after --resume covered only the resumed steps without saying so, and
+    --resume without a checkpoint silently started over."""
+    from eigjax import _runner
+
+    out = tmp_path / "out"
+    base = ["run", "configs/smoke/seed_example3.yaml", "--out", str(out), "--no-progress"]
+    assert cli.main([*base, "--resume"]) == 0  # nothing there yet
+    assert "--resume: no checkpoint" in capsys.readouterr().err
+    real_save = _runner._save_checkpoint
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(path, params, opt_state, step, *args):
+        real_save(path, params, opt_state, step, *args)
+        if step == 10:
+            raise Killed
+
+    monkeypatch.setattr(_runner, "_save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        cli.main(base)
+    monkeypatch.setattr(_runner, "_save_checkpoint", real_save)
+    capsys.readouterr()
+    assert cli.main([*base, "--resume"]) == 0
+    stdout = capsys.readouterr().out
+    assert "resumed at step 10: this process ran steps 10-20 (10 steps" in stdout and "cover these only" in stdout
+    proc = json.loads((out / "summary.json").read_text())["this_process"]
+    assert proc["first_step"] == 10 and proc["steps"] == 10 and "resumed at step 10" in proc["note"]
+    assert cli.main([*base, "--resume"]) == 0  # finished: nothing left to run
+    assert "nothing left to run" in capsys.readouterr().err
+
+
+def test_config_headers_state_the_steps_they_run():
+    """Item 20: configs/smoke/seed_example3.yaml's header said 100 steps while it ran 20."""
+    import re
+
+    for path in [*SMOKE, *(ROOT / "configs").glob("*.yaml")]:
+        text = path.read_text()
+        header = " ".join(line for line in text.splitlines() if line.startswith("#"))
+        steps = yaml.safe_load(text).get("steps")
+        for said in re.findall(r"(\d+) steps", header):
+            assert int(said) == steps, f"{path.relative_to(ROOT)}: header says {said} steps, config runs {steps}"
+
+
+def test_sweep_point_directory_that_is_a_link_is_refused(tmp_path, capsys):
+    """Item 10: a link inside --out (a sweep point's directory) redirected the run's writes."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "point_000_seed=0").symlink_to(outside, target_is_directory=True)
+    code = cli.main(["run", "configs/smoke/seed_example3.yaml", "--out", str(out), "--no-progress", "--sweep", "seed=0,1"])
+    err = capsys.readouterr().err
+    assert code == 3 and "point_000_seed=0 is a symbolic link" in err and len(err.strip().splitlines()) == 1, err
+    assert list(outside.iterdir()) == []
+    # --out itself is the user's: a link they made is fine
+    (tmp_path / "link_out").symlink_to(outside, target_is_directory=True)
+    assert cli.main(["run", "configs/smoke/seed_example3.yaml", "--out", str(tmp_path / "link_out"), "--no-progress"]) == 0
+    assert (outside / "summary.json").is_file()

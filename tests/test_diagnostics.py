@@ -377,3 +377,58 @@ def test_gauge_check_intercepts_eigh_partial():
     assert not ok and float(res.grad_change) > 1e-3
     ok, _ = _invariant(lambda x: jnp.sum(part(x).eigenvectors[:, :2] ** 2 * jnp.arange(20.0)[:, None]), a)
     assert ok
+
+
+# ---------------------------------------------------------------- issue 19: eigjax check
+
+
+@pytest.mark.parametrize(
+    "matrix, reason",
+    [
+        (np.array([[1.0, 1.0], [0.0, 1.0]]), "numerically defective"),  # a Jordan block
+        (np.array([[1.0, np.nan], [np.nan, 2.0]]), "NaN or inf entries"),
+        (np.array([[[1.0, 0.0], [0.0, 2.0]], [[np.inf, 0.0], [0.0, 1.0]]]), "1 of 2 matrices have NaN or inf"),
+    ],
+    ids=["jordan", "nan", "batch_with_inf"],
+)
+def test_check_skips_with_a_reason_where_no_derivative_exists(matrix, reason, tmp_path, capsys):
+    """Item 18: a Jordan block or NaN input printed FAILED and exit 1; the docs say skipped with a reason."""
+    path = tmp_path / "m.npy"
+    np.save(path, matrix)
+    assert run_check([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "FAILED" not in out and "derivative checks: skipped" in out and reason in out, out
+
+
+def test_check_on_a_multi_array_npz_names_the_arrays(tmp_path, capsys):
+    """Item 14: a two-array .npz said `got dtype <U1` (the array of its names)."""
+    path = tmp_path / "two.npz"
+    np.savez(path, first=np.eye(2), second=np.eye(3))
+    assert run_check([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "two.npz" in err and "2 arrays (first, second)" in err and "<U1" not in err, err
+    np.savez(tmp_path / "one.npz", only=np.diag([1.0, 2.0, 4.0]))
+    assert run_check([str(tmp_path / "one.npz"), "--no-grad"]) == 0  # one array: used
+
+
+def test_format_report_of_an_empty_batch_of_empty_matrices():
+    """Item 14: shape (2, 0, 0) raised `cannot reshape array of size 0`."""
+    text = eigjax.format_spectral_report(eigjax.spectral_report(jnp.zeros((2, 0, 0))))
+    assert "n = 0, batch shape (2,)" in text and "matrices: 2" in text
+
+
+def test_check_piped_into_a_closed_reader_ends_quietly():
+    """Item 18: `eigjax check rosser | head -1` printed a BrokenPipeError traceback."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "eigjax", "check", "second_difference", "-n", "4", "--no-grad"],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert proc.returncode in (0, 141)
