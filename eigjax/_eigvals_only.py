@@ -1,0 +1,204 @@
+"""Eigenvalues of Hermitian matrices without eigenvectors: the forward of ``eigvalsh``.
+
+``jnp.linalg.eigvalsh`` runs the full decomposition and drops the vectors. Values alone
+cost less: after the Householder reduction to tridiagonal form (``4/3 n^3`` flops for real
+input), LAPACK's ``syevd``/``heevd`` with ``jobz = 'N'`` finishes with the root-free QR
+iteration ``sterf`` (``O(n^2)``), where ``jobz = 'V'`` adds divide and conquer on the
+vectors and the back-transformation (another ``~2 n^3`` flops, BLAS-3). At n = 256-1024
+that is several times less time (BENCHMARKS.md, "eigvalsh without eigenvectors").
+
+This module is only the primal of ``eigjax.eigvalsh``: its custom JVP rule
+(:mod:`eigjax._eigh`) still computes the eigenvectors it needs, so nothing changes under
+differentiation. When nothing is differentiated, JAX runs the primal alone.
+
+Dispatch, per lowering platform (``jax.lax.platform_dependent``, never the default backend):
+
+======================  ==========================================================
+n <= ``SMALL_N`` (16)    eigjax's eigh forward (the native batched kernel on CPU for
+                         real input), values taken: it is already the fastest there
+cpu, n > ``SMALL_N``     LAPACK ``?syevd``/``?heevd``, ``jobz = 'N'``, through jaxlib's
+                         FFI targets (``lapack_{s,d}syevd_ffi``, ``lapack_{c,z}heevd_ffi``),
+                         which ``jax.export`` guarantees stable
+other platforms          the backend's ``eigh`` (cuSOLVER ``syevd``, TPU's QDWH), values taken
+======================  ==========================================================
+
+The NaN contract is eigjax's: a matrix with a NaN or inf entry anywhere (also in the
+triangle that is not read) gives all-NaN eigenvalues; so does a LAPACK failure (``info != 0``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.custom_batching import custom_vmap
+from jax.extend.core import Primitive
+from jax.interpreters import batching, mlir
+
+# Largest n for which eigjax's eigh forward (native kernel for real batches) is kept:
+# measured crossover, BENCHMARKS.md "eigvalsh without eigenvectors".
+SMALL_N = 16
+
+
+def _h(x: jax.Array) -> jax.Array:
+    return jnp.conj(jnp.swapaxes(x, -1, -2))
+
+
+def _hermitian_part(a: jax.Array) -> jax.Array:
+    """``(a + a^H)/2``, computed as ``a/2 + a^H/2`` so that entries above max/2 do not overflow."""
+    return a / 2 + _h(a) / 2
+
+
+# ---------------------------------------------------------------------------------------
+# LAPACK syevd/heevd with jobz = 'N' (CPU only): eigenvalues (ascending) and LAPACK's info
+# per matrix. The FFI target also returns the overwritten matrix, which the lowering drops.
+#
+# jaxlib sizes the workspace of this mode at its minimum (2n + 1), which makes sytrd fall
+# back to its unblocked, matrix-vector form: for n >= ``BLOCKED_N`` the Householder
+# reduction runs first through jax's blocked ``sytrd``/``hetrd`` (``jax.lax.linalg.
+# tridiagonal``), and syevd then sees a tridiagonal matrix, for which its reduction is
+# O(n^2) (every reflector is the identity, tau = 0, and sytd2 skips its updates) before
+# ``sterf``.
+
+_syevd_values_p = Primitive("eigjax_syevd_values")
+_syevd_values_p.multiple_results = True
+
+_REAL = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.dtype(np.float64),
+         np.dtype(np.complex64): np.dtype(np.float32), np.dtype(np.complex128): np.dtype(np.float64)}
+_TARGETS = {np.dtype(np.float32): "lapack_ssyevd_ffi", np.dtype(np.float64): "lapack_dsyevd_ffi",
+            np.dtype(np.complex64): "lapack_cheevd_ffi", np.dtype(np.complex128): "lapack_zheevd_ffi"}
+
+
+def _syevd_abstract_eval(a):
+    *batch, n, _ = a.shape
+    return (jax.core.ShapedArray((*batch, n), _REAL[np.dtype(a.dtype)]),
+            jax.core.ShapedArray(tuple(batch), np.dtype(np.int32)))
+
+
+def _syevd_lowering(ctx, a):
+    (a_aval,) = ctx.avals_in
+    w_aval, info_aval = ctx.avals_out
+    ndim = len(a_aval.shape)
+    # Row-major memory read column-major is a^T = conj(a) for Hermitian a: the same
+    # eigenvalues, so no transposing copy is needed. LAPACK's upper triangle of a^T is
+    # the lower triangle of a, which is what eigjax reads (symmetrize=False).
+    row_major = tuple(range(ndim - 1, -1, -1))
+    rule = jax.ffi.ffi_lowering(
+        _TARGETS[np.dtype(a_aval.dtype)],
+        operand_layouts=[row_major],
+        result_layouts=[row_major, None, None],
+        operand_output_aliases={0: 0},
+        extra_attributes={"mhlo.frontend_attributes": mlir.ir_attribute({"num_batch_dims": str(ndim - 2)})},
+    )
+    ctx = ctx.replace(avals_out=[a_aval, w_aval, info_aval])
+    _, w, info = rule(ctx, a, mode=np.uint8(ord("N")), uplo=np.uint8(ord("U")))
+    return [w, info]
+
+
+_syevd_values_p.def_abstract_eval(_syevd_abstract_eval)
+mlir.register_lowering(_syevd_values_p, _syevd_lowering, platform="cpu")
+
+# Smallest n at which the blocked reduction first pays (measured, BENCHMARKS.md).
+BLOCKED_N = 256
+
+
+def _syevd_values(a: jax.Array) -> jax.Array:
+    # jaxlib binds its LAPACK kernels to scipy's LAPACK on first use (jax's own eigh
+    # lowering does the same through jaxlib.lapack.prepare_lapack_call).
+    from jaxlib import lapack
+
+    lapack._lapack.initialize()
+    w, info = _syevd_values_p.bind(a)
+    return jnp.where((info == 0)[..., None], w, jnp.asarray(jnp.nan, w.dtype))
+
+
+def _cpu_values(a: jax.Array) -> jax.Array:
+    n = a.shape[-1]
+    if n < BLOCKED_N:
+        return _syevd_values(a)
+    _, d, e, _ = jax.lax.linalg.tridiagonal(a, lower=True)  # d, e real also for complex a
+    rows = jnp.arange(n)[:, None]
+    cols = jnp.arange(n)[None, :]
+    e_full = jnp.concatenate([e, jnp.zeros_like(e[..., :1])], axis=-1)
+    t = jnp.where(rows == cols, d[..., None, :], jnp.where(rows == cols + 1, e_full[..., None, :], 0))
+    return _syevd_values(t)  # lower triangle: d on the diagonal, e below it
+
+
+def _backend_values(a: jax.Array) -> jax.Array:
+    _, w = jax.lax.linalg.eigh(a, lower=True, symmetrize_input=False)
+    return w
+
+
+# ---------------------------------------------------------------------------------------
+# The values-only eigensolver as one primitive with a lowering per platform, so that a
+# program exported for several platforms carries each platform's own kernel.
+
+_eigvalsh_p = Primitive("eigjax_eigvalsh_values")
+
+
+def _eigvalsh_abstract_eval(a):
+    return jax.core.ShapedArray(a.shape[:-1], _REAL[np.dtype(a.dtype)])
+
+
+def _eigvalsh_batch(args, dims):
+    (a,), (d,) = args, dims
+    return _eigvalsh_p.bind(jnp.moveaxis(a, d, 0)), 0  # the kernels loop over leading axes
+
+
+_eigvalsh_p.def_impl(lambda a: jax.jit(_eigvalsh_p.bind)(a))
+_eigvalsh_p.def_abstract_eval(_eigvalsh_abstract_eval)
+batching.primitive_batchers[_eigvalsh_p] = _eigvalsh_batch
+mlir.register_lowering(_eigvalsh_p, mlir.lower_fun(_cpu_values, multiple_results=False), platform="cpu")
+mlir.register_lowering(_eigvalsh_p, mlir.lower_fun(_backend_values, multiple_results=False))
+
+
+def _use_eigh_forward(a: jax.Array) -> bool:
+    """True where eigjax's eigh forward beats the values-only solver (measured,
+    BENCHMARKS.md): real batches of n <= ``SMALL_N`` (the native kernel), and n < 2."""
+    n, batch = a.shape[-1], math.prod(a.shape[:-2])
+    real = not jnp.issubdtype(a.dtype, jnp.complexfloating)
+    return n < 2 or (real and n <= SMALL_N and batch > 1)
+
+
+def _values(a: jax.Array, symmetrize: bool) -> jax.Array:
+    from ._eigh import _all_finite, _eigh_forward, _eigh_forward_sym  # cycle: _eigh calls this module
+
+    if _use_eigh_forward(a):
+        return (_eigh_forward_sym(a) if symmetrize else _eigh_forward(a))[0]
+    finite = _all_finite(a)
+    if symmetrize:
+        a = _hermitian_part(a)
+    w = _eigvalsh_p.bind(a)
+    return jnp.where(finite[..., None], w, jnp.asarray(jnp.nan, w.dtype))
+
+
+# Under jax.vmap a function is traced one example at a time; the batching rule hands the
+# dispatch the whole batch (as eigjax._eigh._forward does), so that it sees its size.
+def _batch_aware(symmetrize: bool):
+    @custom_vmap
+    def values(a: jax.Array) -> jax.Array:
+        return _values(a, symmetrize)
+
+    @values.def_vmap
+    def values_vmap(axis_size, in_batched, a):
+        del axis_size
+        (batched,) = in_batched
+        return _values(a, symmetrize), batched
+
+    return values
+
+
+_values_plain, _values_sym = _batch_aware(False), _batch_aware(True)
+
+
+def eigvalsh_values(a: jax.Array, symmetrize: bool) -> jax.Array:
+    """Ascending eigenvalues of the Hermitian ``a`` (``(..., n, n)``) without eigenvectors.
+
+    With ``symmetrize`` the Hermitian part ``a/2 + a^H/2`` is used, else the lower
+    triangle is read. All-NaN for a matrix with a non-finite entry (anywhere) or a
+    solver failure. Not differentiable by itself: :func:`eigjax.eigvalsh` wraps it in
+    its custom JVP, whose rule computes the eigenvectors it needs.
+    """
+    return (_values_sym if symmetrize else _values_plain)(a)
