@@ -119,11 +119,14 @@ def _cpu_values(a: jax.Array) -> jax.Array:
     if n < BLOCKED_N:
         return _syevd_values(a)
     _, d, e, _ = jax.lax.linalg.tridiagonal(a, lower=True)  # d, e real also for complex a
-    rows = jnp.arange(n)[:, None]
-    cols = jnp.arange(n)[None, :]
+    shape = a.shape
+    rows = jax.lax.broadcasted_iota(jnp.int32, shape, len(shape) - 2)
+    cols = jax.lax.broadcasted_iota(jnp.int32, shape, len(shape) - 1)
     e_full = jnp.concatenate([e, jnp.zeros_like(e[..., :1])], axis=-1)
-    t = jnp.where(rows == cols, d[..., None, :], jnp.where(rows == cols + 1, e_full[..., None, :], 0))
-    return _syevd_values(t)  # lower triangle: d on the diagonal, e below it
+    # lower triangle: d on the diagonal, e below it (t[i + 1, i] = e[i])
+    t = jnp.where(rows == cols, jnp.broadcast_to(d[..., None, :], shape),
+                  jnp.where(rows == cols + 1, jnp.broadcast_to(e_full[..., None, :], shape), 0))
+    return _syevd_values(t.astype(d.dtype))
 
 
 def _backend_values(a: jax.Array) -> jax.Array:
@@ -165,12 +168,13 @@ def _use_eigh_forward(a: jax.Array) -> bool:
 def _values(a: jax.Array, symmetrize: bool) -> jax.Array:
     from ._eigh import _all_finite, _eigh_forward, _eigh_forward_sym  # cycle: _eigh calls this module
 
-    if _use_eigh_forward(a):
-        return (_eigh_forward_sym(a) if symmetrize else _eigh_forward(a))[0]
     finite = _all_finite(a)
-    if symmetrize:
-        a = _hermitian_part(a)
-    w = _eigvalsh_p.bind(a)
+    if _use_eigh_forward(a):
+        # masked here too: the small-matrix kernels did not poison a NaN in the unread
+        # triangle (symmetrize=False)
+        w = (_eigh_forward_sym(a) if symmetrize else _eigh_forward(a))[0]
+    else:
+        w = _eigvalsh_p.bind(_hermitian_part(a) if symmetrize else a)
     return jnp.where(finite[..., None], w, jnp.asarray(jnp.nan, w.dtype))
 
 
