@@ -14,9 +14,9 @@ differentiation. When nothing is differentiated, JAX runs the primal alone.
 Dispatch, per lowering platform (``jax.lax.platform_dependent``, never the default backend):
 
 ======================  ==========================================================
-n <= ``SMALL_N`` (16)    eigjax's eigh forward (the native batched kernel on CPU for
-                         real input), values taken: it is already the fastest there
-cpu, n > ``SMALL_N``     LAPACK ``?syevd``/``?heevd``, ``jobz = 'N'``, through jaxlib's
+real batches, n <=       eigjax's eigh forward (the native batched kernel on CPU),
+``SMALL_N`` (16 / 14)    values taken: it is the fastest there
+cpu, otherwise           LAPACK ``?syevd``/``?heevd``, ``jobz = 'N'``, through jaxlib's
                          FFI targets (``lapack_{s,d}syevd_ffi``, ``lapack_{c,z}heevd_ffi``),
                          which ``jax.export`` guarantees stable
 other platforms          the backend's ``eigh`` (cuSOLVER ``syevd``, TPU's QDWH), values taken
@@ -37,9 +37,10 @@ from jax.custom_batching import custom_vmap
 from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 
-# Largest n for which eigjax's eigh forward (native kernel for real batches) is kept:
-# measured crossover, BENCHMARKS.md "eigvalsh without eigenvectors".
-SMALL_N = 16
+# Largest n for which eigjax's eigh forward (the native kernel for real batches) is kept,
+# per real dtype: the measured crossover against syevd('N') (BENCHMARKS.md, "eigvalsh
+# without eigenvectors"). Complex input has no native kernel: heevd('N') always.
+SMALL_N = {np.dtype(np.float32): 16, np.dtype(np.float64): 14}
 
 
 def _h(x: jax.Array) -> jax.Array:
@@ -159,23 +160,25 @@ mlir.register_lowering(_eigvalsh_p, mlir.lower_fun(_backend_values, multiple_res
 
 def _use_eigh_forward(a: jax.Array) -> bool:
     """True where eigjax's eigh forward beats the values-only solver (measured,
-    BENCHMARKS.md): real batches of n <= ``SMALL_N`` (the native kernel), and n < 2."""
+    BENCHMARKS.md): real batches of n <= ``SMALL_N`` (the native kernel), and n < 2.
+    A single small matrix goes to LAPACK, which has less overhead than the batched kernel."""
     n, batch = a.shape[-1], math.prod(a.shape[:-2])
-    real = not jnp.issubdtype(a.dtype, jnp.complexfloating)
-    return n < 2 or (real and n <= SMALL_N and batch > 1)
+    return n < 2 or (batch > 1 and n <= SMALL_N.get(np.dtype(a.dtype), 0))
 
 
 def _values(a: jax.Array, symmetrize: bool) -> jax.Array:
     from ._eigh import _all_finite, _eigh_forward, _eigh_forward_sym  # cycle: _eigh calls this module
 
-    finite = _all_finite(a)
     if _use_eigh_forward(a):
-        # masked here too: the small-matrix kernels did not poison a NaN in the unread
-        # triangle (symmetrize=False)
-        w = (_eigh_forward_sym(a) if symmetrize else _eigh_forward(a))[0]
+        if symmetrize:
+            return _eigh_forward_sym(a)[0]
+        # Masked here: the small-matrix kernels do not poison a NaN in the triangle they
+        # do not read. With symmetrize=True they see it and the mask is not needed (it
+        # cost 6-14 % at n = 8).
+        w = _eigh_forward(a)[0]
     else:
         w = _eigvalsh_p.bind(_hermitian_part(a) if symmetrize else a)
-    return jnp.where(finite[..., None], w, jnp.asarray(jnp.nan, w.dtype))
+    return jnp.where(_all_finite(a)[..., None], w, jnp.asarray(jnp.nan, w.dtype))
 
 
 # Under jax.vmap a function is traced one example at a time; the batching rule hands the

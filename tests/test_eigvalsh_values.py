@@ -171,9 +171,9 @@ def test_dispatch():
     # under vmap the dispatch sees the whole batch (custom_vmap)
     jaxpr = jax.make_jaxpr(jax.vmap(eigjax.eigvalsh))(z((100, 8, 8)))
     assert PRIM not in _prims(jaxpr)
-    # the values-only program has no eigenvector solver in it (on CPU)
-    hlo = jax.jit(eigjax.eigvalsh).lower(z((40, 40))).as_text()
-    assert "mode = 78 : ui8" in hlo and "mode = 86" not in hlo  # ord('N') = 78, ord('V') = 86
+    if jax.default_backend() == "cpu":  # the values-only program has no eigenvector solver in it
+        hlo = jax.jit(eigjax.eigvalsh).lower(z((40, 40))).as_text()
+        assert "mode = 78 : ui8" in hlo and "mode = 86" not in hlo  # ord('N') = 78, ord('V') = 86
 
 
 # ---------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def test_exports(platforms, dtype):
     if "cpu" in platforms:
         prefix = "he" if is_complex(dtype) else "sy"
         assert any(t.startswith("lapack_") and t.endswith(f"{prefix}evd_ffi") for t in targets), targets
-    if platforms == ("cpu",):
+    if platforms == (jax.default_backend(),):
         a = random_hermitian(rng(10), 40, dtype, (2,))
         _assert_close(exp.call(jnp.asarray(a)), _reference(a), a)
 
