@@ -11,16 +11,26 @@ This module is only the primal of ``eigjax.eigvalsh``: its custom JVP rule
 (:mod:`eigjax._eigh`) still computes the eigenvectors it needs, so nothing changes under
 differentiation. When nothing is differentiated, JAX runs the primal alone.
 
-Dispatch, per lowering platform (``jax.lax.platform_dependent``, never the default backend):
+Dispatch. By shape and dtype (static), then per lowering platform through the lowering
+rules of one primitive (never from ``jax.default_backend()``), so that a program exported
+for several platforms carries each platform's kernel:
 
-======================  ==========================================================
-real batches, n <=       eigjax's eigh forward (the native batched kernel on CPU),
-``SMALL_N`` (16 / 14)    values taken: it is the fastest there
-cpu, otherwise           LAPACK ``?syevd``/``?heevd``, ``jobz = 'N'``, through jaxlib's
-                         FFI targets (``lapack_{s,d}syevd_ffi``, ``lapack_{c,z}heevd_ffi``),
-                         which ``jax.export`` guarantees stable
-other platforms          the backend's ``eigh`` (cuSOLVER ``syevd``, TPU's QDWH), values taken
-======================  ==========================================================
+=========================  ==========================================================
+real batches, n <=          eigjax's eigh forward (the native batched kernel on CPU),
+``SMALL_N`` (16 f32/14 f64) values taken: faster there than LAPACK on each matrix
+cpu, n < ``BLOCKED_N``      LAPACK ``?syevd``/``?heevd`` with ``jobz = 'N'`` through
+                            jaxlib's FFI targets (``lapack_{s,d}syevd_ffi``,
+                            ``lapack_{c,z}heevd_ffi``), which ``jax.export`` guarantees
+                            stable
+cpu, n >= ``BLOCKED_N``     jax's blocked ``sytrd``/``hetrd`` (``jax.lax.linalg.
+                            tridiagonal``), then the same ``syevd('N')`` on the real
+                            tridiagonal matrix (see below)
+cuda, rocm, tpu             the backend's ``eigh`` (cuSOLVER/hipSOLVER ``syevd``, TPU's
+                            own), values taken: on an H200 ``sytrd`` alone took 80 % of
+                            cuSOLVER's full ``syevd``, and ``sytrd`` + the pure-JAX
+                            bisection of ``jax.scipy.linalg.eigh_tridiagonal`` was
+                            2-5x slower than it (BENCHMARKS.md); TPU has no ``sytrd``
+=========================  ==========================================================
 
 The NaN contract is eigjax's: a matrix with a NaN or inf entry anywhere (also in the
 triangle that is not read) gives all-NaN eigenvalues; so does a LAPACK failure (``info != 0``).
@@ -68,8 +78,6 @@ _syevd_values_p.multiple_results = True
 
 _REAL = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.dtype(np.float64),
          np.dtype(np.complex64): np.dtype(np.float32), np.dtype(np.complex128): np.dtype(np.float64)}
-_TARGETS = {np.dtype(np.float32): "lapack_ssyevd_ffi", np.dtype(np.float64): "lapack_dsyevd_ffi",
-            np.dtype(np.complex64): "lapack_cheevd_ffi", np.dtype(np.complex128): "lapack_zheevd_ffi"}
 
 
 def _syevd_abstract_eval(a):
@@ -79,7 +87,11 @@ def _syevd_abstract_eval(a):
 
 
 def _syevd_lowering(ctx, a):
+    from jaxlib import lapack  # as jax's own eigh lowering: binds jaxlib's kernels to LAPACK
+
     (a_aval,) = ctx.avals_in
+    complex_ = np.issubdtype(a_aval.dtype, np.complexfloating)
+    target = lapack.prepare_lapack_call("heevd_ffi" if complex_ else "syevd_ffi", a_aval.dtype)
     w_aval, info_aval = ctx.avals_out
     ndim = len(a_aval.shape)
     # Row-major memory read column-major is a^T = conj(a) for Hermitian a: the same
@@ -87,7 +99,7 @@ def _syevd_lowering(ctx, a):
     # the lower triangle of a, which is what eigjax reads (symmetrize=False).
     row_major = tuple(range(ndim - 1, -1, -1))
     rule = jax.ffi.ffi_lowering(
-        _TARGETS[np.dtype(a_aval.dtype)],
+        target,
         operand_layouts=[row_major],
         result_layouts=[row_major, None, None],
         operand_output_aliases={0: 0},
@@ -106,11 +118,6 @@ BLOCKED_N = 256
 
 
 def _syevd_values(a: jax.Array) -> jax.Array:
-    # jaxlib binds its LAPACK kernels to scipy's LAPACK on first use (jax's own eigh
-    # lowering does the same through jaxlib.lapack.prepare_lapack_call).
-    from jaxlib import lapack
-
-    lapack._lapack.initialize()
     w, info = _syevd_values_p.bind(a)
     return jnp.where((info == 0)[..., None], w, jnp.asarray(jnp.nan, w.dtype))
 
@@ -136,8 +143,7 @@ def _backend_values(a: jax.Array) -> jax.Array:
 
 
 # ---------------------------------------------------------------------------------------
-# The values-only eigensolver as one primitive with a lowering per platform, so that a
-# program exported for several platforms carries each platform's own kernel.
+# The values-only eigensolver as one primitive with a lowering per platform (above).
 
 _eigvalsh_p = Primitive("eigjax_eigvalsh_values")
 
@@ -151,7 +157,8 @@ def _eigvalsh_batch(args, dims):
     return _eigvalsh_p.bind(jnp.moveaxis(a, d, 0)), 0  # the kernels loop over leading axes
 
 
-_eigvalsh_p.def_impl(lambda a: jax.jit(_eigvalsh_p.bind)(a))
+_eigvalsh_jit = jax.jit(lambda a: _eigvalsh_p.bind(a))
+_eigvalsh_p.def_impl(lambda a: _eigvalsh_jit(a))
 _eigvalsh_p.def_abstract_eval(_eigvalsh_abstract_eval)
 batching.primitive_batchers[_eigvalsh_p] = _eigvalsh_batch
 mlir.register_lowering(_eigvalsh_p, mlir.lower_fun(_cpu_values, multiple_results=False), platform="cpu")
