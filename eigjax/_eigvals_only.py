@@ -22,9 +22,9 @@ cpu, n < ``BLOCKED_N``      LAPACK ``?syevd``/``?heevd`` with ``jobz = 'N'`` thr
                             jaxlib's FFI targets (``lapack_{s,d}syevd_ffi``,
                             ``lapack_{c,z}heevd_ffi``), which ``jax.export`` guarantees
                             stable
-cpu, n >= ``BLOCKED_N``     jax's blocked ``sytrd``/``hetrd`` (``jax.lax.linalg.
-                            tridiagonal``), then the same ``syevd('N')`` on the real
-                            tridiagonal matrix (see below)
+cpu, n >= ``BLOCKED_N``     LAPACK's blocked ``sytrd``/``hetrd`` (jaxlib's stable
+                            ``lapack_?sytrd_ffi``/``?hetrd_ffi``), then the same
+                            ``syevd('N')`` on the real tridiagonal matrix (see below)
 cuda, rocm, tpu             the backend's ``eigh`` (cuSOLVER/hipSOLVER ``syevd``, TPU's
                             own), values taken: on an H200 ``sytrd`` alone took 80 % of
                             cuSOLVER's full ``syevd``, and ``sytrd`` + the pure-JAX
@@ -68,8 +68,8 @@ def _hermitian_part(a: jax.Array) -> jax.Array:
 #
 # jaxlib sizes the workspace of this mode at its minimum (2n + 1), which makes sytrd fall
 # back to its unblocked, matrix-vector form: for n >= ``BLOCKED_N`` the Householder
-# reduction runs first through jax's blocked ``sytrd``/``hetrd`` (``jax.lax.linalg.
-# tridiagonal``), and syevd then sees a tridiagonal matrix, for which its reduction is
+# reduction runs first through LAPACK's blocked ``sytrd``/``hetrd`` (jaxlib's FFI target,
+# with the optimal workspace), and syevd then sees a tridiagonal matrix, for which its reduction is
 # O(n^2) (every reflector is the identity, tau = 0, and sytd2 skips its updates) before
 # ``sterf``.
 
@@ -86,32 +86,64 @@ def _syevd_abstract_eval(a):
             jax.core.ShapedArray(tuple(batch), np.dtype(np.int32)))
 
 
-def _syevd_lowering(ctx, a):
+def _lapack_lowering(ctx, a, name, out_avals, **attrs):
+    """One of jaxlib's LAPACK FFI targets on a row-major matrix; returns its outputs
+    after the overwritten matrix (dropped).
+
+    Row-major memory read column-major is ``a^T = conj(a)`` for Hermitian ``a``: the same
+    eigenvalues and the same real tridiagonal form, so no transposing copy is needed.
+    LAPACK's upper triangle of ``a^T`` is the lower triangle of ``a``, which is what
+    eigjax reads (``symmetrize=False``).
+    """
     from jaxlib import lapack  # as jax's own eigh lowering: binds jaxlib's kernels to LAPACK
 
     (a_aval,) = ctx.avals_in
     complex_ = np.issubdtype(a_aval.dtype, np.complexfloating)
-    target = lapack.prepare_lapack_call("heevd_ffi" if complex_ else "syevd_ffi", a_aval.dtype)
-    w_aval, info_aval = ctx.avals_out
+    target = lapack.prepare_lapack_call(name[complex_], a_aval.dtype)
     ndim = len(a_aval.shape)
-    # Row-major memory read column-major is a^T = conj(a) for Hermitian a: the same
-    # eigenvalues, so no transposing copy is needed. LAPACK's upper triangle of a^T is
-    # the lower triangle of a, which is what eigjax reads (symmetrize=False).
     row_major = tuple(range(ndim - 1, -1, -1))
     rule = jax.ffi.ffi_lowering(
         target,
         operand_layouts=[row_major],
-        result_layouts=[row_major, None, None],
+        result_layouts=[row_major] + [None] * len(out_avals),
         operand_output_aliases={0: 0},
         extra_attributes={"mhlo.frontend_attributes": mlir.ir_attribute({"num_batch_dims": str(ndim - 2)})},
     )
-    ctx = ctx.replace(avals_out=[a_aval, w_aval, info_aval])
-    _, w, info = rule(ctx, a, mode=np.uint8(ord("N")), uplo=np.uint8(ord("U")))
-    return [w, info]
+    return rule(ctx.replace(avals_out=[a_aval, *out_avals]), a, uplo=np.uint8(ord("U")), **attrs)[1:]
+
+
+def _syevd_lowering(ctx, a):
+    return _lapack_lowering(ctx, a, ("syevd_ffi", "heevd_ffi"), ctx.avals_out, mode=np.uint8(ord("N")))
 
 
 _syevd_values_p.def_abstract_eval(_syevd_abstract_eval)
 mlir.register_lowering(_syevd_values_p, _syevd_lowering, platform="cpu")
+
+# LAPACK sytrd/hetrd (blocked Householder tridiagonalisation), CPU only, on the row-major
+# matrix (jax.lax.linalg.tridiagonal asks for column-major: one transposing copy more):
+# outputs the diagonal d, the off-diagonal e (both real) and info.
+_sytrd_p = Primitive("eigjax_sytrd_values")
+_sytrd_p.multiple_results = True
+
+
+def _sytrd_abstract_eval(a):
+    *batch, n, _ = a.shape
+    real, batch = _REAL[np.dtype(a.dtype)], tuple(batch)
+    return (jax.core.ShapedArray((*batch, n), real), jax.core.ShapedArray((*batch, n - 1), real),
+            jax.core.ShapedArray(batch, np.dtype(np.int32)))
+
+
+def _sytrd_lowering(ctx, a):
+    (a_aval,) = ctx.avals_in
+    *batch, n, _ = a_aval.shape
+    taus = jax.core.ShapedArray((*batch, n - 1), a_aval.dtype)
+    d_aval, e_aval, info_aval = ctx.avals_out
+    d, e, _, info = _lapack_lowering(ctx, a, ("sytrd_ffi", "hetrd_ffi"), [d_aval, e_aval, taus, info_aval])
+    return [d, e, info]
+
+
+_sytrd_p.def_abstract_eval(_sytrd_abstract_eval)
+mlir.register_lowering(_sytrd_p, _sytrd_lowering, platform="cpu")
 
 # Smallest n at which the blocked reduction first pays (measured, BENCHMARKS.md).
 BLOCKED_N = 256
@@ -126,7 +158,8 @@ def _cpu_values(a: jax.Array) -> jax.Array:
     n = a.shape[-1]
     if n < BLOCKED_N:
         return _syevd_values(a)
-    _, d, e, _ = jax.lax.linalg.tridiagonal(a, lower=True)  # d, e real also for complex a
+    d, e, info = _sytrd_p.bind(a)  # d, e real also for complex a
+    d = jnp.where((info == 0)[..., None], d, jnp.asarray(jnp.nan, d.dtype))
     shape = a.shape
     rows = jax.lax.broadcasted_iota(jnp.int32, shape, len(shape) - 2)
     cols = jax.lax.broadcasted_iota(jnp.int32, shape, len(shape) - 1)
