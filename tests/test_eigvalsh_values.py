@@ -235,6 +235,15 @@ def test_exports(platforms, dtype):
         _assert_close(exp.call(jnp.asarray(a)), _reference(a), a)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.complex64])
+def test_exports_blocked_reduction(dtype):
+    shape = jax.ShapeDtypeStruct((_eigvals_only.BLOCKED_N, _eigvals_only.BLOCKED_N), dtype)
+    exp = jax.export.export(jax.jit(eigjax.eigvalsh), platforms=("cpu", "cuda", "tpu"))(shape)
+    targets = set(re.findall(r"custom_call @(\w+)", exp.mlir_module()))
+    assert targets <= _CUSTOM_CALL_TARGETS_GUARANTEED_STABLE, targets
+    assert any(t.endswith(("sytrd_ffi", "hetrd_ffi")) for t in targets), targets
+
+
 @pytest.mark.parametrize("platforms", [("cuda",), ("tpu",)])
 def test_exports_small_real_batches(platforms):
     # real batches of n <= 16 keep eigjax's eigh forward, whose native CPU kernel is
