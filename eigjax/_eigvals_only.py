@@ -107,9 +107,24 @@ def _lapack_lowering(ctx, a, name, out_avals, **attrs):
         operand_layouts=[row_major],
         result_layouts=[row_major] + [None] * len(out_avals),
         operand_output_aliases={0: 0},
-        extra_attributes={"mhlo.frontend_attributes": mlir.ir_attribute({"num_batch_dims": str(ndim - 2)})},
+        extra_attributes=_batch_attributes(ctx, ndim - 2, [a_aval], [a_aval, *out_avals]),
     )
     return rule(ctx.replace(avals_out=[a_aval, *out_avals]), a, uplo=np.uint8(ord("U")), **attrs)[1:]
+
+
+def _batch_attributes(ctx, num_batch_dims, avals_in, avals_out):
+    """The batch dimensions of the FFI call are independent: the attributes with which
+    jax's own linalg lowerings let XLA (and Shardy) partition them instead of gathering
+    the batch on every device."""
+    attrs = {"mhlo.frontend_attributes": mlir.ir_attribute({"num_batch_dims": str(num_batch_dims)})}
+    if jax.config.jax_use_shardy_partitioner:
+        try:  # private helper of jax's linalg lowerings; without it the call is replicated
+            from jax._src.lax.linalg import _build_sdy_sharding_rule
+
+            attrs["sdy.sharding_rule"] = _build_sdy_sharding_rule(ctx.module_context, num_batch_dims, avals_in, avals_out)
+        except (ImportError, TypeError):
+            pass
+    return attrs
 
 
 def _syevd_lowering(ctx, a):

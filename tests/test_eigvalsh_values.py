@@ -253,3 +253,32 @@ def test_exports_small_real_batches(platforms):
         jax.export.export(jax.jit(eigjax.eigvalsh), platforms=platforms)(shape)
     except ValueError as e:
         pytest.xfail(f"eigh forward for small real batches does not export: {str(e)[:80]}")
+
+
+# ---------------------------------------------------------------------------
+# Sharding: the batch of the LAPACK calls is partitioned, not gathered.
+
+_SHARDED = """
+import jax, jax.numpy as jnp, numpy as np, eigjax
+mesh = jax.sharding.Mesh(np.array(jax.devices()), ("b",))
+s = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("b"))
+x = np.random.default_rng(0).standard_normal((4, {n}, {n})).astype(np.float32)
+f = jax.jit(eigjax.eigvalsh, in_shardings=s, out_shardings=s)
+a = jax.device_put(jnp.asarray(x), s)
+assert "all-gather" not in f.lower(a).compile().as_text()
+err = np.abs(np.asarray(f(a)) - np.linalg.eigvalsh((x + np.swapaxes(x, -1, -2)) / 2)).max()
+assert err < 1e-3, err
+print("ok")
+"""
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="host-platform device count")
+def test_batch_sharded_without_gather():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", _SHARDED.format(n=_eigvals_only.BLOCKED_N + 4)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
