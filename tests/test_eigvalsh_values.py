@@ -104,7 +104,7 @@ def test_symmetrize_does_not_overflow_near_max(n):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", [3, 40])
+@pytest.mark.parametrize("n", [3, 40, _eigvals_only.BLOCKED_N])
 def test_symmetrize_false_reads_lower_triangle_only(dtype, n):
     r = rng(5)
     h = random_hermitian(r, n, dtype)
