@@ -117,7 +117,7 @@ def _batch_attributes(ctx, num_batch_dims, avals_in, avals_out):
     jax's own linalg lowerings let XLA (and Shardy) partition them instead of gathering
     the batch on every device."""
     attrs = {"mhlo.frontend_attributes": mlir.ir_attribute({"num_batch_dims": str(num_batch_dims)})}
-    if jax.config.jax_use_shardy_partitioner:
+    if getattr(jax.config, "jax_use_shardy_partitioner", True):
         try:  # private helper of jax's linalg lowerings; without it the call is replicated
             from jax._src.lax.linalg import _build_sdy_sharding_rule
 
