@@ -29,6 +29,7 @@ from jax.typing import ArrayLike
 
 from . import _small_dispatch
 from ._checks import as_square_matrix, check_bool, check_nonnegative_float
+from ._eigvals_only import eigvalsh_values
 from ._gaps import inverse_gaps, nan_on_cut
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -159,7 +160,8 @@ _eigh_inner.defjvp(functools.partial(_eigh_rule, higher=True))
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _eigvalsh(a, symmetrize):
-    return (_eigh_forward_sym(a) if symmetrize else _eigh_forward(a))[0]
+    # Runs alone only when nothing is differentiated: no eigenvectors (the rule has its own).
+    return eigvalsh_values(a, symmetrize)
 
 
 @_eigvalsh.defjvp

@@ -1,0 +1,266 @@
+"""Eigenvalues of Hermitian matrices without eigenvectors: the forward of ``eigvalsh``.
+
+``jnp.linalg.eigvalsh`` runs the full decomposition and drops the vectors. Values alone
+cost less: after the Householder reduction to tridiagonal form (``4/3 n^3`` flops for real
+input), LAPACK's ``syevd``/``heevd`` with ``jobz = 'N'`` finishes with the root-free QR
+iteration ``sterf`` (``O(n^2)``), where ``jobz = 'V'`` adds divide and conquer on the
+vectors and the back-transformation (another ``~2 n^3`` flops, BLAS-3). At n = 256-1024
+that is several times less time (BENCHMARKS.md, "eigvalsh without eigenvectors").
+
+This module is only the primal of ``eigjax.eigvalsh``: its custom JVP rule
+(:mod:`eigjax._eigh`) still computes the eigenvectors it needs, so nothing changes under
+differentiation. When nothing is differentiated, JAX runs the primal alone.
+
+Dispatch. By shape and dtype (static), then per lowering platform through the lowering
+rules of one primitive (never from ``jax.default_backend()``), so that a program exported
+for several platforms carries each platform's kernel:
+
+=========================  ==========================================================
+real batches, n <=          eigjax's eigh forward (the native batched kernel on CPU),
+``SMALL_N`` (16 f32/14 f64) values taken: faster there than LAPACK on each matrix
+cpu, n < ``BLOCKED_N``      LAPACK ``?syevd``/``?heevd`` with ``jobz = 'N'`` through
+                            jaxlib's FFI targets (``lapack_{s,d}syevd_ffi``,
+                            ``lapack_{c,z}heevd_ffi``), which ``jax.export`` guarantees
+                            stable
+cpu, n >= ``BLOCKED_N``     LAPACK's blocked ``sytrd``/``hetrd`` (jaxlib's stable
+                            ``lapack_?sytrd_ffi``/``?hetrd_ffi``), then the same
+                            ``syevd('N')`` on the real tridiagonal matrix (see below)
+cuda, rocm, tpu             the backend's ``eigh`` (cuSOLVER/hipSOLVER ``syevd``, TPU's
+                            own), values taken: on an H200 ``sytrd`` alone took 80 % of
+                            cuSOLVER's full ``syevd``, and ``sytrd`` + the pure-JAX
+                            bisection of ``jax.scipy.linalg.eigh_tridiagonal`` was
+                            2-5x slower than it (BENCHMARKS.md); TPU has no ``sytrd``
+=========================  ==========================================================
+
+The NaN contract is eigjax's: a matrix with a NaN or inf entry anywhere (also in the
+triangle that is not read) gives all-NaN eigenvalues; so does a LAPACK failure (``info != 0``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.custom_batching import custom_vmap
+from jax.extend.core import Primitive
+from jax.interpreters import batching, mlir
+
+# Largest n for which eigjax's eigh forward (the native kernel for real batches) is kept,
+# per real dtype: the measured crossover against syevd('N') (BENCHMARKS.md, "eigvalsh
+# without eigenvectors"). Complex input has no native kernel: heevd('N') always.
+SMALL_N = {np.dtype(np.float32): 16, np.dtype(np.float64): 14}
+
+
+def _h(x: jax.Array) -> jax.Array:
+    return jnp.conj(jnp.swapaxes(x, -1, -2))
+
+
+def _hermitian_part(a: jax.Array) -> jax.Array:
+    """``(a + a^H)/2``, computed as ``a/2 + a^H/2`` so that entries above max/2 do not overflow."""
+    return a / 2 + _h(a) / 2
+
+
+# ---------------------------------------------------------------------------------------
+# LAPACK syevd/heevd with jobz = 'N' (CPU only): eigenvalues (ascending) and LAPACK's info
+# per matrix. The FFI target also returns the overwritten matrix, which the lowering drops.
+#
+# jaxlib sizes the workspace of this mode at its minimum (2n + 1), which makes sytrd fall
+# back to its unblocked, matrix-vector form: for n >= ``BLOCKED_N`` the Householder
+# reduction runs first through LAPACK's blocked ``sytrd``/``hetrd`` (jaxlib's FFI target,
+# with the optimal workspace), and syevd then sees a tridiagonal matrix, for which its reduction is
+# O(n^2) (every reflector is the identity, tau = 0, and sytd2 skips its updates) before
+# ``sterf``.
+
+_syevd_values_p = Primitive("eigjax_syevd_values")
+_syevd_values_p.multiple_results = True
+
+_REAL = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.dtype(np.float64),
+         np.dtype(np.complex64): np.dtype(np.float32), np.dtype(np.complex128): np.dtype(np.float64)}
+
+
+def _syevd_abstract_eval(a):
+    *batch, n, _ = a.shape
+    return (jax.core.ShapedArray((*batch, n), _REAL[np.dtype(a.dtype)]),
+            jax.core.ShapedArray(tuple(batch), np.dtype(np.int32)))
+
+
+def _lapack_lowering(ctx, a, name, out_avals, **attrs):
+    """One of jaxlib's LAPACK FFI targets on a row-major matrix; returns its outputs
+    after the overwritten matrix (dropped).
+
+    Row-major memory read column-major is ``a^T = conj(a)`` for Hermitian ``a``: the same
+    eigenvalues and the same real tridiagonal form, so no transposing copy is needed.
+    LAPACK's upper triangle of ``a^T`` is the lower triangle of ``a``, which is what
+    eigjax reads (``symmetrize=False``).
+    """
+    from jaxlib import lapack  # as jax's own eigh lowering: binds jaxlib's kernels to LAPACK
+
+    (a_aval,) = ctx.avals_in
+    complex_ = np.issubdtype(a_aval.dtype, np.complexfloating)
+    target = lapack.prepare_lapack_call(name[complex_], a_aval.dtype)
+    ndim = len(a_aval.shape)
+    row_major = tuple(range(ndim - 1, -1, -1))
+    rule = jax.ffi.ffi_lowering(
+        target,
+        operand_layouts=[row_major],
+        result_layouts=[row_major] + [None] * len(out_avals),
+        operand_output_aliases={0: 0},
+        extra_attributes=_batch_attributes(ctx, ndim - 2, [a_aval], [a_aval, *out_avals]),
+    )
+    return rule(ctx.replace(avals_out=[a_aval, *out_avals]), a, uplo=np.uint8(ord("U")), **attrs)[1:]
+
+
+def _batch_attributes(ctx, num_batch_dims, avals_in, avals_out):
+    """The batch dimensions of the FFI call are independent: the attributes with which
+    jax's own linalg lowerings let XLA (and Shardy) partition them instead of gathering
+    the batch on every device."""
+    attrs = {"mhlo.frontend_attributes": mlir.ir_attribute({"num_batch_dims": str(num_batch_dims)})}
+    if getattr(jax.config, "jax_use_shardy_partitioner", True):
+        try:  # private helper of jax's linalg lowerings; without it the call is replicated
+            from jax._src.lax.linalg import _build_sdy_sharding_rule
+
+            attrs["sdy.sharding_rule"] = _build_sdy_sharding_rule(ctx.module_context, num_batch_dims, avals_in, avals_out)
+        except (ImportError, TypeError):
+            pass
+    return attrs
+
+
+def _syevd_lowering(ctx, a):
+    return _lapack_lowering(ctx, a, ("syevd_ffi", "heevd_ffi"), ctx.avals_out, mode=np.uint8(ord("N")))
+
+
+_syevd_values_p.def_abstract_eval(_syevd_abstract_eval)
+mlir.register_lowering(_syevd_values_p, _syevd_lowering, platform="cpu")
+
+# LAPACK sytrd/hetrd (blocked Householder tridiagonalisation), CPU only, on the row-major
+# matrix (jax.lax.linalg.tridiagonal asks for column-major: one transposing copy more):
+# outputs the diagonal d, the off-diagonal e (both real) and info.
+_sytrd_p = Primitive("eigjax_sytrd_values")
+_sytrd_p.multiple_results = True
+
+
+def _sytrd_abstract_eval(a):
+    *batch, n, _ = a.shape
+    real, batch = _REAL[np.dtype(a.dtype)], tuple(batch)
+    return (jax.core.ShapedArray((*batch, n), real), jax.core.ShapedArray((*batch, n - 1), real),
+            jax.core.ShapedArray(batch, np.dtype(np.int32)))
+
+
+def _sytrd_lowering(ctx, a):
+    (a_aval,) = ctx.avals_in
+    *batch, n, _ = a_aval.shape
+    taus = jax.core.ShapedArray((*batch, n - 1), a_aval.dtype)
+    d_aval, e_aval, info_aval = ctx.avals_out
+    d, e, _, info = _lapack_lowering(ctx, a, ("sytrd_ffi", "hetrd_ffi"), [d_aval, e_aval, taus, info_aval])
+    return [d, e, info]
+
+
+_sytrd_p.def_abstract_eval(_sytrd_abstract_eval)
+mlir.register_lowering(_sytrd_p, _sytrd_lowering, platform="cpu")
+
+# Smallest n at which the blocked reduction first pays (measured, BENCHMARKS.md).
+BLOCKED_N = 256
+
+
+def _syevd_values(a: jax.Array) -> jax.Array:
+    w, info = _syevd_values_p.bind(a)
+    return jnp.where((info == 0)[..., None], w, jnp.asarray(jnp.nan, w.dtype))
+
+
+def _cpu_values(a: jax.Array) -> jax.Array:
+    n = a.shape[-1]
+    if n < BLOCKED_N:
+        return _syevd_values(a)
+    d, e, info = _sytrd_p.bind(a)  # d, e real also for complex a
+    d = jnp.where((info == 0)[..., None], d, jnp.asarray(jnp.nan, d.dtype))
+    shape = a.shape
+    rows = jax.lax.broadcasted_iota(jnp.int32, shape, len(shape) - 2)
+    cols = jax.lax.broadcasted_iota(jnp.int32, shape, len(shape) - 1)
+    e_full = jnp.concatenate([e, jnp.zeros_like(e[..., :1])], axis=-1)
+    # lower triangle: d on the diagonal, e below it (t[i + 1, i] = e[i])
+    t = jnp.where(rows == cols, jnp.broadcast_to(d[..., None, :], shape),
+                  jnp.where(rows == cols + 1, jnp.broadcast_to(e_full[..., None, :], shape), 0))
+    return _syevd_values(t.astype(d.dtype))
+
+
+def _backend_values(a: jax.Array) -> jax.Array:
+    _, w = jax.lax.linalg.eigh(a, lower=True, symmetrize_input=False)
+    return w
+
+
+# ---------------------------------------------------------------------------------------
+# The values-only eigensolver as one primitive with a lowering per platform (above).
+
+_eigvalsh_p = Primitive("eigjax_eigvalsh_values")
+
+
+def _eigvalsh_abstract_eval(a):
+    return jax.core.ShapedArray(a.shape[:-1], _REAL[np.dtype(a.dtype)])
+
+
+def _eigvalsh_batch(args, dims):
+    (a,), (d,) = args, dims
+    return _eigvalsh_p.bind(jnp.moveaxis(a, d, 0)), 0  # the kernels loop over leading axes
+
+
+_eigvalsh_jit = jax.jit(lambda a: _eigvalsh_p.bind(a))
+_eigvalsh_p.def_impl(lambda a: _eigvalsh_jit(a))
+_eigvalsh_p.def_abstract_eval(_eigvalsh_abstract_eval)
+batching.primitive_batchers[_eigvalsh_p] = _eigvalsh_batch
+mlir.register_lowering(_eigvalsh_p, mlir.lower_fun(_cpu_values, multiple_results=False), platform="cpu")
+mlir.register_lowering(_eigvalsh_p, mlir.lower_fun(_backend_values, multiple_results=False))
+
+
+def _use_eigh_forward(a: jax.Array) -> bool:
+    """True where eigjax's eigh forward beats the values-only solver (measured,
+    BENCHMARKS.md): real batches of n <= ``SMALL_N`` (the native kernel), and n < 2.
+    A single small matrix goes to LAPACK, which has less overhead than the batched kernel."""
+    n, batch = a.shape[-1], math.prod(a.shape[:-2])
+    return n < 2 or (batch > 1 and n <= SMALL_N.get(np.dtype(a.dtype), 0))
+
+
+def _values(a: jax.Array, symmetrize: bool) -> jax.Array:
+    from ._eigh import _all_finite, _eigh_forward, _eigh_forward_sym  # cycle: _eigh calls this module
+
+    if _use_eigh_forward(a):
+        if symmetrize:
+            return _eigh_forward_sym(a)[0]
+        # Masked here: the small-matrix kernels do not poison a NaN in the triangle they
+        # do not read. With symmetrize=True they see it and the mask is not needed (it
+        # cost 6-14 % at n = 8).
+        w = _eigh_forward(a)[0]
+    else:
+        w = _eigvalsh_p.bind(_hermitian_part(a) if symmetrize else a)
+    return jnp.where(_all_finite(a)[..., None], w, jnp.asarray(jnp.nan, w.dtype))
+
+
+# Under jax.vmap a function is traced one example at a time; the batching rule hands the
+# dispatch the whole batch (as eigjax._eigh._forward does), so that it sees its size.
+def _batch_aware(symmetrize: bool):
+    @custom_vmap
+    def values(a: jax.Array) -> jax.Array:
+        return _values(a, symmetrize)
+
+    @values.def_vmap
+    def values_vmap(axis_size, in_batched, a):
+        del axis_size
+        (batched,) = in_batched
+        return _values(a, symmetrize), batched
+
+    return values
+
+
+_values_plain, _values_sym = _batch_aware(False), _batch_aware(True)
+
+
+def eigvalsh_values(a: jax.Array, symmetrize: bool) -> jax.Array:
+    """Ascending eigenvalues of the Hermitian ``a`` (``(..., n, n)``) without eigenvectors.
+
+    With ``symmetrize`` the Hermitian part ``a/2 + a^H/2`` is used, else the lower
+    triangle is read. All-NaN for a matrix with a non-finite entry (anywhere) or a
+    solver failure. Not differentiable by itself: :func:`eigjax.eigvalsh` wraps it in
+    its custom JVP, whose rule computes the eigenvectors it needs.
+    """
+    return (_values_sym if symmetrize else _values_plain)(a)
