@@ -38,7 +38,7 @@ Example:
     >>> import jax.numpy as jnp
     >>> from eigjax._small_dispatch import small_eigh
     >>> w, v = small_eigh(jnp.array([[2.0, 1.0], [1.0, 2.0]]), symmetrize=True)
-    >>> w.tolist()
+    >>> w.round(6).tolist()
     [1.0, 3.0]
 """
 
