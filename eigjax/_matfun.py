@@ -100,9 +100,45 @@ def matrix_function(a: ArrayLike, f: Callable[[jax.Array], jax.Array], *, fn: st
             f"{fn}: `f` must be elementwise, mapping the eigenvalues of shape {w_example.shape} to the "
             f"same shape; got {getattr(out, 'shape', type(out).__name__)}."
         )
-    f_conv, consts = jax.closure_convert(f, w_example)
-    key = _computation_key(f, w_example) if not consts else None
-    return _matfun(f_conv if key is None else _SameComputation(f_conv, key), a, tuple(consts))
+    # f is traced at one scalar eigenvalue and applied elementwise (vmap over the flattened
+    # elements): the rules apply it to eigenvalues of shape (..., n), to pairs (..., n, n)
+    # and to quadrature nodes (..., n, n, 5), and a function traced at shape (..., n)
+    # (relu, softplus, clip, sinc, where: their jaxprs broadcast constants to that shape)
+    # fails at the others.
+    # A function that does not map a scalar to a scalar (one closing over an array of
+    # per-eigenvalue weights, say) keeps the shape it was checked at.
+    w_scalar = jnp.zeros((), dtype=w_example.dtype)
+    try:
+        scalar_ok = getattr(jax.eval_shape(f, w_scalar), "shape", None) == ()
+    except Exception:  # noqa: BLE001 - any failure at a scalar: not scalar-elementwise
+        scalar_ok = False
+    w_trace = w_scalar if scalar_ok else w_example
+    f_conv, consts = jax.closure_convert(f, w_trace)
+    key = _computation_key(f, w_trace) if not consts else None
+    f_static = f_conv if key is None else _SameComputation(f_conv, key)
+    if scalar_ok:
+        f_static = _Elementwise(f_static)
+    return _matfun(f_static, a, tuple(consts))
+
+
+class _Elementwise:
+    """``f(w, *c)`` for ``f`` traced at a scalar ``w``: applied to every element of ``w``
+    (any shape) by ``vmap`` over the flattened elements; ``c`` are not mapped."""
+
+    __slots__ = ("fn", "__weakref__")
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, w, *consts):
+        out = jax.vmap(self.fn, in_axes=(0,) + (None,) * len(consts))(jnp.reshape(w, (-1,)), *consts)
+        return jnp.reshape(out, jnp.shape(w))
+
+    def __hash__(self):
+        return hash((_Elementwise, self.fn))
+
+    def __eq__(self, other):
+        return isinstance(other, _Elementwise) and self.fn == other.fn
 
 
 class _SameComputation:

@@ -1,0 +1,109 @@
+"""Issue #19 hardening: numeric defects found by an audit (second divided differences whose
+formula choice held vacuously, matrix functions of any elementwise f, PSD clipping,
+strict dtype promotion, empty and 1x1 inputs). Each test failed on the code before its fix.
+
+Oracles: float64 central finite differences (of the gradient, for Hessians) along random
+symmetric directions, at inputs whose eigenvalues stay away from any kink of ``f``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import eigjax
+from helpers import central_fd, hermitian_direction, random_hermitian, rel_err, rng, with_spectrum
+
+
+def _hvp_and_fd(mf, a, seed):
+    """(H[da], finite difference of the gradient along da) for loss <C, mf(A)>."""
+    r = rng(seed)
+    n = a.shape[-1]
+    c = jnp.asarray(random_hermitian(r, n))
+    da = jnp.asarray(hermitian_direction(r, (n, n)))
+    loss = lambda x: jnp.sum(c * mf(x))  # noqa: E731
+    grad = jax.jit(jax.grad(loss))
+    hess = jax.jit(jax.hessian(loss))(jnp.asarray(a))
+    got = jnp.einsum("ijkl,kl->ij", hess, da)
+    want = central_fd(grad, a, da, h=1e-4)
+    return got, want
+
+
+# Second divided differences f[w_i, w_k, w_j] at *distinct* eigenvalues where f'', f''' and
+# f'''' vanish at the median: the old switch to a Taylor expansion held vacuously there
+# (errors 13 %, 4.6 %, 4.4 % before).
+VANISHING = {
+    "relu_cubed": (lambda w: jnp.maximum(w, 0) ** 3, (-1.0, -0.5, 2.0, 3.0)),
+    "shifted_fifth": (lambda w: (w - 2) ** 5, (1.5, 2.0, 3.0)),
+    "fifth_at_zero": (lambda w: w**5, (0.0, 1.0, 2.0)),
+}
+
+
+@pytest.mark.parametrize(
+    "name, rotated", [(name, False) for name in sorted(VANISHING)] + [("relu_cubed", True)]
+)
+def test_hessian_when_derivatives_vanish_at_middle_eigenvalue(name, rotated):
+    f, spectrum = VANISHING[name]
+    a = with_spectrum(rng(1), spectrum) if rotated else np.diag(spectrum)
+    got, want = _hvp_and_fd(lambda x: eigjax.matrix_function(x, f), jnp.asarray(a), seed=2)
+    assert rel_err(got, want) < 1e-6
+
+
+def test_powm_hessian_at_zero_eigenvalue():
+    got, want = _hvp_and_fd(lambda x: eigjax.powm(x, 5), jnp.diag(jnp.array([0.0, 1.0, 2.0])), seed=3)
+    assert rel_err(got, want) < 1e-6
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_hessian_random_spectra(seed):
+    """Random spectra, some eigenvalues close (relative 1e-3) and some negative."""
+    r = rng(10 + seed)
+    w = np.sort(r.uniform(-2, 3, size=4))
+    w[1] = w[0] * (1 + 1e-3)
+    a = jnp.asarray(with_spectrum(r, w))
+    for f in (lambda w: jnp.maximum(w, 0) ** 3, jnp.exp, lambda w: w**5 - w**2):
+        got, want = _hvp_and_fd(lambda x: eigjax.matrix_function(x, f), a, seed=seed)
+        assert rel_err(got, want) < 1e-6
+
+
+# ---------------------------------------------------------------------------
+# Any elementwise f: traced at one scalar eigenvalue, applied to every shape the rules use.
+
+ELEMENTWISE = {
+    "softplus": jax.nn.softplus,
+    "relu": jax.nn.relu,
+    "clip": lambda w: jnp.clip(w, -0.5, 0.5),
+    "sinc": jnp.sinc,
+    "where": lambda w: jnp.where(w > 0, w**2, -(w**3)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+def test_matrix_function_of_common_elementwise_f_grad_jacfwd_hessian(name):
+    f = ELEMENTWISE[name]
+    r = rng(4)
+    a = jnp.asarray(with_spectrum(r, (-1.3, -0.2, 0.3, 1.7)))  # away from every kink
+    c = jnp.asarray(random_hermitian(r, 4))
+    da = jnp.asarray(hermitian_direction(r, (4, 4)))
+    loss = lambda x: jnp.sum(c * eigjax.matrix_function(x, f))  # noqa: E731
+    fd = central_fd(loss, a, da)
+    assert abs(float(jnp.sum(jax.grad(loss)(a) * da)) - float(fd)) < 1e-8 * max(1.0, abs(float(fd)))
+    jf = jax.jacfwd(lambda x: eigjax.matrix_function(x, f))(a)
+    want = central_fd(lambda x: eigjax.matrix_function(x, f), a, da)
+    assert rel_err(jnp.einsum("ijkl,kl->ij", jf, da), want) < 1e-8
+    got, want = _hvp_and_fd(lambda x: eigjax.matrix_function(x, f), a, seed=5)
+    assert rel_err(got, want) < 1e-6
+
+
+def test_first_divided_difference_across_a_kink_is_the_quotient():
+    """clip at eigenvalues 0.96 and 1.05 (9 % apart, f' = 1 then 0): the 5-point quadrature
+    of f' over the interval is O(1) wrong; the quotient (1 - 0.96) / 0.09 is exact."""
+    f = lambda w: jnp.clip(w, -1.0, 1.0)  # noqa: E731
+    r = rng(6)
+    a = jnp.asarray(with_spectrum(r, (0.3, 0.96, 1.05)))
+    da = jnp.asarray(hermitian_direction(r, (3, 3)))
+    got = jax.jvp(lambda x: eigjax.matrix_function(x, f), (a,), (da,))[1]
+    want = central_fd(lambda x: eigjax.matrix_function(x, f), a, da, h=1e-5)
+    assert rel_err(got, want) < 1e-8
