@@ -69,7 +69,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from ._checks import as_square_matrix, check_bool, check_nonnegative_float
+from ._checks import as_square_matrix, check_bool, check_nonnegative_float, result_dtype
 from ._eig_host import has_native_eig, host_eig
 from ._eigh import _h, _mm
 from ._gaps import gap_matrix, nan_on_cut
@@ -108,7 +108,7 @@ class EigGaugeCheck(NamedTuple):
 
 
 def _complex_dtype(dtype):
-    return jnp.result_type(dtype, jnp.complex64)
+    return result_dtype(dtype, jnp.complex64)
 
 
 def _use_host(solver: str) -> bool:
@@ -137,7 +137,7 @@ def _raw_eig(a: jax.Array, solver: str, compute_vectors: bool):
     # multiplications (cheaper than an elementwise ldexp), for all but subnormal ||A||
     lo, hi = max(int(fi.minexp), 1 - int(fi.maxexp)), min(int(fi.maxexp) - 1, -int(fi.minexp))
     e = jnp.clip(jnp.where(ok, e, 0), lo, hi)
-    a = a * jnp.ldexp(jnp.ones((), real), -e)
+    a = a * jnp.ldexp(jnp.ones((), real), -e).astype(a.dtype)  # explicit: strict promotion
     if _use_host(solver):
         out = host_eig(a, compute_vectors=compute_vectors)
     else:
@@ -145,7 +145,7 @@ def _raw_eig(a: jax.Array, solver: str, compute_vectors: bool):
             a, compute_left_eigenvectors=False, compute_right_eigenvectors=compute_vectors
         )
     w = out[0]
-    w = w * jnp.ldexp(jnp.ones((), real), e[..., 0])
+    w = w * jnp.ldexp(jnp.ones((), real), e[..., 0]).astype(w.dtype)
     return (w, *tuple(out)[1:])
 
 
@@ -204,7 +204,7 @@ def _normalise_rows(vt: jax.Array) -> jax.Array:
     a2k = _abs2(vk)
     ok = a2k > 0  # False only for a zero (or NaN) vector
     scale = jax.lax.rsqrt(jnp.where(ok, a2k, 1)) * jax.lax.rsqrt(jnp.sum(a2, axis=-1, keepdims=True))
-    return vt * jnp.where(ok, jnp.conj(vk) * scale, 1)
+    return vt * jnp.where(ok, jnp.conj(vk) * scale.astype(vk.dtype), 1)
 
 
 def _eig_forward(a: jax.Array, solver: str) -> tuple[jax.Array, jax.Array]:
@@ -298,13 +298,14 @@ def _eig_rule(degenerate_tol, solver, primals, tangents, *, higher):
     lin = _linearise(a, w, v, degenerate_tol)
     f = nan_on_cut(lin.f) if higher else lin.f
     p = jnp.linalg.solve(v, _mm(a_dot.astype(v.dtype), v))  # P = V^{-1} dA V
-    w_dot = jnp.diagonal(p, axis1=-2, axis2=-1) * lin.nan_mask
+    mask = lin.nan_mask.astype(v.dtype)
+    w_dot = jnp.diagonal(p, axis1=-2, axis2=-1) * mask
     u = _mm(v, f * p)
     k = _largest_entry(jax.lax.stop_gradient(v))
     vk = jnp.real(jnp.take_along_axis(v, k, axis=-2))[..., 0, :]
     uk = jnp.take_along_axis(u, k, axis=-2)[..., 0, :]
-    c = -jnp.real(jnp.sum(jnp.conj(v) * u, axis=-2)) - 1j * jnp.imag(uk) / vk
-    v_dot = (u + v * c[..., None, :]) * lin.nan_mask[..., None, :]
+    c = jax.lax.complex(-jnp.real(jnp.sum(jnp.conj(v) * u, axis=-2)), -jnp.imag(uk) / vk)
+    v_dot = (u + v * c[..., None, :]) * mask[..., None, :]
     return (w, v), (w_dot, v_dot)
 
 
@@ -324,7 +325,7 @@ def _eigvals_jvp(solver, primals, tangents):
     lin = _linearise(a, w, v, None)
     # dw_i = y_i^H dA x_i = sum_j (V^{-1} dA)_ij V_ji: one solve, no eigengaps used.
     x = jnp.linalg.solve(v, a_dot.astype(v.dtype))
-    w_dot = jnp.sum(x * jnp.swapaxes(v, -1, -2), axis=-1) * lin.nan_mask
+    w_dot = jnp.sum(x * jnp.swapaxes(v, -1, -2), axis=-1) * lin.nan_mask.astype(x.dtype)
     return w, w_dot
 
 
@@ -516,7 +517,8 @@ def eig_gauge_check(
         rtol = float(np.sqrt(np.finfo(rdtype).eps))
 
     def rotated(theta):
-        return jnp.real(loss(w, v * jnp.exp(1j * theta)[..., None, :]))
+        phase = jnp.exp(jax.lax.complex(jnp.zeros_like(theta), theta)).astype(v.dtype)
+        return jnp.real(loss(w, v * phase[..., None, :]))
 
     dtheta = jax.jacfwd(rotated)(jnp.zeros(w.shape, rdtype))
     gv = jax.grad(lambda vv: jnp.real(loss(w, vv)))(v)

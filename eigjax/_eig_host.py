@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checks import result_dtype
+
 # Platforms whose XLA backend implements the nonsymmetric eigensolver.
 _NATIVE_PLATFORMS = frozenset({"cpu", "cuda", "rocm", "gpu"})
 
@@ -58,7 +60,7 @@ def host_eig(a: jax.Array, *, compute_vectors: bool = True) -> tuple[jax.Array, 
     Same contract as ``jax.lax.linalg.eig(a, compute_left_eigenvectors=False)``:
     complex outputs, LAPACK ordering and normalisation.
     """
-    cdtype = jnp.result_type(a.dtype, jnp.complex64)
+    cdtype = result_dtype(a.dtype, jnp.complex64)
     shapes = [jax.ShapeDtypeStruct(a.shape[:-1], cdtype)]
     if compute_vectors:
         shapes.append(jax.ShapeDtypeStruct(a.shape, cdtype))

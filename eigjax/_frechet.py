@@ -76,6 +76,7 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
+from ._checks import result_dtype
 from ._eigh import _eigh, _h, _hermitian_part, _mm
 
 # Gauss-Legendre nodes/weights on [0, 1].
@@ -107,25 +108,26 @@ def _divided_differences(f: Callable, w: jax.Array, fw: jax.Array, *, with_error
     # |d| <= 1/2, where the quotient of exp at (50, 55) would otherwise be replaced by a
     # quadrature over e^x on an interval of length 5, accurate only to 1e-6).
     f1, f2 = jax.jvp(lambda x: _derivative(f, x), (ws,), (jnp.ones_like(ws),))
-    smooth = jnp.abs(jax.lax.stop_gradient(d) * f2[..., None, :]) <= 0.5 * jnp.abs(f1[..., None, :])
+    smooth = jnp.abs(jax.lax.stop_gradient(d)) * jnp.abs(f2[..., None, :]) <= 0.5 * jnp.abs(f1[..., None, :])
     abs_d = jnp.abs(jax.lax.stop_gradient(d))
     tiny = abs_d <= np.sqrt(eps) * scale
     candidate = (abs_d <= _REL_CLOSE * pair_scale) & smooth | tiny
     # Quotient on the pairs that are far apart (safe denominator elsewhere).
     safe_d = jnp.where(tiny, jnp.ones_like(d), d)
-    quotient = (fw[..., :, None] - fw[..., None, :]) / safe_d
+    quotient = (fw[..., :, None] - fw[..., None, :]) / safe_d.astype(fw.dtype)
     # Quadrature of f' between the two eigenvalues on the candidate pairs; the others
     # evaluate f' at w_j (inside the domain), so nothing unselected is NaN.
     d_close = jnp.where(candidate, d, jnp.zeros_like(d))
     t = jnp.asarray(_GL_X, dtype=w.dtype).reshape((1,) * d.ndim + (-1,))
     gl_w = jnp.asarray(_GL_W, dtype=w.dtype).reshape((1,) * d.ndim + (-1,))
     nodes = wj[..., None] + d_close[..., None] * t
-    quad = jnp.sum(_derivative(f, nodes) * gl_w, axis=-1)
+    fd_nodes = _derivative(f, nodes)
+    quad = jnp.sum(fd_nodes * gl_w.astype(fd_nodes.dtype), axis=-1)
     # Exactly equal eigenvalues (the diagonal, the identity): f' itself, with no
     # rounding from the quadrature weights, so d sqrtm(I)[E] = E / 2 exactly.
     at_wj = _derivative(f, wj + jnp.zeros_like(d))
     quad = jnp.where(jax.lax.stop_gradient(d) == 0, at_wj, quad)
-    quotient = quotient.astype(jnp.result_type(quotient, quad))
+    quotient = quotient.astype(result_dtype(quotient, quad))
     quad = quad.astype(quotient.dtype)
     # The quotient's rounding error: eps |f| / |d| from the cancellation, eps |G| from the
     # division. The quadrature is taken only where it agrees with the quotient within 4x
@@ -146,7 +148,7 @@ def _divided_differences(f: Callable, w: jax.Array, fw: jax.Array, *, with_error
 
 
 def _reconstruct(v: jax.Array, fw: jax.Array) -> jax.Array:
-    dtype = jnp.result_type(v, fw)
+    dtype = result_dtype(v, fw)
     v = v.astype(dtype)
     return _mm(v * fw.astype(dtype)[..., None, :], _h(v))
 
@@ -159,7 +161,7 @@ def _to_eigenbasis(v: jax.Array, x: jax.Array, dtype) -> jax.Array:
 
 def _from_eigenbasis(v: jax.Array, s: jax.Array) -> jax.Array:
     """``V s V^H``."""
-    v = v.astype(jnp.result_type(v, s))
+    v = v.astype(result_dtype(v, s))
     return _mm(v, _mm(s, _h(v)))
 
 
@@ -215,7 +217,7 @@ def _second_order(f: Callable, consts, w: jax.Array, v: jax.Array, h: jax.Array,
     fc = lambda x: f(x, *consts)  # noqa: E731
     fw = fc(w)
     g, g_err = _divided_differences(fc, w, fw, with_error=True)
-    dtype = jnp.result_type(g, e)
+    dtype = result_dtype(g, e)
     x = _to_eigenbasis(v, _hermitian_part(h), dtype)
     y = _to_eigenbasis(v, e, dtype)
     n = w.shape[-1]
@@ -265,9 +267,10 @@ def _second_order(f: Callable, consts, w: jax.Array, v: jax.Array, h: jax.Array,
         # the size of f''' and f'''' against f'', decides: when f'', f''' and f'''' vanish
         # at the median (max(w, 0)**3 at w < 0, (w - 2)**5 at 2, w**5 at 0), a test on the
         # derivatives holds vacuously at any spread and gave 0 for f[w_i, w_k, w_j].
-        tiny = spread <= np.sqrt(eps) * scale
+        tiny = spread <= float(np.sqrt(eps)) * scale
         safe_den = jnp.where(tiny, jnp.ones_like(den), den)
         quotient = num / safe_den.astype(num.dtype)
+        s1, h2 = s1.astype(f3m.dtype), h2.astype(f4m.dtype)  # real offsets, maybe complex f
         taylor = (f2m / 2 + f3m * s1 / 6 + f4m * h2 / 24).astype(quotient.dtype)
         qs, ts = jax.lax.stop_gradient((quotient, taylor))
         q_err = num_err / jnp.where(tiny, 1, spread) + eps * jnp.abs(qs)
@@ -302,7 +305,7 @@ def _frechet_formula(f: Callable, consts, w: jax.Array, v: jax.Array, e: jax.Arr
     """``V (G o V^H e V) V^H`` for ``f(.; consts)`` and ``A = V diag(w) V^H`` given as data."""
     fc = lambda x: f(x, *consts)  # noqa: E731
     g = _divided_differences(fc, w, fc(w))
-    dtype = jnp.result_type(g, e)
+    dtype = result_dtype(g, e)
     return _from_eigenbasis(v, g.astype(dtype) * _to_eigenbasis(v, e, dtype))
 
 
@@ -333,7 +336,7 @@ def _param_vjp(fn, consts, cotangent_of) -> list:
     the dtypes of ``consts``."""
     zeros = [jnp.zeros_like(jnp.asarray(c)) for c in consts]
     out, vjp = jax.vjp(fn, *zeros)
-    return [x.astype(jnp.result_type(c)) for x, c in zip(vjp(cotangent_of(out)), consts)]
+    return [x.astype(result_dtype(c)) for x, c in zip(vjp(cotangent_of(out)), consts)]
 
 
 def _require_linear_only(name: str, nonlinear, what: str) -> None:
@@ -443,7 +446,7 @@ def param_term(f: Callable, a: jax.Array, consts, consts_dot, dtype) -> jax.Arra
 @functools.partial(jax.jit, static_argnums=0)
 def _param_ct_formula(f, consts, w, v, ct):
     """``vjp_dc sum(ct * V diag(psi(dc)) V^H)`` with ``A = V diag(w) V^H`` as data."""
-    vt = v.astype(jnp.result_type(v, ct))
+    vt = v.astype(result_dtype(v, ct))
     d = jnp.sum(vt * _mm(ct, jnp.conj(vt)), axis=-2)  # diag(V^T ct conj(V)): sum(ct * V D V^H) = sum(d * D)
     psi = lambda *dc: _ParamTangent(f, len(consts))(w, *consts, *dc)  # noqa: E731
     return _param_vjp(psi, consts, lambda out: (d if jnp.iscomplexobj(out) else jnp.real(d)).astype(out.dtype))
@@ -464,7 +467,7 @@ _param_ct_p = _define(
 
 
 def _param_ct(f, a, consts, ct):
-    avals = tuple((tuple(jnp.shape(c)), jnp.dtype(jnp.result_type(c))) for c in consts)
+    avals = tuple((tuple(jnp.shape(c)), jnp.dtype(result_dtype(c))) for c in consts)
     return _param_ct_p.bind(a, *consts, ct, f=f, m=len(consts), dc_avals=avals)
 
 

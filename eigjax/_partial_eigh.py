@@ -255,7 +255,7 @@ def _start_block(shape, dtype, seed: int):
         return (x.astype(real) / real.type(2.0**32) - 0.5).reshape(shape)
 
     if jnp.issubdtype(dtype, jnp.complexfloating):
-        return (uniform(1) + 1j * uniform(2)).astype(dtype)
+        return jax.lax.complex(uniform(1), uniform(2)).astype(dtype)  # strict promotion
     return uniform(1).astype(dtype)
 
 
@@ -587,13 +587,13 @@ def _deflated_cg(mv, b, wd, awd, w, sign, tol, maxiter, precond=None):
         x, r, d, rz_prev, rs, it = s
         z = precond(r)
         rz = dot(r, z)
-        beta = jnp.where(it > 0, rz / jnp.where(rz_prev != 0, rz_prev, 1.0), 0.0).astype(real)
+        beta = jnp.where(it > 0, rz / jnp.where(rz_prev != 0, rz_prev, 1.0), 0.0).astype(b.dtype)
         d = z + d * beta[:, None] - deflate(z)
         ad = mv(d)
         dad = dot(d, ad)
         # A converged row keeps x and r (alpha = 0); its d is refreshed harmlessly.
         active = jnp.logical_and(rs > thresh, dad > 0)
-        alpha = jnp.where(active, rz / jnp.where(active, dad, 1.0), 0.0).astype(real)
+        alpha = jnp.where(active, rz / jnp.where(active, dad, 1.0), 0.0).astype(b.dtype)
         x = x + d * alpha[:, None]
         r = r - ad * alpha[:, None]
         return x, r, d, rz, jnp.where(active, dot(r, r), rs), it + 1

@@ -124,7 +124,7 @@ def test_degenerate_pencil_invariant_losses(dtype):
     funcs = {
         "group_sum": lambda a, b: jnp.sum(eigjax.eigh_generalized(a, b).eigenvalues[:2]),
         "group_projector": projector(slice(0, 2)),
-        "weighted": lambda a, b: (lambda w, v: (v * jnp.asarray([[2.0, 2.0, -1.0, 0.5, 3.0]])) @ jnp.conj(v.T))(
+        "weighted": lambda a, b: (lambda w, v: (v * jnp.asarray([[2.0, 2.0, -1.0, 0.5, 3.0]], v.dtype)) @ jnp.conj(v.T))(
             *eigjax.eigh_generalized(a, b)
         ),
     }
@@ -134,7 +134,7 @@ def test_degenerate_pencil_invariant_losses(dtype):
         assert np.all(np.isfinite(got))
         assert rel_err(got, want) < 1e-7, (name, rel_err(got, want))
     # Reverse mode at the degenerate point: finite and equal to the JVP contraction.
-    loss = lambda a, b: jnp.real(jnp.sum(jnp.abs(projector(slice(0, 2))(a, b)) ** 2 * jnp.arange(n * n).reshape(n, n)))
+    loss = lambda a, b: jnp.real(jnp.sum(jnp.abs(projector(slice(0, 2))(a, b)) ** 2 * jnp.arange(n * n, dtype=float).reshape(n, n)))
     ga, gb = jax.grad(loss, argnums=(0, 1))(jnp.asarray(a), jnp.asarray(b))
     fd = central_fd(lambda t: loss(a + t * da, b + t * db), 0.0, 1.0, h=1e-4)
     # jax.grad of a real loss of complex input: dL = Re sum(g * dz) (JAX's convention).

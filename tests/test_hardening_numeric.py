@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 import eigjax
+from scipy.linalg import sqrtm as scipy_sqrtm
+
 from helpers import central_fd, hermitian_direction, random_hermitian, rel_err, rng, with_spectrum
 
 
@@ -107,3 +109,62 @@ def test_first_divided_difference_across_a_kink_is_the_quotient():
     got = jax.jvp(lambda x: eigjax.matrix_function(x, f), (a,), (da,))[1]
     want = central_fd(lambda x: eigjax.matrix_function(x, f), a, da, h=1e-5)
     assert rel_err(got, want) < 1e-8
+
+
+# ---------------------------------------------------------------------------
+# Strict dtype promotion (JAX's own test setting): the library's deliberate promotions
+# (real scale factors and masks into complex arrays) are explicit casts.
+
+ALL_DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_eig_and_eigvals_under_strict_promotion(dtype):
+    r = rng(20)
+    x = r.standard_normal((4, 4)) + (1j * r.standard_normal((4, 4)) if np.issubdtype(dtype, np.complexfloating) else 0)
+    a = jnp.asarray(x.astype(dtype))
+    with jax.numpy_dtype_promotion("strict"):
+        w, v = eigjax.eig(a)
+        w2 = eigjax.eigvals(a, solver="host")
+        g = jax.grad(lambda m: jnp.sum(jnp.abs(eigjax.eigvals(m))))(a)
+        gv = jax.grad(lambda m: jnp.sum(jnp.abs(eigjax.eig(m).eigenvectors) ** 3))(a)
+        chk = eigjax.eig_gauge_check(lambda w, v: jnp.sum(jnp.abs(v) ** 3), a)
+    want = np.sort_complex(np.linalg.eigvals(x.astype(np.complex128)))
+    tol = 1e-4 if dtype in (np.float32, np.complex64) else 1e-10
+    np.testing.assert_allclose(np.asarray(w), want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(np.asarray(w2), want, rtol=tol, atol=tol)
+    assert np.all(np.isfinite(np.asarray(g))) and np.all(np.isfinite(np.asarray(gv))) and bool(chk.ok)
+    assert v.dtype == w.dtype
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_matrix_functions_under_strict_promotion(dtype):
+    r = rng(21)
+    n = 4
+    x = r.standard_normal((n, n)) + (1j * r.standard_normal((n, n)) if np.issubdtype(dtype, np.complexfloating) else 0)
+    spd = jnp.asarray((x @ np.conj(x.T) + n * np.eye(n)).astype(dtype))
+    complex_f = lambda w: jnp.exp(jax.lax.complex(jnp.zeros_like(w), w))  # noqa: E731
+    with jax.numpy_dtype_promotion("strict"):
+        outs = [eigjax.sqrtm(spd), eigjax.logm(spd), eigjax.powm(spd, 1.5), eigjax.matrix_function(spd, complex_f)]
+        g = jax.grad(lambda m: jnp.real(jnp.sum(eigjax.sqrtm(m))))(spd)
+        gp = jax.grad(lambda p: jnp.real(jnp.sum(eigjax.powm(spd, p))))(1.5)
+        hvp = jax.jvp(jax.grad(lambda m: jnp.real(jnp.sum(eigjax.matrix_function(m, complex_f)))), (spd,), (spd,))[1]
+    want = scipy_sqrtm(np.asarray(spd, dtype=np.complex128))
+    tol = 1e-4 if dtype in (np.float32, np.complex64) else 1e-10
+    np.testing.assert_allclose(np.asarray(outs[0]), want, rtol=tol, atol=tol)
+    for x_ in (*outs, g, gp, hvp):
+        assert np.all(np.isfinite(np.asarray(x_)))
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_eigh_partial_complex_gradient_under_strict_promotion(dtype):
+    r = rng(22)
+    n = 12
+    x = r.standard_normal((n, n)) + 1j * r.standard_normal((n, n))
+    a = jnp.asarray(((x + np.conj(x.T)) / 2).astype(dtype))
+    loss = lambda m: jnp.sum(eigjax.eigh_partial(m, 2).eigenvalues)  # noqa: E731
+    with jax.numpy_dtype_promotion("strict"):
+        g = jax.grad(loss)(a)
+    want = np.linalg.eigh(np.asarray(a, np.complex128))[1][:, :2]
+    tol = 1e-3 if dtype == np.complex64 else 1e-8
+    np.testing.assert_allclose(np.asarray(g), np.conj(want @ np.conj(want.T)), atol=tol)
