@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from ._checks import as_square_matrix
+from ._checks import as_square_matrix, result_dtype
 from ._eigh import _eigh, _hermitian_part
 from ._frechet import _reconstruct, frechet, param_term
 
@@ -100,6 +100,8 @@ def matrix_function(a: ArrayLike, f: Callable[[jax.Array], jax.Array], *, fn: st
             f"{fn}: `f` must be elementwise, mapping the eigenvalues of shape {w_example.shape} to the "
             f"same shape; got {getattr(out, 'shape', type(out).__name__)}."
         )
+    if a.shape[-1] == 0:  # nothing to apply f to; the (empty) derivatives are zero
+        return jnp.zeros(a.shape, result_dtype(a.dtype, out.dtype))
     # f is traced at one scalar eigenvalue and applied elementwise (vmap over the flattened
     # elements): the rules apply it to eigenvalues of shape (..., n), to pairs (..., n, n)
     # and to quadrature nodes (..., n, n, 5), and a function traced at shape (..., n)

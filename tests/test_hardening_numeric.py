@@ -168,3 +168,38 @@ def test_eigh_partial_complex_gradient_under_strict_promotion(dtype):
     want = np.linalg.eigh(np.asarray(a, np.complex128))[1][:, :2]
     tol = 1e-3 if dtype == np.complex64 else 1e-8
     np.testing.assert_allclose(np.asarray(g), np.conj(want @ np.conj(want.T)), atol=tol)
+
+
+# ---------------------------------------------------------------------------
+# Empty (0 x 0) and 1 x 1 matrices under every transformation.
+
+SMALL_LOSSES = {
+    "eigvals": lambda x: jnp.sum(jnp.abs(eigjax.eigvals(x))),
+    "eigvals_host": lambda x: jnp.sum(jnp.abs(eigjax.eigvals(x, solver="host"))),
+    "eig": lambda x: jnp.sum(jnp.abs(eigjax.eig(x).eigenvectors) ** 2 * jnp.real(eigjax.eig(x).eigenvalues)[None, :]),
+    "eig_left": lambda x: jnp.sum(jnp.abs(eigjax.eig(x, left=True).left_eigenvectors)),
+    "eigh": lambda x: jnp.sum(eigjax.eigh(x).eigenvalues) + jnp.sum(eigjax.eigh(x).eigenvectors ** 2),
+    "eigvalsh": lambda x: jnp.sum(eigjax.eigvalsh(x)),
+    "sqrtm": lambda x: jnp.sum(eigjax.sqrtm(x)),
+    "powm": lambda x: jnp.sum(eigjax.powm(x, 1.5)),
+    "expm": lambda x: jnp.sum(eigjax.expm(x)),
+}
+
+
+@pytest.mark.parametrize("n", [0, 1])
+@pytest.mark.parametrize("name", sorted(SMALL_LOSSES))
+def test_empty_and_one_by_one_under_grad_and_hessian(name, n):
+    loss = SMALL_LOSSES[name]
+    a = 2.0 * jnp.eye(n)
+    value = loss(a)
+    g, gj, h = jax.grad(loss)(a), jax.jit(jax.grad(loss))(a), jax.hessian(loss)(a)
+    assert g.shape == gj.shape == (n, n) and h.shape == (n, n, n, n)
+    for x in (value, g, gj, h):
+        assert np.all(np.isfinite(np.asarray(x)))
+    if n == 1:  # d/da of the scalar function: 1 for eigenvalues, f'(2) for f(A)
+        fd = (loss(a + 1e-6) - loss(a - 1e-6)) / 2e-6
+        np.testing.assert_allclose(float(g[0, 0]), float(fd), rtol=1e-6, atol=1e-9)
+
+
+def test_powm_exponent_gradient_of_empty_matrix_is_zero():
+    assert float(jax.grad(lambda p: jnp.sum(eigjax.powm(jnp.zeros((0, 0)), p)))(1.5)) == 0.0
