@@ -203,3 +203,67 @@ def test_empty_and_one_by_one_under_grad_and_hessian(name, n):
 
 def test_powm_exponent_gradient_of_empty_matrix_is_zero():
     assert float(jax.grad(lambda p: jnp.sum(eigjax.powm(jnp.zeros((0, 0)), p)))(1.5)) == 0.0
+
+
+# ---------------------------------------------------------------------------
+# psd=True: rounding-level eigenvalues of a singular PSD input clipped to exactly 0.
+
+
+def _rank2_covariance(seed=31, n=5):
+    x = rng(seed).standard_normal((2, n))
+    return jnp.asarray(x.T @ x)  # eigenvalues ~1e-16 (some negative), then two O(1)
+
+
+def test_sqrtm_psd_of_rank_deficient_covariance():
+    cov = _rank2_covariance()
+    assert np.isnan(np.asarray(eigjax.sqrtm(cov))).any()  # documented default: NaN
+    for s in (eigjax.sqrtm(cov, psd=True), jax.jit(lambda c: eigjax.sqrtm(c, psd=True))(cov)):
+        assert np.all(np.isfinite(np.asarray(s)))
+        assert rel_err(s @ s, cov) < 1e-14
+        assert np.linalg.eigvalsh(np.asarray(s)).min() > -1e-7  # PSD: sqrt of rounding-level ~1e-8
+    batch = jnp.stack([cov, 3.0 * cov, jnp.eye(5)])
+    sb = eigjax.sqrtm(batch, psd=True)
+    for k in range(3):
+        assert rel_err(sb[k], eigjax.sqrtm(batch[k], psd=True)) < 1e-13
+    # negative beyond rounding stays NaN
+    assert np.isnan(np.asarray(eigjax.sqrtm(jnp.diag(jnp.array([1.0, -1e-6])), psd=True))).any()
+    # powm p > 0 and the other functions accept it; inv_sqrtm / logm give inf / -inf, not NaN
+    p = eigjax.powm(cov, 0.5, psd=True)
+    assert rel_err(p, eigjax.sqrtm(cov, psd=True)) < 1e-12
+    assert np.isinf(np.asarray(eigjax.logm(jnp.diag(jnp.array([-1e-17, 1.0])), psd=True))).any()
+    assert np.isinf(np.asarray(eigjax.inv_sqrtm(jnp.diag(jnp.array([-1e-17, 1.0])), psd=True))).any()
+
+
+def test_psd_derivatives():
+    """powm(., 2, psd) at a singular PSD input: f'(0) = 0 finite, derivative exact (A^2);
+    sqrtm at a singular input has none: NaN; at a definite input psd changes nothing."""
+    cov = _rank2_covariance()
+    c = jnp.asarray(random_hermitian(rng(32), 5))
+    g = jax.grad(lambda a: jnp.sum(c * eigjax.powm(a, 2.0, psd=True)))(cov)
+    want = jax.grad(lambda a: jnp.sum(c * (((a + a.T) / 2) @ ((a + a.T) / 2))))(cov)
+    assert rel_err(g, want) < 1e-12
+    gs = jax.grad(lambda a: jnp.sum(c * eigjax.sqrtm(a, psd=True)))(cov)
+    assert np.isnan(np.asarray(gs)).all()
+    spd = cov + jnp.eye(5)
+    for name in ("sqrtm", "inv_sqrtm", "logm"):
+        f = getattr(eigjax, name)
+        g1 = jax.grad(lambda a: jnp.sum(c * f(a, psd=True)))(spd)
+        g0 = jax.grad(lambda a: jnp.sum(c * f(a)))(spd)
+        assert rel_err(g1, g0) < 1e-13
+
+
+def test_psd_option_is_checked():
+    with pytest.raises(TypeError, match=r"eigjax.sqrtm: option `psd` must be True or False; got 'yes'"):
+        eigjax.sqrtm(jnp.eye(2), psd="yes")
+
+
+# ---------------------------------------------------------------------------
+# Clear errors instead of tracebacks or silent coercion (#19 item 14).
+
+
+@pytest.mark.parametrize("p", ["2", None, [2.0], True, 1 + 2j])
+def test_powm_bad_exponent_is_a_clear_type_error(p):
+    with pytest.raises(TypeError, match=r"eigjax.powm: argument `p` must be a real scalar"):
+        eigjax.powm(jnp.eye(2), p)
+    with pytest.raises(TypeError, match=r"eigjax.powm: argument `p`"):
+        jax.jit(lambda a: eigjax.powm(a, p))(jnp.eye(2))
