@@ -185,3 +185,18 @@ def test_bad_input():
         f(np.eye(2), [[1.0, 0.0], [0.0, 1.0]])
     with pytest.raises(ValueError, match=r"degenerate_tol"):
         f(np.eye(2), np.eye(2), degenerate_tol=-1.0)
+
+
+@pytest.mark.parametrize("fill", [np.inf, -np.inf, np.nan])
+def test_check_with_non_finite_b_is_a_clear_error(fill):
+    """check=True with an all-inf (or NaN) b: one ValueError naming function, argument and
+    what is wrong (np.linalg.eigvalsh used to raise LinAlgError from inside the check)."""
+    a = np.eye(3)
+    b = np.full((3, 3), fill)
+    with pytest.raises(ValueError, match=r"eigjax.eigh_generalized: argument `b` must be Hermitian positive definite with finite entries; .* 9 non-finite"):
+        eigjax.eigh_generalized(a, b, check=True)
+    with pytest.raises(ValueError, match=r"batch index \(1,\)"):
+        eigjax.eigh_generalized(np.stack([a, a]), np.stack([np.eye(3), b]), check=True)
+    # without the check: NaN outputs, no exception (documented)
+    w, v = eigjax.eigh_generalized(a, b)
+    assert np.all(np.isnan(np.asarray(w)))
