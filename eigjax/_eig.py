@@ -70,7 +70,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from ._checks import as_square_matrix, check_bool, check_nonnegative_float, result_dtype
-from ._eig_host import has_native_eig, host_eig
+from ._eig_host import NATIVE_PLATFORMS, host_eig
 from ._eigh import _h, _mm
 from ._gaps import gap_matrix, nan_on_cut
 
@@ -111,8 +111,23 @@ def _complex_dtype(dtype):
     return result_dtype(dtype, jnp.complex64)
 
 
-def _use_host(solver: str) -> bool:
-    return solver == "host" or (solver == "auto" and not has_native_eig())
+def _xla_eig(a: jax.Array, compute_vectors: bool) -> tuple[jax.Array, ...]:
+    return tuple(jax.lax.linalg.eig(a, compute_left_eigenvectors=False, compute_right_eigenvectors=compute_vectors))
+
+
+def _solve_eig(a: jax.Array, solver: str, compute_vectors: bool) -> tuple[jax.Array, ...]:
+    """The solver's raw output. ``"auto"`` chooses per *lowering* platform with
+    ``jax.lax.platform_dependent`` (never from ``jax.default_backend()`` at trace time): XLA's
+    eig where the platform has one (``_eig_host._NATIVE_PLATFORMS``: CPU, CUDA, ROCm), the
+    host callback elsewhere. So ``jax.export`` for ``platforms=["cuda"]`` from a CPU-only
+    machine lowers XLA's eig, not a callback, and a TPU export gets the callback."""
+    if solver == "host":
+        return host_eig(a, compute_vectors=compute_vectors)
+    xla = functools.partial(_xla_eig, compute_vectors=compute_vectors)
+    if solver == "xla":
+        return xla(a)
+    host = functools.partial(host_eig, compute_vectors=compute_vectors)
+    return jax.lax.platform_dependent(a, **{p: xla for p in NATIVE_PLATFORMS}, default=host)
 
 
 def _raw_eig(a: jax.Array, solver: str, compute_vectors: bool):
@@ -138,12 +153,7 @@ def _raw_eig(a: jax.Array, solver: str, compute_vectors: bool):
     lo, hi = max(int(fi.minexp), 1 - int(fi.maxexp)), min(int(fi.maxexp) - 1, -int(fi.minexp))
     e = jnp.clip(jnp.where(ok, e, 0), lo, hi)
     a = a * jnp.ldexp(jnp.ones((), real), -e).astype(a.dtype)  # explicit: strict promotion
-    if _use_host(solver):
-        out = host_eig(a, compute_vectors=compute_vectors)
-    else:
-        out = jax.lax.linalg.eig(
-            a, compute_left_eigenvectors=False, compute_right_eigenvectors=compute_vectors
-        )
+    out = _solve_eig(a, solver, compute_vectors)
     w = out[0]
     w = w * jnp.ldexp(jnp.ones((), real), e[..., 0]).astype(w.dtype)
     return (w, *tuple(out)[1:])
@@ -379,9 +389,11 @@ def eig(
         ``n eps ||A||_F (s_i + s_j)`` with ``s`` the condition numbers (estimated
         by random probes, within a factor 2 with probability 1 - 2e-5; the exact
         ones are :func:`eig_condition_numbers`).
-      solver: ``"auto"`` (XLA's eig where the backend has one - CPU, CUDA, ROCm -
-        else the host fallback), ``"xla"`` or ``"host"`` (``jax.pure_callback`` into
-        :func:`numpy.linalg.eig`; works on every backend, under ``jit``/``vmap``).
+      solver: ``"auto"`` (XLA's eig where the platform has one - CPU, CUDA, ROCm -
+        else the host fallback, chosen per lowering platform, so ``jax.export`` for
+        ``platforms=["cuda"]`` lowers XLA's eig from any host), ``"xla"`` or ``"host"``
+        (``jax.pure_callback`` into :func:`numpy.linalg.eig`; works on every backend,
+        under ``jit``/``vmap``).
 
     Returns:
       ``EigResult(eigenvalues, eigenvectors)`` with shapes ``(..., n)`` and

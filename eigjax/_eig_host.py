@@ -20,14 +20,17 @@ import numpy as np
 
 from ._checks import result_dtype
 
-# Platforms whose XLA backend implements the nonsymmetric eigensolver.
-_NATIVE_PLATFORMS = frozenset({"cpu", "cuda", "rocm", "gpu"})
+# Lowering platforms whose XLA backend implements the nonsymmetric eigensolver
+# (jax.lax.linalg.eig lowers to LAPACK geev on CPU, to cuSOLVER/hipSOLVER/MAGMA on GPUs;
+# TPU has none). eigjax._eig chooses per lowering platform from this set.
+NATIVE_PLATFORMS = ("cpu", "cuda", "rocm")
 
 
 def has_native_eig(platform: str | None = None) -> bool:
-    """Whether XLA on ``platform`` (default: the default backend) has an ``eig``."""
+    """Whether XLA on ``platform`` (default: the default backend) has an ``eig``.
+    Informational: the solver choice itself is made per lowering platform."""
     platform = jax.default_backend() if platform is None else platform
-    return platform in _NATIVE_PLATFORMS
+    return platform in NATIVE_PLATFORMS or platform == "gpu"
 
 
 def _numpy_eig(a: np.ndarray, compute_vectors: bool, cdtype) -> tuple[np.ndarray, ...]:

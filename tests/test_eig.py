@@ -520,3 +520,68 @@ def test_nonfinite_input_gives_nan_not_an_error(solver):
 def test_integer_input_promoted():
     w = eigjax.eigvals(jnp.array([[1, 2], [3, 4]]))
     np.testing.assert_allclose(w, np.sort_complex(np.linalg.eigvals(np.array([[1.0, 2], [3, 4]]))), atol=1e-12)
+
+
+# --------------------------------------------------------------- export, per lowering platform
+
+_EXPORTED = {
+    "eig": lambda x: tuple(eigjax.eig(x)),
+    "eig_left": lambda x: eigjax.eig(x, left=True).left_eigenvectors,
+    "eigvals": eigjax.eigvals,
+    "grad_eigvals": jax.grad(lambda x: jnp.sum(jnp.abs(eigjax.eigvals(x)))),
+    "grad_eig": jax.grad(lambda x: jnp.sum(jnp.abs(eigjax.eig(x).eigenvectors) ** 3)),
+}
+
+
+def _export(f, a, platforms, allow=()):
+    """(Exported, None) or (None, custom-call targets that lack compatibility guarantees)."""
+    import re
+
+    from jax import export
+
+    checks = [export.DisabledSafetyCheck.custom_call(t) for t in allow]
+    try:
+        return export.export(jax.jit(f), platforms=platforms, disabled_checks=checks)(a), None
+    except ValueError as err:
+        targets = sorted(set(re.findall(r"custom_call @(\w+)\(", str(err))))
+        if not targets:
+            raise
+        return None, targets
+
+
+@pytest.mark.parametrize("platforms", [("cpu",), ("cuda",), ("cpu", "cuda")])
+@pytest.mark.parametrize("fake_default_backend", [None, "tpu"])
+def test_export_wherever_jnp_eig_exports(monkeypatch, platforms, fake_default_backend):
+    """eig/eigvals (forward, left vectors, gradients of real losses) export for every
+    platform list for which jnp.linalg.eig exports (allowing the same custom calls, e.g.
+    CUDA's cuhybrid_eig_real, which has no compatibility guarantee), with XLA's eig and no
+    host callback, whatever jax.default_backend() says at trace time (the solver used to be
+    chosen from it: on a TPU host a CPU/CUDA export got the callback)."""
+    if fake_default_backend is not None:
+        monkeypatch.setattr(jax, "default_backend", lambda: fake_default_backend)
+    jax.clear_caches()  # traces made under the real default backend must not be reused
+    a = jnp.asarray(make_matrix("real", 4, seed=40))
+    ref, need = _export(lambda x: jnp.linalg.eig(x)[0], a, list(platforms))
+    if ref is None:
+        ref, _ = _export(lambda x: jnp.linalg.eig(x)[0], a, list(platforms), need)
+    assert ref is not None, "jnp.linalg.eig does not export here: nothing to compare"
+    for name, f in _EXPORTED.items():
+        exp, extra = _export(f, a, list(platforms), need or ())
+        assert exp is not None, (name, platforms, "needs custom calls jnp does not", extra)
+        text = exp.mlir_module()
+        assert "callback" not in text, (name, platforms)
+        if "cpu" in platforms and fake_default_backend is None:
+            got, want = exp.call(a), f(a)
+            for x, y in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+                np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-12, atol=1e-12)
+
+
+def test_auto_solver_is_chosen_per_lowering_platform():
+    """One trace holds both kernels behind jax.lax.platform_dependent (XLA's eig, the host
+    callback); a CPU lowering keeps XLA's eig only. The choice is not made from
+    jax.default_backend() at trace time."""
+    a = jnp.asarray(make_matrix("real", 3, seed=41))
+    jaxpr = str(jax.make_jaxpr(eigjax.eigvals)(a))
+    assert "platform_index" in jaxpr and "pure_callback" in jaxpr and " eig[" in jaxpr
+    cpu = jax.jit(eigjax.eigvals).trace(a).lower(lowering_platforms=("cpu",)).as_text()
+    assert "callback" not in cpu
