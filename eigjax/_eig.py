@@ -442,7 +442,9 @@ def eig(
         dimensions.
       left: if True, also return left eigenvectors ``Y`` normalised so that
         ``Y^H V = I`` (``Y^H = V^{-1}``), hence ``y_i^H A = w_i y_i^H`` and the spectral
-        projector of ``w_i`` is ``x_i y_i^H``. Differentiable.
+        projector of ``w_i`` is ``x_i y_i^H``. Computed from geev's own left
+        eigenvectors (residual at LAPACK's level, not ``cond(V)`` times it as ``V^{-H}``;
+        the host solver, which has none, uses ``V^{-H}``). Differentiable.
       degenerate_tol: eigenvalue pairs with ``|w_i - w_j| <= degenerate_tol`` are
         treated as repeated (``F_ij = 0``). Default: their first-order error bars,
         ``n eps ||A||_F (s_i + s_j)`` with ``s`` the condition numbers (estimated
