@@ -100,3 +100,12 @@ def check_int(value, *, name: str, fn: str, minimum: int | None = None, allow_no
     if minimum is not None and value < minimum:
         raise ValueError(f"{fn}: option `{name}` must be >= {minimum}; got {value}.")
     return value
+
+
+def result_dtype(*args) -> np.dtype:
+    """``jnp.result_type(*args)`` on JAX's standard promotion lattice, whatever the user's
+    ``jax_numpy_dtype_promotion`` setting: the library's own promotions (real eigenvalues
+    into complex eigenvectors, a real function of complex input) are deliberate, and are
+    then applied by explicit ``astype``, so they also run under ``"strict"`` promotion."""
+    with jax.numpy_dtype_promotion("standard"):
+        return np.dtype(jnp.result_type(*args))

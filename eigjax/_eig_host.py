@@ -18,14 +18,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Platforms whose XLA backend implements the nonsymmetric eigensolver.
-_NATIVE_PLATFORMS = frozenset({"cpu", "cuda", "rocm", "gpu"})
+from ._checks import result_dtype
+
+# Lowering platforms whose XLA backend implements the nonsymmetric eigensolver
+# (jax.lax.linalg.eig lowers to LAPACK geev on CPU, to cuSOLVER/hipSOLVER/MAGMA on GPUs;
+# TPU has none). eigjax._eig chooses per lowering platform from this set.
+NATIVE_PLATFORMS = ("cpu", "cuda", "rocm")
 
 
 def has_native_eig(platform: str | None = None) -> bool:
-    """Whether XLA on ``platform`` (default: the default backend) has an ``eig``."""
+    """Whether XLA on ``platform`` (default: the default backend) has an ``eig``.
+    Informational: the solver choice itself is made per lowering platform."""
     platform = jax.default_backend() if platform is None else platform
-    return platform in _NATIVE_PLATFORMS
+    return platform in NATIVE_PLATFORMS or platform == "gpu"
 
 
 def _numpy_eig(a: np.ndarray, compute_vectors: bool, cdtype) -> tuple[np.ndarray, ...]:
@@ -58,7 +63,7 @@ def host_eig(a: jax.Array, *, compute_vectors: bool = True) -> tuple[jax.Array, 
     Same contract as ``jax.lax.linalg.eig(a, compute_left_eigenvectors=False)``:
     complex outputs, LAPACK ordering and normalisation.
     """
-    cdtype = jnp.result_type(a.dtype, jnp.complex64)
+    cdtype = result_dtype(a.dtype, jnp.complex64)
     shapes = [jax.ShapeDtypeStruct(a.shape[:-1], cdtype)]
     if compute_vectors:
         shapes.append(jax.ShapeDtypeStruct(a.shape, cdtype))

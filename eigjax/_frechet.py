@@ -37,7 +37,10 @@ Evaluating ``G``. The quotient loses ``~ eps |f| / |w_i - w_j|`` to cancellation
 eigenvalues are close. We use ``G_ij = int_0^1 f'(w_j + t (w_i - w_j)) dt`` by 5-point
 Gauss-Legendre quadrature when the pair is close: ``|w_i - w_j| <= 0.1 max(|w_i|, |w_j|)``
 and ``|w_i - w_j| |f''(w_j)| <= |f'(w_j)| / 2`` (``f'`` varies little between them), or
-``|w_i - w_j| <= sqrt(eps) max_k |w_k|``. The nodes lie between the two eigenvalues, so
+``|w_i - w_j| <= sqrt(eps) max_k |w_k|``; beyond that last bound the quadrature is kept
+only where it agrees with the quotient within 4x the quotient's rounding error (else
+``f'`` has a kink between the two, as ``relu`` or ``clip`` may, and the quotient is the
+exact value). The nodes lie between the two eigenvalues, so
 inside the domain of ``f`` whenever both eigenvalues are (sqrt and log included). For a
 pair that close the quadrature's relative error for power-like functions (singular at 0)
 and entire functions is below ``1e-14``; the quotient used for the other pairs loses at
@@ -47,11 +50,15 @@ eigenvalues both within ``sqrt(eps) ||A||`` of zero, where the quadrature misses
 endpoint singularity of ``f'`` (the derivative is itself ill-conditioned there).
 
 Evaluating ``f[w_i, w_k, w_j]``: the quotient of two first divided differences over the
-farthest pair of the three or, when all three are within ``eps^(1/4)`` of the local scale
-``|f''/f'''|``, the Taylor expansion about the median ``m``,
+farthest pair of the three, or the Taylor expansion about the median ``m``,
 ``f''(m)/2 + f'''(m) s1/6 + f''''(m) h2/24`` (``s1``, ``h2``: the complete symmetric
-polynomials of degree 1 and 2 of the offsets from ``m``). Both then err by ``~ eps^(3/4)``
-relative. The ``(n, n, n)`` tensor is built at once for ``n <= 96`` and summed over blocks of
+polynomials of degree 1 and 2 of the offsets from ``m``) where that agrees with the
+quotient within 4x the quotient's own rounding error bound (carried from ``G``), or where
+the spread is below ``sqrt(eps) max|w|``. The choice is by agreement, not by the size of
+``f'''``, ``f''''`` against ``f''``: such a test holds vacuously when those vanish at
+the median (``max(w, 0)**3``, ``(w - 2)**5``, ``w**5`` at 0) and gave 0 at any spread. Both
+branches then err by at most a few times the quotient's bound, and the Taylor one by
+``~ eps^(3/4)`` relative. The ``(n, n, n)`` tensor is built at once for ``n <= 96`` and summed over blocks of
 ``k`` (memory ``O(n^2)`` per block) above. ``f'``, ``f''``, ... come from nested
 ``jax.jvp`` of ``f``, so ``f`` must be elementwise. Every branch uses the "double where"
 pattern: no NaN or inf leaks from an unselected branch into a derivative.
@@ -69,6 +76,7 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
+from ._checks import result_dtype
 from ._eigh import _eigh, _h, _hermitian_part, _mm
 
 # Gauss-Legendre nodes/weights on [0, 1].
@@ -83,8 +91,12 @@ def _derivative(f: Callable, x: jax.Array) -> jax.Array:
     return jax.jvp(f, (x,), (jnp.ones_like(x),))[1]
 
 
-def _divided_differences(f: Callable, w: jax.Array, fw: jax.Array) -> jax.Array:
-    """``G_ij = (f(w_i) - f(w_j)) / (w_i - w_j)``, ``f'`` on (near-)equal pairs; ``(..., n, n)``."""
+def _divided_differences(f: Callable, w: jax.Array, fw: jax.Array, *, with_error: bool = False):
+    """``G_ij = (f(w_i) - f(w_j)) / (w_i - w_j)``, ``f'`` on (near-)equal pairs; ``(..., n, n)``.
+
+    With ``with_error``, also a bound on the rounding error of each ``G_ij`` (data only:
+    no derivative flows through it), for the choice of formula in :func:`_second_order`.
+    """
     wi, wj = w[..., :, None], w[..., None, :]
     d = wi - wj
     ws = jax.lax.stop_gradient(w)
@@ -96,29 +108,47 @@ def _divided_differences(f: Callable, w: jax.Array, fw: jax.Array) -> jax.Array:
     # |d| <= 1/2, where the quotient of exp at (50, 55) would otherwise be replaced by a
     # quadrature over e^x on an interval of length 5, accurate only to 1e-6).
     f1, f2 = jax.jvp(lambda x: _derivative(f, x), (ws,), (jnp.ones_like(ws),))
-    smooth = jnp.abs(jax.lax.stop_gradient(d) * f2[..., None, :]) <= 0.5 * jnp.abs(f1[..., None, :])
+    smooth = jnp.abs(jax.lax.stop_gradient(d)) * jnp.abs(f2[..., None, :]) <= 0.5 * jnp.abs(f1[..., None, :])
     abs_d = jnp.abs(jax.lax.stop_gradient(d))
-    close = (abs_d <= _REL_CLOSE * pair_scale) & smooth | (abs_d <= np.sqrt(eps) * scale)
+    tiny = abs_d <= np.sqrt(eps) * scale
+    candidate = (abs_d <= _REL_CLOSE * pair_scale) & smooth | tiny
     # Quotient on the pairs that are far apart (safe denominator elsewhere).
-    safe_d = jnp.where(close, jnp.ones_like(d), d)
-    quotient = (fw[..., :, None] - fw[..., None, :]) / safe_d
-    # Quadrature of f' between the two eigenvalues on the close pairs; far pairs
+    safe_d = jnp.where(tiny, jnp.ones_like(d), d)
+    quotient = (fw[..., :, None] - fw[..., None, :]) / safe_d.astype(fw.dtype)
+    # Quadrature of f' between the two eigenvalues on the candidate pairs; the others
     # evaluate f' at w_j (inside the domain), so nothing unselected is NaN.
-    d_close = jnp.where(close, d, jnp.zeros_like(d))
+    d_close = jnp.where(candidate, d, jnp.zeros_like(d))
     t = jnp.asarray(_GL_X, dtype=w.dtype).reshape((1,) * d.ndim + (-1,))
     gl_w = jnp.asarray(_GL_W, dtype=w.dtype).reshape((1,) * d.ndim + (-1,))
     nodes = wj[..., None] + d_close[..., None] * t
-    quad = jnp.sum(_derivative(f, nodes) * gl_w, axis=-1)
+    fd_nodes = _derivative(f, nodes)
+    quad = jnp.sum(fd_nodes * gl_w.astype(fd_nodes.dtype), axis=-1)
     # Exactly equal eigenvalues (the diagonal, the identity): f' itself, with no
     # rounding from the quadrature weights, so d sqrtm(I)[E] = E / 2 exactly.
     at_wj = _derivative(f, wj + jnp.zeros_like(d))
     quad = jnp.where(jax.lax.stop_gradient(d) == 0, at_wj, quad)
-    quotient = quotient.astype(jnp.result_type(quotient, quad))
-    return jnp.where(close, quad.astype(quotient.dtype), quotient)
+    quotient = quotient.astype(result_dtype(quotient, quad))
+    quad = quad.astype(quotient.dtype)
+    # The quotient's rounding error: eps |f| / |d| from the cancellation, eps |G| from the
+    # division. The quadrature is taken only where it agrees with the quotient within 4x
+    # that bound (it is then at least as accurate), or where the quotient is useless
+    # (|d| <= sqrt(eps) max|w|). Where it does not agree, f' is not smooth between the two
+    # eigenvalues (a kink: relu, clip, abs, where-based f inside the interval) and the
+    # 5-point rule is wrong by O(1); the quotient is the exact value there.
+    fs, qs, quads = jax.lax.stop_gradient((fw, quotient, quad))
+    afw = jnp.abs(fs)
+    q_err = eps * ((afw[..., :, None] + afw[..., None, :]) / jnp.where(tiny, 1, abs_d) + jnp.abs(qs))
+    agrees = jnp.abs(quads - qs) <= 4 * q_err
+    close = tiny | (candidate & agrees) | (abs_d == 0)
+    g = jnp.where(close, quad, quotient)
+    if not with_error:
+        return g
+    err = jnp.where(close, 8 * eps * jnp.abs(jax.lax.stop_gradient(g)), q_err)
+    return g, err
 
 
 def _reconstruct(v: jax.Array, fw: jax.Array) -> jax.Array:
-    dtype = jnp.result_type(v, fw)
+    dtype = result_dtype(v, fw)
     v = v.astype(dtype)
     return _mm(v * fw.astype(dtype)[..., None, :], _h(v))
 
@@ -131,7 +161,7 @@ def _to_eigenbasis(v: jax.Array, x: jax.Array, dtype) -> jax.Array:
 
 def _from_eigenbasis(v: jax.Array, s: jax.Array) -> jax.Array:
     """``V s V^H``."""
-    v = v.astype(jnp.result_type(v, s))
+    v = v.astype(result_dtype(v, s))
     return _mm(v, _mm(s, _h(v)))
 
 
@@ -186,14 +216,13 @@ def _second_order(f: Callable, consts, w: jax.Array, v: jax.Array, h: jax.Array,
     ``S`` is summed over blocks of ``k``."""
     fc = lambda x: f(x, *consts)  # noqa: E731
     fw = fc(w)
-    g = _divided_differences(fc, w, fw)
-    dtype = jnp.result_type(g, e)
+    g, g_err = _divided_differences(fc, w, fw, with_error=True)
+    dtype = result_dtype(g, e)
     x = _to_eigenbasis(v, _hermitian_part(h), dtype)
     y = _to_eigenbasis(v, e, dtype)
     n = w.shape[-1]
     ws = jax.lax.stop_gradient(w)
     eps = float(jnp.finfo(w.dtype).eps)
-    c = eps**0.25
     scale = jnp.max(jnp.abs(ws), axis=-1)[..., None, None, None]
     d1 = lambda t: _derivative(fc, t)  # noqa: E731
     d2 = lambda t: _derivative(d1, t)  # noqa: E731
@@ -213,27 +242,40 @@ def _second_order(f: Callable, consts, w: jax.Array, v: jax.Array, h: jax.Array,
         g_ik = take(g, kk)[..., :, :, None]
         g_kj = jnp.take(g, kk, axis=-2)[..., None, :, :]
         g_ij = g[..., :, None, :]
+        e_ik = take(g_err, kk)[..., :, :, None]
+        e_kj = jnp.take(g_err, kk, axis=-2)[..., None, :, :]
+        e_ij = g_err[..., :, None, :]
         # Quotient over the farthest pair (the two that are not the median).
         lead = (1,) * (w.ndim - 1)  # index arrays get the batch axes of w
         mid_k = (med == k).reshape(lead + med.shape)
         mid_j = ((med == j) & (med != k)).reshape(lead + med.shape)
         num = jnp.where(mid_k, g_ik - g_kj, jnp.where(mid_j, g_ij - g_kj, g_ik - g_ij))
         den = jnp.where(mid_k, wi - wj, jnp.where(mid_j, wi - wk, wk - wj))
+        num_err = jnp.where(mid_k, e_ik + e_kj, jnp.where(mid_j, e_ij + e_kj, e_ik + e_ij))
         spread = jax.lax.stop_gradient(take(w, hi) - take(w, lo))
-        # Taylor about the median, when the three are close against |f''/f'''|.
+        # Taylor about the median (used when the three are close, below).
         m = take(w, med)
         yi, yk, yj = wi - m, wk - m, wj - m
         s1 = yi + yk + yj
         h2 = (yi * yi + yk * yk + yj * yj + s1 * s1) / 2
         f2m, f3m, f4m = take(f2, med), take(f3, med), take(f4, med)
-        a2 = jnp.abs(jax.lax.stop_gradient(f2m))
-        taylor_ok = (spread * jnp.abs(jax.lax.stop_gradient(f3m)) <= c * a2) & (
-            spread * spread * jnp.abs(f4m) <= c * c * a2
-        ) | (spread <= np.sqrt(eps) * scale)
-        safe_den = jnp.where(taylor_ok, jnp.ones_like(den), den)
+        # Which formula: the quotient is exact up to its rounding error ``num_err / spread``
+        # (plus eps of itself); the Taylor polynomial is taken where it agrees with the
+        # quotient within 4x that bound (it is then at least as accurate: three close
+        # eigenvalues, where the quotient cancels), or where the quotient is useless
+        # (spread <= sqrt(eps) max|w|, three equal eigenvalues). The agreement test, not
+        # the size of f''' and f'''' against f'', decides: when f'', f''' and f'''' vanish
+        # at the median (max(w, 0)**3 at w < 0, (w - 2)**5 at 2, w**5 at 0), a test on the
+        # derivatives holds vacuously at any spread and gave 0 for f[w_i, w_k, w_j].
+        tiny = spread <= float(np.sqrt(eps)) * scale
+        safe_den = jnp.where(tiny, jnp.ones_like(den), den)
         quotient = num / safe_den.astype(num.dtype)
-        taylor = f2m / 2 + f3m * s1 / 6 + f4m * h2 / 24
-        t = jnp.where(taylor_ok, taylor.astype(quotient.dtype), quotient)
+        s1, h2 = s1.astype(f3m.dtype), h2.astype(f4m.dtype)  # real offsets, maybe complex f
+        taylor = (f2m / 2 + f3m * s1 / 6 + f4m * h2 / 24).astype(quotient.dtype)
+        qs, ts = jax.lax.stop_gradient((quotient, taylor))
+        q_err = num_err / jnp.where(tiny, 1, spread) + eps * jnp.abs(qs)
+        taylor_ok = tiny | (jnp.abs(ts - qs) <= 4 * q_err)
+        t = jnp.where(taylor_ok, taylor, quotient)
         t = t.astype(dtype) * valid.reshape(lead + (1, -1, 1)).astype(dtype)
         x_ik, y_ik = take(x, kk)[..., :, :, None], take(y, kk)[..., :, :, None]
         x_kj, y_kj = jnp.take(x, kk, axis=-2)[..., None, :, :], jnp.take(y, kk, axis=-2)[..., None, :, :]
@@ -263,7 +305,7 @@ def _frechet_formula(f: Callable, consts, w: jax.Array, v: jax.Array, e: jax.Arr
     """``V (G o V^H e V) V^H`` for ``f(.; consts)`` and ``A = V diag(w) V^H`` given as data."""
     fc = lambda x: f(x, *consts)  # noqa: E731
     g = _divided_differences(fc, w, fc(w))
-    dtype = jnp.result_type(g, e)
+    dtype = result_dtype(g, e)
     return _from_eigenbasis(v, g.astype(dtype) * _to_eigenbasis(v, e, dtype))
 
 
@@ -294,7 +336,7 @@ def _param_vjp(fn, consts, cotangent_of) -> list:
     the dtypes of ``consts``."""
     zeros = [jnp.zeros_like(jnp.asarray(c)) for c in consts]
     out, vjp = jax.vjp(fn, *zeros)
-    return [x.astype(jnp.result_type(c)) for x, c in zip(vjp(cotangent_of(out)), consts)]
+    return [x.astype(result_dtype(c)) for x, c in zip(vjp(cotangent_of(out)), consts)]
 
 
 def _require_linear_only(name: str, nonlinear, what: str) -> None:
@@ -404,7 +446,7 @@ def param_term(f: Callable, a: jax.Array, consts, consts_dot, dtype) -> jax.Arra
 @functools.partial(jax.jit, static_argnums=0)
 def _param_ct_formula(f, consts, w, v, ct):
     """``vjp_dc sum(ct * V diag(psi(dc)) V^H)`` with ``A = V diag(w) V^H`` as data."""
-    vt = v.astype(jnp.result_type(v, ct))
+    vt = v.astype(result_dtype(v, ct))
     d = jnp.sum(vt * _mm(ct, jnp.conj(vt)), axis=-2)  # diag(V^T ct conj(V)): sum(ct * V D V^H) = sum(d * D)
     psi = lambda *dc: _ParamTangent(f, len(consts))(w, *consts, *dc)  # noqa: E731
     return _param_vjp(psi, consts, lambda out: (d if jnp.iscomplexobj(out) else jnp.real(d)).astype(out.dtype))
@@ -425,7 +467,7 @@ _param_ct_p = _define(
 
 
 def _param_ct(f, a, consts, ct):
-    avals = tuple((tuple(jnp.shape(c)), jnp.dtype(jnp.result_type(c))) for c in consts)
+    avals = tuple((tuple(jnp.shape(c)), jnp.dtype(result_dtype(c))) for c in consts)
     return _param_ct_p.bind(a, *consts, ct, f=f, m=len(consts), dc_avals=avals)
 
 

@@ -124,8 +124,15 @@ def _check_positive_definite(b: jax.Array) -> None:
     l = np.asarray(jax.lax.linalg.cholesky(jnp.asarray(bh), symmetrize_input=False))
     bad = ~np.all(np.isfinite(l), axis=(-2, -1))
     if np.any(bad):
-        where = "" if bh.ndim == 2 else f" (batch index {tuple(int(i) for i in np.argwhere(bad)[0])})"
-        wmin = float(np.min(np.linalg.eigvalsh(bh.reshape((-1,) + bh.shape[-2:])[int(np.argmax(bad.ravel()))])))
+        first = int(np.argmax(bad.ravel()))
+        where = "" if bh.ndim == 2 else f" (batch index {tuple(int(i) for i in np.unravel_index(first, bad.shape))})"
+        m = bh.reshape((-1,) + bh.shape[-2:])[first]
+        if not np.all(np.isfinite(m)):  # eigvalsh would raise LinAlgError on inf/NaN
+            raise ValueError(
+                f"{_FN}: argument `b` must be Hermitian positive definite with finite entries; "
+                f"its Hermitian part{where} has {int(np.sum(~np.isfinite(m)))} non-finite (inf or NaN) entries."
+            )
+        wmin = float(np.min(np.linalg.eigvalsh(m)))
         raise ValueError(
             f"{_FN}: argument `b` must be Hermitian positive definite; its Hermitian part{where} "
             f"has smallest eigenvalue {wmin:.3e} and the Cholesky factorisation failed."

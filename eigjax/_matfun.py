@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from ._checks import as_square_matrix
+from ._checks import as_square_matrix, check_bool, result_dtype
 from ._eigh import _eigh, _hermitian_part
 from ._frechet import _reconstruct, frechet, param_term
 
@@ -100,9 +100,47 @@ def matrix_function(a: ArrayLike, f: Callable[[jax.Array], jax.Array], *, fn: st
             f"{fn}: `f` must be elementwise, mapping the eigenvalues of shape {w_example.shape} to the "
             f"same shape; got {getattr(out, 'shape', type(out).__name__)}."
         )
-    f_conv, consts = jax.closure_convert(f, w_example)
-    key = _computation_key(f, w_example) if not consts else None
-    return _matfun(f_conv if key is None else _SameComputation(f_conv, key), a, tuple(consts))
+    if a.shape[-1] == 0:  # nothing to apply f to; the (empty) derivatives are zero
+        return jnp.zeros(a.shape, result_dtype(a.dtype, out.dtype))
+    # f is traced at one scalar eigenvalue and applied elementwise (vmap over the flattened
+    # elements): the rules apply it to eigenvalues of shape (..., n), to pairs (..., n, n)
+    # and to quadrature nodes (..., n, n, 5), and a function traced at shape (..., n)
+    # (relu, softplus, clip, sinc, where: their jaxprs broadcast constants to that shape)
+    # fails at the others.
+    # A function that does not map a scalar to a scalar (one closing over an array of
+    # per-eigenvalue weights, say) keeps the shape it was checked at.
+    w_scalar = jnp.zeros((), dtype=w_example.dtype)
+    try:
+        scalar_ok = getattr(jax.eval_shape(f, w_scalar), "shape", None) == ()
+    except Exception:  # noqa: BLE001 - any failure at a scalar: not scalar-elementwise
+        scalar_ok = False
+    w_trace = w_scalar if scalar_ok else w_example
+    f_conv, consts = jax.closure_convert(f, w_trace)
+    key = _computation_key(f, w_trace) if not consts else None
+    f_static = f_conv if key is None else _SameComputation(f_conv, key)
+    if scalar_ok:
+        f_static = _Elementwise(f_static)
+    return _matfun(f_static, a, tuple(consts))
+
+
+class _Elementwise:
+    """``f(w, *c)`` for ``f`` traced at a scalar ``w``: applied to every element of ``w``
+    (any shape) by ``vmap`` over the flattened elements; ``c`` are not mapped."""
+
+    __slots__ = ("fn", "__weakref__")
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, w, *consts):
+        out = jax.vmap(self.fn, in_axes=(0,) + (None,) * len(consts))(jnp.reshape(w, (-1,)), *consts)
+        return jnp.reshape(out, jnp.shape(w))
+
+    def __hash__(self):
+        return hash((_Elementwise, self.fn))
+
+    def __eq__(self, other):
+        return isinstance(other, _Elementwise) and self.fn == other.fn
 
 
 class _SameComputation:
@@ -154,40 +192,108 @@ def _computation_key(f, w_example):
 _MAX_KEY_CONST_SIZE = 1 << 16
 
 
-def sqrtm(a: ArrayLike) -> jax.Array:
+# ---------------------------------------------------------------------------
+# Named functions, with the ``psd`` option.
+
+_PSD_C = 10.0
+
+def _psd_clip(w: jax.Array, tol: jax.Array) -> jax.Array:
+    """``w`` with ``|w| <= tol`` replaced by exactly 0 (``tol`` a scalar)."""
+    return jnp.where(jnp.abs(w) <= tol, jnp.zeros_like(w), w)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _psd_apply(f: Callable, fn: str, a: jax.Array, *params) -> jax.Array:
+    """``f`` of ``a`` with rounding-level eigenvalues clipped to 0 (``sqrtm``'s ``psd``); ``f(w,
+    *params)`` elementwise. Jitted so that ``psd_tol`` (a traced scalar per matrix) is a
+    value ``f`` closes over, not a constant baked into a new program per call."""
+    n = a.shape[-1]
+    eps = float(jnp.finfo(a.dtype).eps)
+
+    def one(m):
+        tol = jax.lax.stop_gradient(_PSD_C * n * eps * jnp.linalg.norm(m))
+        return matrix_function(m, lambda w: f(_psd_clip(w, tol.astype(w.dtype)), *params), fn=fn)
+
+    batch = a.shape[:-2]
+    if not batch:
+        return one(a)
+    out = jax.vmap(one)(a.reshape((-1, n, n)))
+    return out.reshape((*batch, *out.shape[-2:]))
+
+
+def _named(a, f: Callable, fn: str, psd, *params) -> jax.Array:
+    psd = check_bool(psd, name="psd", fn=fn)
+    a = as_square_matrix(a, name="a", fn=fn)
+    if not psd:
+        return matrix_function(a, (lambda w: f(w, *params)) if params else f, fn=fn)
+    return _psd_apply(f, fn, a, *params)
+
+
+def sqrtm(a: ArrayLike, *, psd: bool = False) -> jax.Array:
     r"""Principal square root of Hermitian positive semi-definite matrices.
 
-    Negative eigenvalues (also rounding-level ones of a singular input) give NaN. The
-    derivative is infinite at a singular ``a`` and ill-conditioned near one.
+    Negative eigenvalues give NaN, and by default so do the rounding-level negative
+    eigenvalues of a singular input (a rank-deficient covariance): pass ``psd=True``.
+    The derivative is infinite at a singular ``a`` and ill-conditioned near one.
+
+    Args:
+      a: Hermitian matrices ``(..., n, n)``; the Hermitian part is used.
+      psd: take ``a`` as positive semi-definite up to rounding: every eigenvalue with
+        ``|w| <= psd_tol = 10 n eps ||A||_F`` (per matrix; ``eps`` of the dtype;
+        ``||A||_F >= max|w|``, and eigh's eigenvalue error is ``~ eps ||A||_2``) is
+        replaced by exactly 0 before the function is applied. Eigenvalues below
+        ``-psd_tol`` are kept, so they still give NaN. Derivatives are those of
+        ``A -> V f(clip(w)) V^H``, which is locally constant in a clipped eigenvalue: its
+        derivative there is ``f'(0) * 0``, zero where ``f'(0)`` is finite (``powm`` with
+        ``p >= 1``) and NaN where it is infinite (``sqrt``, ``log``, ``rsqrt``, ``powm``
+        with ``p < 1``: the function has no derivative at a singular input). Which
+        eigenvalues are clipped is decided on values; no derivative flows through
+        ``psd_tol``.
 
     Example:
       >>> import jax.numpy as jnp, eigjax
       >>> eigjax.sqrtm(jnp.array([[4., 0.], [0., 9.]])).tolist()
       [[2.0, 0.0], [0.0, 3.0]]
+      >>> x = jnp.array([[1., 2.], [1., 2.], [1., 2.]])   # rank-1 covariance x^T x
+      >>> bool(jnp.isfinite(eigjax.sqrtm(x.T @ x, psd=True)).all())
+      True
     """
-    return matrix_function(a, jnp.sqrt, fn="eigjax.sqrtm")
+    return _named(a, jnp.sqrt, "eigjax.sqrtm", psd)
 
 
-def inv_sqrtm(a: ArrayLike) -> jax.Array:
+def inv_sqrtm(a: ArrayLike, *, psd: bool = False) -> jax.Array:
     r"""``A^{-1/2}`` of Hermitian positive definite matrices (whitening); NaN/inf otherwise.
+
+    With ``psd=True`` rounding-level eigenvalues become exactly 0 and give ``inf`` (not NaN
+    for tiny negative ones): the matrix is singular.
+
+    Args:
+      a: Hermitian matrices ``(..., n, n)``; the Hermitian part is used.
+      psd: clip rounding-level eigenvalues to exactly 0 first; see :func:`sqrtm`.
 
     Example:
       >>> import jax.numpy as jnp, eigjax
       >>> eigjax.inv_sqrtm(jnp.array([[4., 0.], [0., 16.]])).tolist()
       [[0.5, 0.0], [0.0, 0.25]]
     """
-    return matrix_function(a, jax.lax.rsqrt, fn="eigjax.inv_sqrtm")
+    return _named(a, jax.lax.rsqrt, "eigjax.inv_sqrtm", psd)
 
 
-def logm(a: ArrayLike) -> jax.Array:
+def logm(a: ArrayLike, *, psd: bool = False) -> jax.Array:
     r"""Principal logarithm of Hermitian positive definite matrices; NaN/-inf otherwise.
+
+    With ``psd=True`` rounding-level eigenvalues become exactly 0 and give ``-inf``.
+
+    Args:
+      a: Hermitian matrices ``(..., n, n)``; the Hermitian part is used.
+      psd: clip rounding-level eigenvalues to exactly 0 first; see :func:`sqrtm`.
 
     Example:
       >>> import jax.numpy as jnp, eigjax
       >>> eigjax.logm(jnp.eye(2)).tolist()
       [[0.0, 0.0], [0.0, 0.0]]
     """
-    return matrix_function(a, jnp.log, fn="eigjax.logm")
+    return _named(a, jnp.log, "eigjax.logm", psd)
 
 
 def expm(a: ArrayLike) -> jax.Array:
@@ -201,20 +307,36 @@ def expm(a: ArrayLike) -> jax.Array:
     return matrix_function(a, jnp.exp, fn="eigjax.expm")
 
 
-def powm(a: ArrayLike, p: ArrayLike) -> jax.Array:
+def powm(a: ArrayLike, p: ArrayLike, *, psd: bool = False) -> jax.Array:
     r"""Matrix power ``A^p`` of Hermitian matrices; ``p`` may be traced and is differentiable.
 
     For non-integer ``p`` the eigenvalues must be ``>= 0`` (``> 0`` for ``p < 1`` if a
     derivative is wanted); negative eigenvalues then give NaN, like ``jnp.power``.
+
+    Args:
+      a: Hermitian matrices ``(..., n, n)``; the Hermitian part is used.
+      psd: clip rounding-level eigenvalues to exactly 0 first; see :func:`sqrtm`.
+
+    Raises:
+      TypeError: ``p`` is not a real number or array (a string, say).
+      ValueError: ``p`` is not a scalar.
 
     Example:
       >>> import jax.numpy as jnp, eigjax
       >>> eigjax.powm(jnp.array([[4., 0.], [0., 9.]]), 1.5).tolist()
       [[8.0, 0.0], [0.0, 27.0]]
     """
-    a = as_square_matrix(a, name="a", fn="eigjax.powm")
+    fn = "eigjax.powm"
+    a = as_square_matrix(a, name="a", fn=fn)
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.number, np.ndarray, jax.Array)):
+        raise TypeError(
+            f"{fn}: argument `p` must be a real scalar (a Python int or float, or a 0-d array); "
+            f"got {p!r} of type {type(p).__name__}."
+        )
     p = jnp.asarray(p)
     if p.ndim != 0:
-        raise ValueError(f"eigjax.powm: argument `p` must be a scalar; got shape {tuple(p.shape)}.")
-    p = p.astype(jnp.finfo(a.dtype).dtype) if jnp.issubdtype(p.dtype, jnp.floating) or jnp.issubdtype(p.dtype, jnp.integer) else p
-    return matrix_function(a, lambda w: jnp.power(w, p), fn="eigjax.powm")
+        raise ValueError(f"{fn}: argument `p` must be a scalar; got shape {tuple(p.shape)}.")
+    if not (jnp.issubdtype(p.dtype, jnp.floating) or jnp.issubdtype(p.dtype, jnp.integer)):
+        raise TypeError(f"{fn}: argument `p` must be a real scalar; got dtype {p.dtype}.")
+    p = p.astype(jnp.finfo(a.dtype).dtype)
+    return _named(a, jnp.power, fn, psd, p)

@@ -255,7 +255,7 @@ def _start_block(shape, dtype, seed: int):
         return (x.astype(real) / real.type(2.0**32) - 0.5).reshape(shape)
 
     if jnp.issubdtype(dtype, jnp.complexfloating):
-        return (uniform(1) + 1j * uniform(2)).astype(dtype)
+        return jax.lax.complex(uniform(1), uniform(2)).astype(dtype)  # strict promotion
     return uniform(1).astype(dtype)
 
 
@@ -587,13 +587,13 @@ def _deflated_cg(mv, b, wd, awd, w, sign, tol, maxiter, precond=None):
         x, r, d, rz_prev, rs, it = s
         z = precond(r)
         rz = dot(r, z)
-        beta = jnp.where(it > 0, rz / jnp.where(rz_prev != 0, rz_prev, 1.0), 0.0).astype(real)
+        beta = jnp.where(it > 0, rz / jnp.where(rz_prev != 0, rz_prev, 1.0), 0.0).astype(b.dtype)
         d = z + d * beta[:, None] - deflate(z)
         ad = mv(d)
         dad = dot(d, ad)
         # A converged row keeps x and r (alpha = 0); its d is refreshed harmlessly.
         active = jnp.logical_and(rs > thresh, dad > 0)
-        alpha = jnp.where(active, rz / jnp.where(active, dad, 1.0), 0.0).astype(real)
+        alpha = jnp.where(active, rz / jnp.where(active, dad, 1.0), 0.0).astype(b.dtype)
         x = x + d * alpha[:, None]
         r = r - ad * alpha[:, None]
         return x, r, d, rz, jnp.where(active, dot(r, r), rs), it + 1
@@ -837,12 +837,14 @@ def eigh_partial(
                 f"got shape {tuple(a.shape)} with n_batch={a.n_batch}, n_dense={a.n_dense}."
             )
         n_, dtype_ = a.shape[0], a.dtype
-        layout = None if isinstance(a.indices, jax.core.Tracer) else _ell_layout(a.indices, n_, a.nse)
-        if layout is None:
+        # (named `ell`, not `layout`: reusing the option's name replaced it with these index
+        # arrays, and every BCOO input then ran on rows whatever `layout` said)
+        ell = None if isinstance(a.indices, jax.core.Tracer) else _ell_layout(a.indices, n_, a.nse)
+        if ell is None:
             prm = (a.data, a.indices)
             matmat = functools.partial(_bcoo_matmat, shape=tuple(a.shape))
         else:
-            prm = (a.data, *layout)
+            prm = (a.data, *ell)
             matmat = _ell_matmat
     elif callable(a):
         if n is None:
@@ -880,12 +882,13 @@ def eigh_partial(
     cg_tol = tol if cg_tol is None else cg_tol
     degenerate_tol = check_nonnegative_float(degenerate_tol, name="degenerate_tol", fn=_FN)
     extra = max(4, k) if method == "chebyshev" else max(3, k)
-    p = min(n_, k + extra) if block_size is None else int(block_size)
+    # ints only (a float or a string was coerced by int() before: 4.7 ran as 4)
+    block_size = check_int(block_size, name="block_size", fn=_FN, minimum=1, allow_none=True)
+    krylov_steps = check_int(krylov_steps, name="krylov_steps", fn=_FN, minimum=2, allow_none=True)
+    p = min(n_, k + extra) if block_size is None else block_size
     if not k <= p <= n_:
         raise ValueError(f"{_FN}: option `block_size` must satisfy k <= block_size <= n; got {p}.")
-    m = max(3, 64 // p) if krylov_steps is None else int(krylov_steps)
-    if m < 2:
-        raise ValueError(f"{_FN}: option `krylov_steps` must be >= 2; got {m}.")
+    m = max(3, 64 // p) if krylov_steps is None else krylov_steps
     max_restarts = check_int(max_restarts, name="max_restarts", fn=_FN, minimum=0)
     cg_maxiter = check_int(cg_maxiter, name="cg_maxiter", fn=_FN, minimum=1, allow_none=True)
     seed = check_int(seed, name="seed", fn=_FN)

@@ -30,3 +30,7 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Opt-in: EIGJAX_TEST_STRICT=1 runs the suite under strict dtype promotion (JAX's own test
+# setting), so an implicit promotion inside the library fails loudly.
+if os.environ.get("EIGJAX_TEST_STRICT", "0") == "1":
+    jax.config.update("jax_numpy_dtype_promotion", "strict")

@@ -124,7 +124,7 @@ def test_degenerate_pencil_invariant_losses(dtype):
     funcs = {
         "group_sum": lambda a, b: jnp.sum(eigjax.eigh_generalized(a, b).eigenvalues[:2]),
         "group_projector": projector(slice(0, 2)),
-        "weighted": lambda a, b: (lambda w, v: (v * jnp.asarray([[2.0, 2.0, -1.0, 0.5, 3.0]])) @ jnp.conj(v.T))(
+        "weighted": lambda a, b: (lambda w, v: (v * jnp.asarray([[2.0, 2.0, -1.0, 0.5, 3.0]], v.dtype)) @ jnp.conj(v.T))(
             *eigjax.eigh_generalized(a, b)
         ),
     }
@@ -134,7 +134,7 @@ def test_degenerate_pencil_invariant_losses(dtype):
         assert np.all(np.isfinite(got))
         assert rel_err(got, want) < 1e-7, (name, rel_err(got, want))
     # Reverse mode at the degenerate point: finite and equal to the JVP contraction.
-    loss = lambda a, b: jnp.real(jnp.sum(jnp.abs(projector(slice(0, 2))(a, b)) ** 2 * jnp.arange(n * n).reshape(n, n)))
+    loss = lambda a, b: jnp.real(jnp.sum(jnp.abs(projector(slice(0, 2))(a, b)) ** 2 * jnp.arange(n * n, dtype=float).reshape(n, n)))
     ga, gb = jax.grad(loss, argnums=(0, 1))(jnp.asarray(a), jnp.asarray(b))
     fd = central_fd(lambda t: loss(a + t * da, b + t * db), 0.0, 1.0, h=1e-4)
     # jax.grad of a real loss of complex input: dL = Re sum(g * dz) (JAX's convention).
@@ -185,3 +185,18 @@ def test_bad_input():
         f(np.eye(2), [[1.0, 0.0], [0.0, 1.0]])
     with pytest.raises(ValueError, match=r"degenerate_tol"):
         f(np.eye(2), np.eye(2), degenerate_tol=-1.0)
+
+
+@pytest.mark.parametrize("fill", [np.inf, -np.inf, np.nan])
+def test_check_with_non_finite_b_is_a_clear_error(fill):
+    """check=True with an all-inf (or NaN) b: one ValueError naming function, argument and
+    what is wrong (np.linalg.eigvalsh used to raise LinAlgError from inside the check)."""
+    a = np.eye(3)
+    b = np.full((3, 3), fill)
+    with pytest.raises(ValueError, match=r"eigjax.eigh_generalized: argument `b` must be Hermitian positive definite with finite entries; .* 9 non-finite"):
+        eigjax.eigh_generalized(a, b, check=True)
+    with pytest.raises(ValueError, match=r"batch index \(1,\)"):
+        eigjax.eigh_generalized(np.stack([a, a]), np.stack([np.eye(3), b]), check=True)
+    # without the check: NaN outputs, no exception (documented)
+    w, v = eigjax.eigh_generalized(a, b)
+    assert np.all(np.isnan(np.asarray(w)))

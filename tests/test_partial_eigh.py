@@ -384,3 +384,48 @@ def test_second_derivatives_exact_at_distinct_nan_at_a_pair_inside_the_block():
         else:
             assert np.all(np.isnan(np.asarray(hv)))
             assert np.all(np.isfinite(np.asarray(jax.grad(loss)(a))))  # first order still exact
+
+
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+def test_bcoo_runs_in_the_requested_layout(monkeypatch, layout):
+    """The BCOO (padded-row) product is called with cols == (layout == "columns"): a local
+    variable once replaced the option with the ELL index arrays, so BCOO always ran on rows."""
+    import eigjax._partial_eigh as pe
+
+    seen = []
+    real = pe._ell_matmat
+
+    def spy(params, x, cols=False):
+        seen.append(bool(cols))
+        return real(params, x, cols)
+
+    monkeypatch.setattr(pe, "_ell_matmat", spy)
+    n = 40
+    a = np.diag(np.linspace(1.0, 5.0, n)) + np.diag(np.full(n - 1, 0.3), 1) + np.diag(np.full(n - 1, 0.3), -1)
+    res = eigjax.eigh_partial(jsparse.BCOO.fromdense(jnp.asarray(a)), 2, layout=layout)
+    np.testing.assert_allclose(res.eigenvalues, np.linalg.eigvalsh(a)[:2], rtol=1e-8)
+    assert seen, "the ELL product was not used"
+    # the hot loops run on column blocks only when asked (other steps may use rows)
+    assert (True in seen) == (layout == "columns"), (layout, seen[:8])
+
+
+@pytest.mark.parametrize(
+    "option, value, error",
+    [
+        ("block_size", 4.7, TypeError),
+        ("block_size", "8", TypeError),
+        ("block_size", 8.0, TypeError),
+        ("block_size", True, TypeError),
+        ("krylov_steps", "x", TypeError),
+        ("krylov_steps", 3.5, TypeError),
+        ("krylov_steps", 1, ValueError),
+        ("block_size", 0, ValueError),
+    ],
+)
+def test_integer_options_are_checked_not_coerced(option, value, error):
+    a = jnp.diag(jnp.arange(1.0, 21.0))
+    kw = {option: value, "method": "krylov"} if option == "krylov_steps" else {option: value}
+    with pytest.raises(error, match=rf"eigjax.eigh_partial: option `{option}` must be"):
+        eigjax.eigh_partial(a, 2, **kw)
+    with pytest.raises(error, match=rf"option `{option}`"):
+        jax.jit(lambda m: eigjax.eigh_partial(m, 2, **kw).eigenvalues)(a)
