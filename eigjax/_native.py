@@ -99,7 +99,7 @@ def _clean_stale(cache: pathlib.Path) -> None:
     """Remove temporary files left by builds whose process is gone (``*.PID.tmp``)."""
     for tmp in cache.glob("*.tmp"):
         try:
-            pid = int(tmp.name.rsplit(".", 2)[-2])
+            pid = int(tmp.name.split(".")[-3])  # <stem>.<pid>.so.tmp, <stem>.<pid>.sha256.tmp
             os.kill(pid, 0)  # still building
         except ProcessLookupError:
             tmp.unlink(missing_ok=True)

@@ -156,3 +156,59 @@ def test_failed_build_falls_back(tmp_path):
     avail, status, err = _run(_FALLBACK, {"CXX": shutil.which("false") or "/bin/false", "EIGJAX_CACHE_DIR": str(tmp_path)}).strip().split(" | ")
     assert avail == "False" and "failed" in status
     assert float(err) < 1e-5
+
+
+def _run_full(code, env):
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout, out.stderr
+
+
+def test_failed_build_says_so_once(tmp_path):
+    """Issue 16 item 5: one log line when the kernel falls back (not for EIGJAX_NATIVE=0)."""
+    _, err = _run_full(_FALLBACK, {"CXX": shutil.which("false") or "/bin/false", "EIGJAX_CACHE_DIR": str(tmp_path)})
+    assert err.count("native small-matrix kernel is not used") == 1, err
+    _, err = _run_full(_FALLBACK, {"EIGJAX_NATIVE": "0"})
+    assert "not used" not in err
+
+
+_STATUS = """
+import eigjax.internal
+print(eigjax.internal.native_status())
+"""
+
+
+@needs_kernel
+def test_cache_is_verified_before_loading(tmp_path):
+    """Issue 19 item 11 and issue 16 item 5: a fresh cache builds (one line says so) into a
+    private directory, with a checksum beside the library; a truncated library, and a
+    planted one without a matching checksum, are rebuilt, never loaded; a cache directory
+    others can write to is not used; stale temporaries of dead builders are removed."""
+    cache = tmp_path / "cache"
+    env = {"EIGJAX_CACHE_DIR": str(cache)}
+    out, err = _run_full(_STATUS, env)
+    assert out.strip() == "ok" and err.count("compiling the native small-matrix kernel") == 1, err
+    assert (cache.stat().st_mode & 0o777) == 0o700
+    (so,) = cache.glob("small_native_*.so")
+    digest = so.with_suffix(".sha256").read_text()
+    out, err = _run_full(_STATUS, env)  # cached: no build
+    assert out.strip() == "ok" and "compiling" not in err
+    # truncated (a crash mid-copy, a full disk): was SIGBUS on every later call
+    so.write_bytes(so.read_bytes()[:4096])
+    stale = cache / f"{so.stem}.999999999.so.tmp"  # a dead builder's temporary
+    stale.write_bytes(b"junk")
+    out, err = _run_full(_STATUS, env)
+    assert out.strip() == "ok" and "compiling" in err and so.with_suffix(".sha256").read_text() == digest
+    assert not stale.exists()
+    # a planted library with the predictable name but no checksum of ours: rebuilt
+    so.with_suffix(".sha256").unlink()
+    so.write_bytes(b"\x7fELF planted")
+    out, err = _run_full(_STATUS, env)
+    assert out.strip() == "ok" and "compiling" in err
+    # a cache directory writable by others: not trusted, built in a private temp dir
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    out, err = _run_full(_STATUS, {"EIGJAX_CACHE_DIR": str(shared)})
+    assert out.strip() == "ok" and "writable by others" in err
+    assert not list(shared.glob("*.so"))
