@@ -17,7 +17,7 @@ for several platforms carries each platform's kernel:
 
 =========================  ==========================================================
 real batches, n <=          eigjax's eigh forward (the native batched kernel on CPU),
-``SMALL_N`` (16 f32/14 f64) values taken: faster there than LAPACK on each matrix
+``SMALL_N`` (16) values taken: faster there than LAPACK on each matrix
 cpu, n < ``BLOCKED_N``      LAPACK ``?syevd``/``?heevd`` with ``jobz = 'N'`` through
                             jaxlib's FFI targets (``lapack_{s,d}syevd_ffi``,
                             ``lapack_{c,z}heevd_ffi``), which ``jax.export`` guarantees
@@ -47,10 +47,13 @@ from jax.custom_batching import custom_vmap
 from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 
-# Largest n for which eigjax's eigh forward (the native kernel for real batches) is kept,
-# per real dtype: the measured crossover against syevd('N') (BENCHMARKS.md, "eigvalsh
-# without eigenvectors"). Complex input has no native kernel: heevd('N') always.
-SMALL_N = {np.dtype(np.float32): 16, np.dtype(np.float64): 14}
+from . import _small_dispatch
+
+# Largest n for which eigjax's small solvers (the native kernel for real batches, values
+# only) are kept, per real dtype: they beat syevd('N') up to n = 16 (BENCHMARKS.md,
+# "eigvalsh without eigenvectors"; float64 n = 16: 1.29x once the kernel skipped the
+# eigenvector rotations). Complex input has no native kernel: heevd('N') always.
+SMALL_N = {np.dtype(np.float32): 16, np.dtype(np.float64): 16}
 
 
 def _h(x: jax.Array) -> jax.Array:
@@ -225,14 +228,12 @@ def _values(a: jax.Array, symmetrize: bool) -> jax.Array:
     from ._eigh import _all_finite, _eigh_forward, _eigh_forward_sym  # cycle: _eigh calls this module
 
     if _use_eigh_forward(a):
-        if symmetrize:
-            return _eigh_forward_sym(a)[0]
-        # Masked here: the small-matrix kernels do not poison a NaN in the triangle they
-        # do not read. With symmetrize=True they see it and the mask is not needed (it
-        # cost 6-14 % at n = 8).
-        w = _eigh_forward(a)[0]
-    else:
-        w = _eigvalsh_p.bind(_hermitian_part(a) if symmetrize else a)
+        if _small_dispatch.handles(a.shape[-1], a.dtype):
+            # the small solvers, values only (the native kernel skips the eigenvector
+            # rotations); all-NaN for a non-finite entry in either triangle already
+            return _small_dispatch.small_eigvalsh(a, symmetrize)
+        return (_eigh_forward_sym(a) if symmetrize else _eigh_forward(a))[0]
+    w = _eigvalsh_p.bind(_hermitian_part(a) if symmetrize else a)
     return jnp.where(_all_finite(a)[..., None], w, jnp.asarray(jnp.nan, w.dtype))
 
 

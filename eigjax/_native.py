@@ -33,7 +33,13 @@ import numpy as np
 
 _SOURCE = pathlib.Path(__file__).with_name("_small_native.cc")
 _TARGETS = {np.dtype(np.float32): "eigjax_small_eigh_f32", np.dtype(np.float64): "eigjax_small_eigh_f64"}
-_SYMBOLS = {"eigjax_small_eigh_f32": "EigjaxSmallEighF32", "eigjax_small_eigh_f64": "EigjaxSmallEighF64"}
+_VALUE_TARGETS = {np.dtype(np.float32): "eigjax_small_eigvalsh_f32", np.dtype(np.float64): "eigjax_small_eigvalsh_f64"}
+_SYMBOLS = {
+    "eigjax_small_eigh_f32": "EigjaxSmallEighF32",
+    "eigjax_small_eigh_f64": "EigjaxSmallEighF64",
+    "eigjax_small_eigvalsh_f32": "EigjaxSmallEigvalshF32",  # eigenvalues only
+    "eigjax_small_eigvalsh_f64": "EigjaxSmallEigvalshF64",
+}
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-fno-trapping-math"]
 
 _log = logging.getLogger("eigjax")
@@ -166,9 +172,11 @@ def _load() -> None:
 MAX_N = 16
 
 
-def target(dtype) -> str:
-    """The FFI target name of the kernel for ``dtype`` (float32 or float64)."""
-    return _TARGETS[np.dtype(dtype)]
+def target(dtype, vectors: bool = True) -> str:
+    """The FFI target name of the kernel for ``dtype`` (float32 or float64); with
+    ``vectors=False`` the variant that returns the eigenvalues alone (it skips the
+    eigenvector rotations)."""
+    return (_TARGETS if vectors else _VALUE_TARGETS)[np.dtype(dtype)]
 
 
 def status() -> str:

@@ -73,8 +73,15 @@ def handles(n: int, dtype) -> bool:
 def small_eigh(a: jax.Array, symmetrize: bool) -> tuple[jax.Array, jax.Array]:
     """``(w, v)`` of real symmetric ``a`` of shape ``(..., n, n)``; ``symmetrize``: of
     ``(a + a^T) / 2``, else of the lower triangle. See the module docstring."""
-    w, v = small_eigh_p.bind(a, symmetrize=bool(symmetrize))
+    w, v = small_eigh_p.bind(a, symmetrize=bool(symmetrize), vectors=True)
     return w, v
+
+
+def small_eigvalsh(a: jax.Array, symmetrize: bool) -> jax.Array:
+    """The eigenvalues alone (the native kernel then skips the eigenvector rotations; the
+    pure-JAX solvers leave them to XLA's dead-code elimination)."""
+    (w,) = small_eigh_p.bind(a, symmetrize=bool(symmetrize), vectors=False)
+    return w
 
 
 small_eigh_p = Primitive("eigjax_small_eigh")
@@ -83,17 +90,18 @@ small_eigh_p.def_impl(functools.partial(dispatch.apply_primitive, small_eigh_p))
 
 
 @small_eigh_p.def_abstract_eval
-def _abstract_eval(a, *, symmetrize):
+def _abstract_eval(a, *, symmetrize, vectors):
     del symmetrize
-    return (ShapedArray(a.shape[:-1], a.dtype), ShapedArray(a.shape, a.dtype))
+    w = ShapedArray(a.shape[:-1], a.dtype)
+    return (w, ShapedArray(a.shape, a.dtype)) if vectors else (w,)
 
 
 # vmap: the solvers take any leading batch dimensions; moving the mapped one to the front
 # lets the lowering see (and choose by) the whole batch.
-def _batch_rule(args, dims, *, symmetrize):
+def _batch_rule(args, dims, *, symmetrize, vectors):
     (a,), (d,) = args, dims
-    a = jnp.moveaxis(a, d, 0)
-    return small_eigh_p.bind(a, symmetrize=symmetrize), (0, 0)
+    out = small_eigh_p.bind(jnp.moveaxis(a, d, 0), symmetrize=symmetrize, vectors=vectors)
+    return out, (0,) * len(out)
 
 
 batching.primitive_batchers[small_eigh_p] = _batch_rule
@@ -114,8 +122,12 @@ def _lapack(a: jax.Array, symmetrize: bool) -> tuple[jax.Array, jax.Array]:
     return _nan_unless(finite, w, v)
 
 
-def _lower_jax(fn, ctx, a, symmetrize):
-    return mlir.lower_fun(lambda x: fn(x, symmetrize), multiple_results=True)(ctx, a)
+def _lower_jax(fn, ctx, a, symmetrize, vectors):
+    def solve(x):
+        w, v = fn(x, symmetrize)
+        return (w, v) if vectors else (w,)
+
+    return mlir.lower_fun(solve, multiple_results=True)(ctx, a)
 
 
 # ---------------------------------------------------------------------------
@@ -145,35 +157,36 @@ def _shape(ctx) -> tuple[int, int]:
     return shape[-1], math.prod(shape[:-2])
 
 
-def _cpu_lowering(ctx, a, *, symmetrize):
+def _cpu_lowering(ctx, a, *, symmetrize, vectors):
     n, batch = _shape(ctx)
     for_export = getattr(ctx.module_context.lowering_parameters, "for_export", False)
     solver = cpu_solver(n, batch, for_export=for_export)
     if solver == "native":
-        return _native_lowering(ctx, a, symmetrize)
-    return _lower_jax(lambda x, s: eigh_small(x, symmetrize=s) if solver == "jax" else _lapack(x, s), ctx, a, symmetrize)
+        return _native_lowering(ctx, a, symmetrize, vectors)
+    fn = (lambda x, s: eigh_small(x, symmetrize=s)) if solver == "jax" else _lapack
+    return _lower_jax(fn, ctx, a, symmetrize, vectors)
 
 
-def _accel_lowering(ctx, a, *, symmetrize):
+def _accel_lowering(ctx, a, *, symmetrize, vectors):
     plan = accel_plan(*_shape(ctx))
     if plan is None:
-        return _lower_jax(_lapack, ctx, a, symmetrize)
-    return _lower_jax(lambda x, s: eigh_small_accel(x, symmetrize=s, **plan), ctx, a, symmetrize)
+        return _lower_jax(_lapack, ctx, a, symmetrize, vectors)
+    return _lower_jax(lambda x, s: eigh_small_accel(x, symmetrize=s, **plan), ctx, a, symmetrize, vectors)
 
 
-def _native_lowering(ctx, a, symmetrize):
+def _native_lowering(ctx, a, symmetrize, vectors):
     """The native kernel's custom call, batch-partitionable (see the module docstring)."""
     (aval,) = ctx.avals_in
     nbatch = len(aval.shape) - 2
     attrs = {"mhlo.frontend_attributes": mlir.ir_attribute({"num_batch_dims": str(nbatch)})}
-    rule = _sdy_rule(ctx, nbatch)
+    rule = _sdy_rule(ctx, nbatch, vectors)
     if rule is not None:
         attrs["sdy.sharding_rule"] = rule
-    lowering = jax.ffi.ffi_lowering(_native.target(aval.dtype), extra_attributes=attrs)
+    lowering = jax.ffi.ffi_lowering(_native.target(aval.dtype, vectors), extra_attributes=attrs)
     return lowering(ctx, a, symmetrize=np.int64(symmetrize))
 
 
-def _sdy_rule(ctx, nbatch: int):
+def _sdy_rule(ctx, nbatch: int, vectors: bool):
     """Shardy rule ``b... i j -> b... k, b... l m``: batch factors shared, matrix factors
     private to each operand (so never sharded). None where Shardy is off or the helper
     that builds the attribute is missing (then XLA's ``num_batch_dims`` attribute serves
@@ -185,7 +198,7 @@ def _sdy_rule(ctx, nbatch: int):
     except ImportError:  # pragma: no cover - depends on the jax version
         return None
     batch = " ".join(f"b{k}" for k in range(nbatch))
-    rule = str_to_sdy_sharding_rule(f"{batch} i j -> {batch} k, {batch} l m")
+    rule = str_to_sdy_sharding_rule(f"{batch} i j -> {batch} k" + (f", {batch} l m" if vectors else ""))
 
     def types(avals):
         try:  # jax >= 0.10 passes the module context

@@ -71,7 +71,8 @@ inline T Pow2(int e) {
 // Solve matrices [begin, end) of the batch. NT > 0 fixes n = NT at compile time (the
 // index arithmetic folds and the loops over k unroll: 2x faster at n = 3); NT = 0 takes
 // the runtime n.
-template <typename T, int NT>
+// V = false: eigenvalues only (v_out unused): the rotations skip the eigenvector block.
+template <typename T, int NT, bool V>
 void SolveRange(const T* x, T* w_out, T* v_out, int64_t n_runtime, int64_t begin, int64_t end, bool symmetrize) {
   constexpr int L = Lanes<T>::L;
   const int64_t n = NT > 0 ? NT : n_runtime;
@@ -187,7 +188,7 @@ void SolveRange(const T* x, T* w_out, T* v_out, int64_t n_runtime, int64_t begin
             T *xpq = A(p, q), *xqp = A(q, p);
             for (int l = 0; l < L; ++l) xpq[l] = xqp[l] = keep[l] * xpq[l];
           }
-          for (int64_t k = 0; k < n; ++k) {  // columns p, q of V
+          for (int64_t k = 0; V && k < n; ++k) {  // columns p, q of V
             T *vkp = Vm(k, p), *vkq = Vm(k, q);
             for (int l = 0; l < L; ++l) {
               const T u = vkp[l], z = vkq[l];
@@ -216,7 +217,7 @@ void SolveRange(const T* x, T* w_out, T* v_out, int64_t n_runtime, int64_t begin
           di[l] = u > z ? z : u;
           dj[l] = u > z ? u : z;
         }
-        for (int64_t k = 0; k < n; ++k) {
+        for (int64_t k = 0; V && k < n; ++k) {
           T* __restrict__ vi = Vm(k, i);
           T* __restrict__ vj = Vm(k, i + 1);
           for (int l = 0; l < L; ++l) {
@@ -229,54 +230,72 @@ void SolveRange(const T* x, T* w_out, T* v_out, int64_t n_runtime, int64_t begin
     const T nan = std::numeric_limits<T>::quiet_NaN();
     for (int64_t l = 0; l < count; ++l) {
       T* w = w_out + (b0 + l) * n;
-      T* vv = v_out + (b0 + l) * nn;
+      T* vv = V ? v_out + (b0 + l) * nn : nullptr;
       const bool fin = ok[l] != T(0);
       for (int64_t j = 0; j < n; ++j) w[j] = fin ? diag[j * L + l] * inv_scale[l] : nan;
+      if (!V) continue;
       for (int64_t i = 0; i < n; ++i)
         for (int64_t j = 0; j < n; ++j) vv[i * n + j] = fin ? Vm(i, j)[l] : nan;
     }
   }
 }
 
-template <typename T, ffi::DataType DT>
-ffi::Error SmallEigh(ffi::Buffer<DT> x, ffi::ResultBuffer<DT> w, ffi::ResultBuffer<DT> v, int64_t symmetrize) {
-  auto dims = x.dimensions();
-  if (dims.size() < 2 || dims[dims.size() - 1] != dims[dims.size() - 2])
-    return ffi::Error::InvalidArgument("eigjax small eigh: input must have shape (..., n, n)");
-  const int64_t n = dims[dims.size() - 1];
-  int64_t batch = 1;
-  for (size_t i = 0; i + 2 < dims.size(); ++i) batch *= dims[i];
-  const T* xp = x.typed_data();
-  T* wp = w->typed_data();
-  T* vp = v->typed_data();
+template <typename T, bool V>
+void Run(const T* xp, T* wp, T* vp, int64_t n, int64_t batch, bool symmetrize) {
   // Two threads or more only where the work outweighs starting them (~20 us each).
   const int64_t work = batch * n * n * n;
   int threads = static_cast<int>(std::min<int64_t>(std::max(1u, std::thread::hardware_concurrency()), 8));
   if (work < (int64_t(1) << 20)) threads = 1;
   threads = static_cast<int>(std::min<int64_t>(threads, (batch + Lanes<T>::L - 1) / Lanes<T>::L));
-  void (*solve)(const T*, T*, T*, int64_t, int64_t, int64_t, bool) = SolveRange<T, 0>;
+  void (*solve)(const T*, T*, T*, int64_t, int64_t, int64_t, bool) = SolveRange<T, 0, V>;
   switch (n) {
-    case 2: solve = SolveRange<T, 2>; break;
-    case 3: solve = SolveRange<T, 3>; break;
-    case 4: solve = SolveRange<T, 4>; break;
-    case 5: solve = SolveRange<T, 5>; break;
-    case 6: solve = SolveRange<T, 6>; break;
-    case 8: solve = SolveRange<T, 8>; break;
-    case 16: solve = SolveRange<T, 16>; break;
+    case 2: solve = SolveRange<T, 2, V>; break;
+    case 3: solve = SolveRange<T, 3, V>; break;
+    case 4: solve = SolveRange<T, 4, V>; break;
+    case 5: solve = SolveRange<T, 5, V>; break;
+    case 6: solve = SolveRange<T, 6, V>; break;
+    case 8: solve = SolveRange<T, 8, V>; break;
+    case 16: solve = SolveRange<T, 16, V>; break;
     default: break;
   }
   if (threads <= 1) {
-    solve(xp, wp, vp, n, 0, batch, symmetrize != 0);
-    return ffi::Error::Success();
+    solve(xp, wp, vp, n, 0, batch, symmetrize);
+    return;
   }
   std::vector<std::thread> pool;
   const int64_t blocks = (batch + Lanes<T>::L - 1) / Lanes<T>::L;
   for (int t = 0; t < threads; ++t) {
     const int64_t begin = std::min(batch, blocks * t / threads * Lanes<T>::L);
     const int64_t end = std::min(batch, blocks * (t + 1) / threads * Lanes<T>::L);
-    if (begin < end) pool.emplace_back(solve, xp, wp, vp, n, begin, end, symmetrize != 0);
+    if (begin < end) pool.emplace_back(solve, xp, wp, vp, n, begin, end, symmetrize);
   }
   for (auto& th : pool) th.join();
+}
+
+template <ffi::DataType DT>
+ffi::Error Shape(const ffi::Buffer<DT>& x, int64_t* n, int64_t* batch) {
+  auto dims = x.dimensions();
+  if (dims.size() < 2 || dims[dims.size() - 1] != dims[dims.size() - 2])
+    return ffi::Error::InvalidArgument("eigjax small eigh: input must have shape (..., n, n)");
+  *n = dims[dims.size() - 1];
+  *batch = 1;
+  for (size_t i = 0; i + 2 < dims.size(); ++i) *batch *= dims[i];
+  return ffi::Error::Success();
+}
+
+template <typename T, ffi::DataType DT>
+ffi::Error SmallEigh(ffi::Buffer<DT> x, ffi::ResultBuffer<DT> w, ffi::ResultBuffer<DT> v, int64_t symmetrize) {
+  int64_t n, batch;
+  if (auto err = Shape(x, &n, &batch); err.failure()) return err;
+  Run<T, true>(x.typed_data(), w->typed_data(), v->typed_data(), n, batch, symmetrize != 0);
+  return ffi::Error::Success();
+}
+
+template <typename T, ffi::DataType DT>
+ffi::Error SmallEigvalsh(ffi::Buffer<DT> x, ffi::ResultBuffer<DT> w, int64_t symmetrize) {
+  int64_t n, batch;
+  if (auto err = Shape(x, &n, &batch); err.failure()) return err;
+  Run<T, false>(x.typed_data(), w->typed_data(), nullptr, n, batch, symmetrize != 0);
   return ffi::Error::Success();
 }
 
@@ -293,5 +312,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(EigjaxSmallEighF64, (SmallEigh<double, ffi::F64>),
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F64>>()
                                   .Ret<ffi::Buffer<ffi::F64>>()
+                                  .Ret<ffi::Buffer<ffi::F64>>()
+                                  .Attr<int64_t>("symmetrize"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(EigjaxSmallEigvalshF32, (SmallEigvalsh<float, ffi::F32>),
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("symmetrize"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(EigjaxSmallEigvalshF64, (SmallEigvalsh<double, ffi::F64>),
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F64>>()
                                   .Ret<ffi::Buffer<ffi::F64>>()
                                   .Attr<int64_t>("symmetrize"));

@@ -212,3 +212,21 @@ def test_cache_is_verified_before_loading(tmp_path):
     out, err = _run_full(_STATUS, {"EIGJAX_CACHE_DIR": str(shared)})
     assert out.strip() == "ok" and "writable by others" in err
     assert not list(shared.glob("*.so"))
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [3, 8, 16])
+def test_values_only_kernel(n, dtype):
+    """Issue 20: eigvalsh of a small real batch lowers to the kernel's values-only variant
+    (no eigenvector rotations), whose eigenvalues are bitwise the full kernel's (the
+    rotations of A do not depend on V); the NaN contract holds (either triangle)."""
+    a = family("random", n, dtype, seed=11)[:40].copy()
+    a[5, 0, n - 1] = np.nan  # upper triangle only
+    x = jnp.asarray(a)
+    f = jax.jit(lambda x: eigjax.eigvalsh(x, symmetrize=False))
+    assert f"eigjax_small_eigvalsh_f{np.dtype(dtype).itemsize * 8}" in f.lower(x).as_text()
+    w = np.asarray(f(x))
+    w_full = np.asarray(jax.jit(lambda x: eigjax.eigh(x, symmetrize=False).eigenvalues)(x))
+    np.testing.assert_array_equal(w, w_full)
+    assert np.all(np.isnan(w[5])) and np.all(np.isfinite(np.delete(w, 5, axis=0)))
