@@ -31,6 +31,7 @@ from jax.typing import ArrayLike
 
 from ._checks import as_square_matrix, check_bool, check_nonnegative_float
 from ._gaps import inverse_gaps, nan_on_cut
+from ._guard import checked_pairs, guard, resolve_check
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -140,8 +141,8 @@ def _eigvalsh_tangent(v: jax.Array, a_dot: jax.Array) -> jax.Array:
 # arguments; they are written over (..., n, n) so vmap needs no batching rule.
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
-def _eigh(a, symmetrize, degenerate_tol, broadening):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
+def _eigh(a, symmetrize, degenerate_tol, broadening, degenerate_check=True):
     return _eigh_forward_sym(a) if symmetrize else _eigh_forward(a)
 
 
@@ -155,16 +156,16 @@ def _eigh(a, symmetrize, degenerate_tol, broadening):
 # it (they are not separately twice differentiable there), so higher derivatives at cut
 # pairs are NaN, never a wrong finite number; spectral functions have exact ones through
 # eigjax.matrix_function. With broadening the smooth F is differentiated as it is.
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
-def _eigh_inner(a, symmetrize, degenerate_tol, broadening):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
+def _eigh_inner(a, symmetrize, degenerate_tol, broadening, degenerate_check=True):
     return _eigh_forward_sym(a) if symmetrize else _eigh_forward(a)
 
 
-def _eigh_rule(symmetrize, degenerate_tol, broadening, primals, tangents, *, higher):
+def _eigh_rule(symmetrize, degenerate_tol, broadening, degenerate_check, primals, tangents, *, higher):
     (a,), (a_dot,) = primals, tangents
     # The primal through _eigh_inner so that the rule is differentiable again
     # (jax.hessian, jacfwd(jacrev)).
-    w, v = _eigh_inner(a, symmetrize, degenerate_tol, broadening)
+    w, v = _eigh_inner(a, symmetrize, degenerate_tol, broadening, degenerate_check)
     if symmetrize:
         a_dot = _hermitian_part(a_dot)
     x = _mm(a_dot, v)
@@ -175,7 +176,14 @@ def _eigh_rule(symmetrize, degenerate_tol, broadening, primals, tangents, *, hig
     f = inverse_gaps(w, degenerate_tol=degenerate_tol, broadening=broadening)
     if higher and broadening is None:
         f = nan_on_cut(f)
-    v_dot = _mm(v, f.astype(p.dtype) * p)
+    q = f.astype(p.dtype) * p
+    if degenerate_check and not higher and broadening is None:
+        # Reverse mode tests the cotangent on the cut pairs: NaN unless the loss is
+        # invariant there and weighs each group alike (eigjax._guard, unitary gauge).
+        phase = jnp.issubdtype(p.dtype, jnp.complexfloating)
+        w_dot, q = guard(w_dot, q, checked_pairs(f, phase=phase), w, name="eigjax.eigh", mode="hermitian",
+                         debug=degenerate_check == "debug")
+    v_dot = _mm(v, q)
     return (w, v), (w_dot, v_dot)
 
 
@@ -203,7 +211,7 @@ def _eigvalsh_jvp(symmetrize, primals, tangents):
 # 2x2 eig); these jitted wrappers make it one program per shape and options. Under an
 # outer jit they are inlined. They look the custom_jvp functions up at trace time, and
 # eigjax.random_gauge swaps them for uncompiled calls while it intercepts.
-_eigh_entry = jax.jit(lambda a, s, tol, br: _eigh(a, s, tol, br), static_argnums=(1, 2, 3))
+_eigh_entry = jax.jit(lambda a, s, tol, br, chk: _eigh(a, s, tol, br, chk), static_argnums=(1, 2, 3, 4))
 _eigvalsh_entry = jax.jit(lambda a, s: _eigvalsh(a, s), static_argnums=(1,))
 
 
@@ -213,6 +221,7 @@ def eigh(
     symmetrize: bool = True,
     degenerate_tol: float | None = None,
     broadening: float | None = None,
+    degenerate_check: bool | str | None = None,
 ) -> EighResult:
     r"""Eigendecomposition of Hermitian matrices with derivatives that stay finite.
 
@@ -266,7 +275,8 @@ def eigh(
     if broadening == 0.0:
         raise ValueError("eigjax.eigh: option `broadening` must be > 0 (or None); got 0.0.")
     symmetrize = check_bool(symmetrize, name="symmetrize", fn="eigjax.eigh")
-    w, v = _eigh_entry(a, symmetrize, degenerate_tol, broadening)
+    degenerate_check = resolve_check(degenerate_check, fn="eigjax.eigh")
+    w, v = _eigh_entry(a, symmetrize, degenerate_tol, broadening, degenerate_check)
     return EighResult(w, v)
 
 
