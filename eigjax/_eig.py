@@ -73,6 +73,7 @@ from ._checks import as_square_matrix, check_bool, check_nonnegative_float
 from ._eig_host import has_native_eig, host_eig
 from ._eigh import _h, _mm
 from ._gaps import gap_matrix, nan_on_cut
+from ._guard import checked_pairs, guard, resolve_check
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _SOLVERS = ("auto", "xla", "host")
@@ -278,28 +279,39 @@ def _linearise(a, w, v, degenerate_tol) -> _Linearisation:
     return _Linearisation(f, nan_mask)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _eig(a, degenerate_tol, solver):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _eig(a, degenerate_tol, solver, degenerate_check=True):
     return _eig_forward(a, solver)
 
 
 # The primal inside the rules: the same values; its JVP (reached only by second and
 # higher derivatives) is NaN on coincident pairs, where the F_ij = 0 cut would give a
 # wrong finite second derivative (see eigjax._eigh._eigh_inner).
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _eig_inner(a, degenerate_tol, solver):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _eig_inner(a, degenerate_tol, solver, degenerate_check=True):
     return _eig_forward(a, solver)
 
 
-def _eig_rule(degenerate_tol, solver, primals, tangents, *, higher):
+def _eig_rule(degenerate_tol, solver, degenerate_check, primals, tangents, *, higher):
     (a,), (a_dot,) = primals, tangents
     # Primal through _eig_inner, so the rule is differentiable again.
-    w, v = _eig_inner(a, degenerate_tol, solver)
+    w, v = _eig_inner(a, degenerate_tol, solver, degenerate_check)
     lin = _linearise(a, w, v, degenerate_tol)
     f = nan_on_cut(lin.f) if higher else lin.f
     p = jnp.linalg.solve(v, _mm(a_dot.astype(v.dtype), v))  # P = V^{-1} dA V
     w_dot = jnp.diagonal(p, axis1=-2, axis2=-1) * lin.nan_mask
-    u = _mm(v, f * p)
+    q = f * p
+    if degenerate_check and not higher:
+        # Reverse mode tests the cotangent on the coincident pairs (eigjax._guard). The
+        # gauge of a repeated semisimple eigenvalue is V_G -> normalise(V_G S), S any
+        # invertible m x m: to first order dV = N(V K) for any K on G x G, N the
+        # linearised normalisation below (N(V K) = 0 for diagonal K). The cotangent of
+        # q (through u and c) is therefore zero on every coincident pair for a loss
+        # invariant to that gauge (spectral projectors V_G Y_G^H, group sums); and wbar
+        # must be equal on the group (its eigenvalues move by those of P_GG).
+        w_dot, q = guard(w_dot, q, checked_pairs(f, phase=False), w, name="eigjax.eig", mode="zero",
+                         debug=degenerate_check == "debug")
+    u = _mm(v, q)
     k = _largest_entry(jax.lax.stop_gradient(v))
     vk = jnp.real(jnp.take_along_axis(v, k, axis=-2))[..., 0, :]
     uk = jnp.take_along_axis(u, k, axis=-2)[..., 0, :]
@@ -335,7 +347,7 @@ def _check_solver(solver, fn):
 
 
 # Jitted entry points (see eigjax._eigh._eigh_entry: eager callers get one program).
-_eig_entry = jax.jit(lambda a, tol, solver: _eig(a, tol, solver), static_argnums=(1, 2))
+_eig_entry = jax.jit(lambda a, tol, solver, chk: _eig(a, tol, solver, chk), static_argnums=(1, 2, 3))
 _eigvals_entry = jax.jit(lambda a, solver: _eigvals(a, solver), static_argnums=(1,))
 
 
@@ -345,6 +357,7 @@ def eig(
     left: bool = False,
     degenerate_tol: float | None = None,
     solver: str = "auto",
+    degenerate_check: bool | str | None = None,
 ) -> EigResult | EigLeftResult:
     r"""Eigendecomposition of general square matrices, differentiable with no opt-in.
 
@@ -381,6 +394,12 @@ def eig(
       solver: ``"auto"`` (XLA's eig where the backend has one - CPU, CUDA, ROCm -
         else the host fallback), ``"xla"`` or ``"host"`` (``jax.pure_callback`` into
         :func:`numpy.linalg.eig`; works on every backend, under ``jit``/``vmap``).
+      degenerate_check: reverse mode tests the cotangent on each coincident pair and
+        returns NaN for a matrix whose loss is not invariant to the basis of the
+        repeated eigenspace (any invertible change, then the normalisation) or weighs
+        its eigenvalues unequally, where the cut rule would be wrong. ``None``
+        (default): ``True``; ``False`` trusts the loss; ``"debug"`` also prints the
+        first failing pair (see :func:`eigjax.eigh`).
 
     Returns:
       ``EigResult(eigenvalues, eigenvectors)`` with shapes ``(..., n)`` and
@@ -410,7 +429,8 @@ def eig(
         w = jnp.zeros(a.shape[:-1], _complex_dtype(a.dtype))
         v = jnp.zeros(a.shape, w.dtype)
         return EigResult(w, v) if not left else EigLeftResult(w, v, v)
-    w, v = _eig_entry(a, degenerate_tol, solver)
+    degenerate_check = resolve_check(degenerate_check, fn=fn)
+    w, v = _eig_entry(a, degenerate_tol, solver, degenerate_check)
     if not left:
         return EigResult(w, v)
     y = _h(jnp.linalg.solve(v, jnp.broadcast_to(jnp.eye(a.shape[-1], dtype=v.dtype), v.shape)))
