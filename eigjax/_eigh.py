@@ -227,9 +227,11 @@ def eigh(
 
     Like :func:`jax.numpy.linalg.eigh`, but its derivative is exact at degenerate
     eigenvalues for every loss that is invariant to the basis chosen inside each
-    degenerate eigenspace (a sum over a whole group of eigenvalues, ``sum(V**2)``,
-    projectors onto a whole eigenspace, ``V diag(g(w)) V^H`` with ``g`` equal on each
-    group): ``jnp.linalg.eigh`` returns NaN there.
+    degenerate eigenspace and weighs each group's eigenvalues alike (a sum over a whole
+    group of eigenvalues, ``sum(V**2)``, projectors onto a whole eigenspace,
+    ``V diag(g) V^H`` with fixed ``g`` equal on each group): ``jnp.linalg.eigh`` returns
+    NaN there. For other losses (one vector of a group, ``f(A) = V diag(f(w)) V^H`` with
+    ``f' != 0`` on a group: use :func:`eigjax.matrix_function`) reverse mode returns NaN.
 
     Derivative rule (Giles 2008): with ``P = V^H dA V``, ``dw = Re diag(P)`` and
     ``dV = V (F o P)``, ``F_ij = 1/(w_j - w_i)``; ``F_ij = 0`` on the diagonal and
@@ -249,6 +251,16 @@ def eigh(
         rounding error.
       broadening: if given (a float ``> 0``), use Lorentzian broadening
         ``F_ij = d/(d^2 + broadening)``, ``d = w_j - w_i``, instead of the cut.
+      degenerate_check: reverse mode (``grad``, ``vjp``, ``jacrev``) tests the
+        cotangent on every cut pair: the loss must be invariant to the basis of the
+        group (``V^T Vbar`` Hermitian there; for complex input also real on the
+        diagonal, no phase dependence) and weigh its eigenvalues alike (``wbar`` equal).
+        A matrix that fails gets NaN derivatives (only that element of a batch) instead
+        of the cut's wrong finite value. ``None`` (default): ``True``, or ``"debug"``
+        when the environment variable ``EIGJAX_DEBUG_GUARD=1``; ``False`` trusts the
+        loss (the cut alone); ``"debug"`` also prints (``jax.debug.print``) the first
+        failing pair of each failing matrix. Forward mode cannot see the loss and
+        always uses the cut. See docs/derivatives.md ("Exact or NaN").
 
     Returns:
       ``EighResult(eigenvalues, eigenvectors)``: real eigenvalues in ascending order,
