@@ -51,9 +51,13 @@ Tolerances. Pair ``(i, j)`` passes when its violation is at most
 ``rel_ij * scale`` with
 
     rel_ij = sqrt(max(|w_i - w_j| / max_k |w_k|, 4 max(n, 8) eps)),
-    scale  = max_k |wbar_k| (weights),  max_k ||qbar[:, k]||_2 (vectors),
+    scale  = S / max|w| (weights),  S (vectors),
+    S      = max(max_k ||qbar[:, k]||_2, max_k |wbar_k| max_k |w_k|),
 
-per matrix. An invariant loss violates the tests only by rounding (``~ n eps scale``)
+per matrix: the size of the whole cotangent, in the loss's units (``qbar`` has them,
+``wbar`` those of the loss over ``w``), so that a part that cancels to rounding (a
+``V diag(g) V^{-1}`` with ``g`` constant) is judged against the rest, not against its
+own noise (that false alarm was seen for eig at ``A = c I``). An invariant loss violates the tests only by rounding (``~ n eps scale``)
 and, for a pair split by ``d = |w_i - w_j|`` (cut: ``d`` up to the degeneracy tolerance),
 by its weights' variation ``~ kappa d / max|w|`` (``kappa`` the loss's relative
 curvature, 3 for ``sum(w**3)``). The square root passes every loss with
@@ -220,17 +224,29 @@ def _rel(w, floor):
 
 
 def _violations(wbar, qbar, checked, w, mode, floor):
-    """Per pair: (weight violation, its tolerance, vector violation, its tolerance)."""
+    """Per pair: (weight violation, its tolerance, vector violation, its tolerance).
+
+    One scale for the whole cotangent: ``qbar`` has the units of the loss (``dV = V dq``,
+    ``dq`` dimensionless) and ``wbar`` those of the loss over ``w``, so
+    ``S = max(max_k ||qbar[:, k]||, max|wbar| max|w|)``, and the tolerances are
+    ``rel S`` (vectors) and ``rel S / max|w|`` (weights; ``rel max|wbar|`` when ``w = 0``).
+    A part of the cotangent that cancels to rounding (``V diag(g) V^{-1}`` with ``g``
+    constant) is then judged against the rest, not against its own rounding noise."""
     rel = _rel(w, floor)
+    rdt = rel.dtype
+    wmax = jnp.max(jnp.abs(w), axis=-1, initial=0.0)[..., None, None]
+    sw = jnp.zeros_like(wmax) if wbar is None else jnp.max(jnp.abs(wbar), axis=-1, initial=0.0)[..., None, None]
+    sq = jnp.zeros_like(wmax) if qbar is None else jnp.max(jnp.linalg.norm(qbar, axis=-2), axis=-1, initial=0.0)[..., None, None]
+    sq, sw = sq.astype(rdt), sw.astype(rdt)
+    scale_q = jnp.maximum(sq, sw * wmax)
+    scale_w = jnp.maximum(sw, jnp.where(wmax > 0, sq / jnp.where(wmax > 0, wmax, 1), 0))
     out = []
     if wbar is not None:
         d = jnp.abs(wbar[..., :, None] - wbar[..., None, :])
-        s = jnp.max(jnp.abs(wbar), axis=-1, initial=0.0)[..., None, None]
-        out.append((jnp.where(checked, d, 0), rel * s))
+        out.append((jnp.where(checked, d, 0), rel * scale_w))
     if qbar is not None:
         r = qbar - jnp.conj(jnp.swapaxes(qbar, -1, -2)) if mode == "hermitian" else qbar
-        s = jnp.max(jnp.linalg.norm(qbar, axis=-2), axis=-1, initial=0.0)[..., None, None]
-        out.append((jnp.where(checked, jnp.abs(r), 0), rel * s))
+        out.append((jnp.where(checked, jnp.abs(r), 0), rel * scale_q))
     return out
 
 

@@ -519,3 +519,21 @@ def test_no_false_alarms_eig(family, dtype, seed):
         return jnp.real(jnp.trace((v * g[None, :]) @ jnp.conj(y).T @ c)) + jnp.real(jnp.sum((w_ / s) ** 3))
 
     assert np.all(np.isfinite(_grad(loss, a))), (family, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+def test_eig_no_false_alarm_when_part_of_the_cotangent_cancels(dtype):
+    """At A = c I (one group), V diag(g) V^-1 with g constant is constant: its eigenvector
+    cotangent is pure rounding. Judged against its own size it failed (found by a stress
+    run); the guard's scale is the whole cotangent (eigjax._guard, 'Tolerances')."""
+    r = rng(15)
+    a = _semisimple(r, [0.3, 0.3, 0.3], dtype).astype(dtype)
+    c = jnp.asarray(random_matrix(r, (3, 3), np.complex128))
+
+    def loss(a_):
+        w, v, y = eigjax.eig(a_, left=True)
+        return jnp.real(jnp.trace((v * 2.0) @ jnp.conj(y).T @ c)) + jnp.real(jnp.sum(w**3))
+
+    g = _grad(loss, a)
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(g, 3 * 0.09 * np.eye(3), atol=1e-4 if dtype == np.float32 else 1e-10)
