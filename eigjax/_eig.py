@@ -309,7 +309,7 @@ def _eig_rule(degenerate_tol, solver, degenerate_check, primals, tangents, *, hi
         # q (through u and c) is therefore zero on every coincident pair for a loss
         # invariant to that gauge (spectral projectors V_G Y_G^H, group sums); and wbar
         # must be equal on the group (its eigenvalues move by those of P_GG).
-        w_dot, q = guard(w_dot, q, checked_pairs(f, phase=False), w, name="eigjax.eig", mode="zero",
+        w_dot, q = guard(w_dot, q, checked_pairs(f), w, name="eigjax.eig", mode="zero",
                          debug=degenerate_check == "debug")
     u = _mm(v, q)
     k = _largest_entry(jax.lax.stop_gradient(v))

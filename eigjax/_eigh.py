@@ -181,7 +181,7 @@ def _eigh_rule(symmetrize, degenerate_tol, broadening, degenerate_check, primals
         # Reverse mode tests the cotangent on the cut pairs: NaN unless the loss is
         # invariant there and weighs each group alike (eigjax._guard, unitary gauge).
         phase = jnp.issubdtype(p.dtype, jnp.complexfloating)
-        w_dot, q = guard(w_dot, q, checked_pairs(f, phase=phase), w, name="eigjax.eigh", mode="hermitian",
+        w_dot, q = guard(w_dot, q, checked_pairs(f), w, name="eigjax.eigh", mode="hermitian", phase=phase,
                          debug=degenerate_check == "debug")
     v_dot = _mm(v, q)
     return (w, v), (w_dot, v_dot)

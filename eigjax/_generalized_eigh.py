@@ -118,7 +118,7 @@ def _eigh_gen_rule(degenerate_tol, degenerate_check, primals, tangents, *, highe
         # eigenvalues move by the eigenvalues of its block (P - w Q)_GG; the rule uses
         # the diagonal, exact only under equal weights).
         phase = jnp.issubdtype(c.dtype, jnp.complexfloating)
-        w_dot, c = guard(w_dot, c, checked_pairs(f, phase=phase), w, name=_FN, mode="hermitian",
+        w_dot, c = guard(w_dot, c, checked_pairs(f), w, name=_FN, mode="hermitian", phase=phase,
                          debug=degenerate_check == "debug")
     v_dot = _mm(v, c)
     return (w, v), (w_dot, v_dot)

@@ -33,8 +33,10 @@ of the group's ``m x m`` block, whose eigenvalues are what actually moves; only
 the block, so the test is ``wbar_i = wbar_j`` on cut pairs.
 
 Both tests are on cut pairs only (the pairs the rule drops), O(n^2) on the cotangents
-the transpose already has; the primal carries the boolean mask of checked pairs and
-``w``. A failing matrix gets NaN for every cotangent (multiplicative mask: the NaN also
+the transpose already has (the guard sits on ``q``, whose cotangent ``V^T Vbar`` reverse
+mode forms anyway: no extra ``n x n`` product), and skipped by a ``lax.cond`` for a
+matrix without cut pairs; the phase test is O(n). The primal carries the boolean mask of
+cut pairs and ``w``. A failing matrix gets NaN for every cotangent (multiplicative mask: the NaN also
 survives a further derivative of the backward pass). Under ``vmap`` and for batched
 input only the failing matrix (or the failing cotangent of a ``jacrev``) is NaN.
 
@@ -57,8 +59,9 @@ Tolerances. Pair ``(i, j)`` passes when its violation is at most
 per matrix: the size of the whole cotangent, in the loss's units (``qbar`` has them,
 ``wbar`` those of the loss over ``w``), so that a part that cancels to rounding (a
 ``V diag(g) V^{-1}`` with ``g`` constant) is judged against the rest, not against its
-own noise (that false alarm was seen for eig at ``A = c I``). An invariant loss violates the tests only by rounding (``~ n eps scale``)
-and, for a pair split by ``d = |w_i - w_j|`` (cut: ``d`` up to the degeneracy tolerance),
+own noise (that false alarm was seen for eig at ``A = c I``). An invariant loss
+violates the tests only by rounding (``~ n eps scale``) and, for a pair split by
+``d = |w_i - w_j|`` (cut: ``d`` up to the degeneracy tolerance),
 by its weights' variation ``~ kappa d / max|w|`` (``kappa`` the loss's relative
 curvature, 3 for ``sum(w**3)``). The square root passes every loss with
 ``kappa <= 1/rel`` (float64, exact group: ``1/rel ~ 1e7``; float32: ``~ 500``) and
@@ -89,6 +92,7 @@ import threading
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
@@ -151,26 +155,26 @@ def resolve_check(option, *, fn: str):
     )
 
 
-def checked_pairs(f: jax.Array, *, phase: bool) -> jax.Array:
-    """The pairs a rule drops: off-diagonal zeros of the inverse-gap matrix ``f``
-    (:func:`eigjax._gaps.inverse_gaps`), and the diagonal when ``phase`` (complex
-    Hermitian problems, whose eigenvector phase the rule drops)."""
+def checked_pairs(f: jax.Array) -> jax.Array:
+    """The pairs a rule drops: the off-diagonal zeros of the inverse-gap matrix ``f``
+    (:func:`eigjax._gaps.inverse_gaps`)."""
     n = f.shape[-1]
     eye = jnp.broadcast_to(jnp.eye(n, dtype=bool), f.shape)
-    cut = (jax.lax.stop_gradient(f) == 0) & ~eye
-    return cut | eye if phase else cut
+    return (jax.lax.stop_gradient(f) == 0) & ~eye
 
 
-def guard(w_dot, q, checked, w, *, name: str, mode: str, debug: bool = False):
+def guard(w_dot, q, checked, w, *, name: str, mode: str, phase: bool = False, debug: bool = False):
     """Identity on the tangents ``(w_dot, q)``; its transpose tests the cotangents.
 
     Args:
       w_dot: eigenvalue tangent, ``(..., n)``.
       q: eigenvector coefficient tangent (``dV = N(V q)``), ``(..., n, n)``.
-      checked: bool ``(..., n, n)``, the pairs to test (:func:`checked_pairs`).
+      checked: bool ``(..., n, n)``, the off-diagonal pairs to test (:func:`checked_pairs`).
       w: eigenvalues ``(..., n)`` (primal; for the tolerances).
       name: the public function, for the debug report.
       mode: ``"hermitian"`` (unitary gauge) or ``"zero"`` (invertible gauge, eig).
+      phase: also test the diagonal, ``Im qbar_ii = 0`` (complex Hermitian problems, whose
+        rules drop the eigenvector phase): O(n), for every eigenvalue.
       debug: print the first failing pair of each failing matrix (``jax.debug.print``).
     """
     if mode not in ("hermitian", "zero"):
@@ -179,7 +183,7 @@ def guard(w_dot, q, checked, w, *, name: str, mode: str, debug: bool = False):
     floor = 4.0 * max(n, 8) * float(jnp.finfo(w.dtype).eps)
     w = jax.lax.stop_gradient(w)
     checked = jax.lax.stop_gradient(checked)
-    return guard_p.bind(w_dot, q, checked, w, name=name, mode=mode, floor=floor, debug=bool(debug))
+    return guard_p.bind(w_dot, q, checked, w, name=name, mode=mode, floor=floor, phase=bool(phase), debug=bool(debug))
 
 
 guard_p = Primitive("eigjax_degenerate_guard")
@@ -223,23 +227,28 @@ def _rel(w, floor):
     return jnp.sqrt(jnp.maximum(gap, jnp.asarray(floor, rdt)))
 
 
-def _violations(wbar, qbar, checked, w, mode, floor):
-    """Per pair: (weight violation, its tolerance, vector violation, its tolerance).
+def _scales(wbar, qbar, w):
+    """``(S, S / max|w|, max|w|)``, each ``(..., 1, 1)``: one scale for the whole cotangent.
 
-    One scale for the whole cotangent: ``qbar`` has the units of the loss (``dV = V dq``,
-    ``dq`` dimensionless) and ``wbar`` those of the loss over ``w``, so
-    ``S = max(max_k ||qbar[:, k]||, max|wbar| max|w|)``, and the tolerances are
-    ``rel S`` (vectors) and ``rel S / max|w|`` (weights; ``rel max|wbar|`` when ``w = 0``).
-    A part of the cotangent that cancels to rounding (``V diag(g) V^{-1}`` with ``g``
-    constant) is then judged against the rest, not against its own rounding noise."""
-    rel = _rel(w, floor)
-    rdt = rel.dtype
+    ``qbar`` has the units of the loss (``dV = V dq``, ``dq`` dimensionless) and ``wbar``
+    those of the loss over ``w``, so ``S = max(max_k ||qbar[:, k]||, max|wbar| max|w|)``;
+    the weights' scale is ``S / max|w|`` (``max|wbar|`` when ``w = 0``). A part of the
+    cotangent that cancels to rounding (``V diag(g) V^{-1}`` with ``g`` constant) is then
+    judged against the rest, not against its own rounding noise."""
+    rdt = jnp.abs(w).dtype
     wmax = jnp.max(jnp.abs(w), axis=-1, initial=0.0)[..., None, None]
     sw = jnp.zeros_like(wmax) if wbar is None else jnp.max(jnp.abs(wbar), axis=-1, initial=0.0)[..., None, None]
     sq = jnp.zeros_like(wmax) if qbar is None else jnp.max(jnp.linalg.norm(qbar, axis=-2), axis=-1, initial=0.0)[..., None, None]
     sq, sw = sq.astype(rdt), sw.astype(rdt)
     scale_q = jnp.maximum(sq, sw * wmax)
     scale_w = jnp.maximum(sw, jnp.where(wmax > 0, sq / jnp.where(wmax > 0, wmax, 1), 0))
+    return scale_q, scale_w
+
+
+def _violations(wbar, qbar, checked, w, mode, floor):
+    """Per pair: [(weight violation, its tolerance)], [(vector violation, its tolerance)]."""
+    rel = _rel(w, floor)
+    scale_q, scale_w = _scales(wbar, qbar, w)
     out = []
     if wbar is not None:
         d = jnp.abs(wbar[..., :, None] - wbar[..., None, :])
@@ -250,17 +259,32 @@ def _violations(wbar, qbar, checked, w, mode, floor):
     return out
 
 
-def _transpose(cts, w_dot, q, checked, w, *, name, mode, floor, debug):
+def _transpose(cts, w_dot, q, checked, w, *, name, mode, floor, phase, debug):
     del w_dot, q  # linear inputs (undefined primals)
     wbar, qbar = (None if type(ct) is ad.Zero else ct for ct in cts)
-    tests = _violations(wbar, qbar, checked, w, mode, floor)
-    if not tests:
+    if wbar is None and qbar is None:
         return [cts[0], cts[1], None, None]
-    # ~(d <= tol): a NaN violation fails too
-    fails = [~(d <= tol) for d, tol in tests]
-    bad = jnp.any(functools.reduce(operator.or_, fails), axis=(-2, -1))
+    batch = w.shape[:-1]
+
+    def pair_fails():
+        tests = _violations(wbar, qbar, checked, w, mode, floor)
+        if debug:
+            _report(name, tests, wbar is not None, qbar is not None)
+        # ~(d <= tol): a NaN violation fails too
+        fails = functools.reduce(operator.or_, [~(d <= tol) for d, tol in tests])
+        return jnp.any(fails, axis=(-2, -1))
+
     if debug:
-        _report(name, bad, tests, wbar is not None, qbar is not None)
+        bad = pair_fails()
+    else:
+        # Most matrices have no cut pair: skip the O(n^2) passes (a real branch, also under
+        # jacrev, whose vmap does not batch the primal mask; a select under vmap(grad)).
+        bad = jax.lax.cond(jnp.any(checked), pair_fails, lambda: jnp.zeros(batch, bool))
+    if phase and qbar is not None:
+        # the phase: Im qbar_ii = 0, tolerance sqrt(floor) S (a gap of 0), O(n) beyond S
+        scale_q, _ = _scales(wbar, qbar, w)
+        im = jnp.abs(jnp.imag(jnp.diagonal(qbar, axis1=-2, axis2=-1)))
+        bad = bad | jnp.any(~(im <= float(np.sqrt(floor)) * scale_q[..., 0]), axis=-1)
     mask = jax.lax.stop_gradient(jnp.where(bad, jnp.nan, 1.0)).astype(jnp.abs(w).dtype)
     outs = []
     for ct in cts:
@@ -271,7 +295,7 @@ def _transpose(cts, w_dot, q, checked, w, *, name, mode, floor, debug):
     return [*outs, None, None]
 
 
-def _report(name, bad, tests, has_w, has_q):
+def _report(name, tests, has_w, has_q):
     """``jax.debug.print`` the first failing pair of each failing matrix."""
     kinds = (["weights (wbar_i != wbar_j)"] if has_w else []) + (
         ["eigenvector rotation (cotangent not invariant)"] if has_q else []
@@ -290,7 +314,6 @@ def _report(name, bad, tests, has_w, has_q):
             "(pass degenerate_check=False to trust the loss).",
             failing=failing, i=i, j=j, dij=dij, tij=tij,
         )
-    del bad
 
 
 ad.primitive_transposes[guard_p] = _transpose

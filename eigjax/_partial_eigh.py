@@ -675,7 +675,7 @@ def _partial_rule(matmat, cfg, primals, tangents, *, higher):
         # eigjax.eigh (eigjax._guard): inside = V q (as columns), so the cotangent of q
         # is V^T Vbar, Hermitian on each group for a loss invariant to its basis.
         phase = jnp.issubdtype(p.dtype, jnp.complexfloating)
-        w_dot, q = guard(w_dot, q, checked_pairs(f, phase=phase), w, name=_FN, mode="hermitian",
+        w_dot, q = guard(w_dot, q, checked_pairs(f), w, name=_FN, mode="hermitian", phase=phase,
                          debug=cfg.degenerate_check == "debug")
     inside = _mm(q.T, v)
 
