@@ -73,6 +73,7 @@ from ._checks import as_square_matrix, check_bool, check_nonnegative_float, resu
 from ._eig_host import NATIVE_PLATFORMS, host_eig
 from ._eigh import _h, _mm
 from ._gaps import gap_matrix, nan_on_cut
+from ._guard import checked_pairs, guard, resolve_check
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _SOLVERS = ("auto", "xla", "host")
@@ -316,34 +317,45 @@ def _linearise(a, w, v, degenerate_tol) -> _Linearisation:
     return _Linearisation(f, nan_mask)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _eig(a, degenerate_tol, solver):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _eig(a, degenerate_tol, solver, degenerate_check=True):
     return _eig_forward(a, solver)
 
 
 # The primal inside the rules: the same values; its JVP (reached only by second and
 # higher derivatives) is NaN on coincident pairs, where the F_ij = 0 cut would give a
 # wrong finite second derivative (see eigjax._eigh._eigh_inner).
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _eig_inner(a, degenerate_tol, solver):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _eig_inner(a, degenerate_tol, solver, degenerate_check=True):
     return _eig_forward(a, solver)
 
 
-def _eig_rule(degenerate_tol, solver, primals, tangents, *, higher):
+def _eig_rule(degenerate_tol, solver, degenerate_check, primals, tangents, *, higher):
     (a,), (a_dot,) = primals, tangents
     # Primal through _eig_inner, so the rule is differentiable again.
-    w, v = _eig_inner(a, degenerate_tol, solver)
-    return (w, v), _eig_tangents(a, a_dot, w, v, degenerate_tol, higher)
+    w, v = _eig_inner(a, degenerate_tol, solver, degenerate_check)
+    return (w, v), _eig_tangents(a, a_dot, w, v, degenerate_tol, higher, degenerate_check)
 
 
-def _eig_tangents(a, a_dot, w, v, degenerate_tol, higher):
+def _eig_tangents(a, a_dot, w, v, degenerate_tol, higher, degenerate_check=False):
     """``(dw, dV)`` of the module docstring at ``A = V diag(w) V^{-1}``."""
     lin = _linearise(a, w, v, degenerate_tol)
     f = nan_on_cut(lin.f) if higher else lin.f
     p = jnp.linalg.solve(v, _mm(a_dot.astype(v.dtype), v))  # P = V^{-1} dA V
     mask = lin.nan_mask.astype(v.dtype)
     w_dot = jnp.diagonal(p, axis1=-2, axis2=-1) * mask
-    u = _mm(v, f * p)
+    q = f * p
+    if degenerate_check and not higher:
+        # Reverse mode tests the cotangent on the coincident pairs (eigjax._guard). The
+        # gauge of a repeated semisimple eigenvalue is V_G -> normalise(V_G S), S any
+        # invertible m x m: to first order dV = N(V K) for any K on G x G, N the
+        # linearised normalisation below (N(V K) = 0 for diagonal K). The cotangent of
+        # q (through u and c) is therefore zero on every coincident pair for a loss
+        # invariant to that gauge (spectral projectors V_G Y_G^H, group sums); and wbar
+        # must be equal on the group (its eigenvalues move by those of P_GG).
+        w_dot, q = guard(w_dot, q, checked_pairs(f), w, name="eigjax.eig", mode="zero",
+                         debug=degenerate_check == "debug")
+    u = _mm(v, q)
     k = _largest_entry(jax.lax.stop_gradient(v))
     vk = jnp.real(jnp.take_along_axis(v, k, axis=-2))[..., 0, :]
     uk = jnp.take_along_axis(u, k, axis=-2)[..., 0, :]
@@ -359,20 +371,21 @@ _eig_inner.defjvp(functools.partial(_eig_rule, higher=True))
 # With left eigenvectors: Y^H = V^{-1}, so d(Y^H) = -V^{-1} dV V^{-1} = -Y^H dV Y^H, i.e.
 # dY = -(Y^H dV Y^H)^H, with (dw, dV) the rule above. The primal Y comes from geev's left
 # vectors (_eig_left_forward), which is V^{-H} to rounding but more accurate.
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _eig_left(a, degenerate_tol, solver):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _eig_left(a, degenerate_tol, solver, degenerate_check=True):
     return _eig_left_forward(a, solver)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _eig_left_inner(a, degenerate_tol, solver):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _eig_left_inner(a, degenerate_tol, solver, degenerate_check=True):
     return _eig_left_forward(a, solver)
 
 
-def _eig_left_rule(degenerate_tol, solver, primals, tangents, *, higher):
+def _eig_left_rule(degenerate_tol, solver, degenerate_check, primals, tangents, *, higher):
     (a,), (a_dot,) = primals, tangents
-    w, v, y = _eig_left_inner(a, degenerate_tol, solver)
-    w_dot, v_dot = _eig_tangents(a, a_dot, w, v, degenerate_tol, higher)
+    w, v, y = _eig_left_inner(a, degenerate_tol, solver, degenerate_check)
+    # the guard sees Y's cotangent too: dY is a function of dV, hence of q
+    w_dot, v_dot = _eig_tangents(a, a_dot, w, v, degenerate_tol, higher, degenerate_check)
     yh = _h(y)
     return (w, v, y), (w_dot, v_dot, -_h(_mm(_mm(yh, v_dot), yh)))
 
@@ -404,8 +417,8 @@ def _check_solver(solver, fn):
 
 
 # Jitted entry points (see eigjax._eigh._eigh_entry: eager callers get one program).
-_eig_entry = jax.jit(lambda a, tol, solver: _eig(a, tol, solver), static_argnums=(1, 2))
-_eig_left_entry = jax.jit(lambda a, tol, solver: _eig_left(a, tol, solver), static_argnums=(1, 2))
+_eig_entry = jax.jit(lambda a, tol, solver, chk: _eig(a, tol, solver, chk), static_argnums=(1, 2, 3))
+_eig_left_entry = jax.jit(lambda a, tol, solver, chk: _eig_left(a, tol, solver, chk), static_argnums=(1, 2, 3))
 _eigvals_entry = jax.jit(lambda a, solver: _eigvals(a, solver), static_argnums=(1,))
 
 
@@ -415,6 +428,7 @@ def eig(
     left: bool = False,
     degenerate_tol: float | None = None,
     solver: str = "auto",
+    degenerate_check: bool | str | None = None,
 ) -> EigResult | EigLeftResult:
     r"""Eigendecomposition of general square matrices, differentiable with no opt-in.
 
@@ -455,6 +469,12 @@ def eig(
         ``platforms=["cuda"]`` lowers XLA's eig from any host), ``"xla"`` or ``"host"``
         (``jax.pure_callback`` into :func:`numpy.linalg.eig`; works on every backend,
         under ``jit``/``vmap``).
+      degenerate_check: reverse mode tests the cotangent on each coincident pair and
+        returns NaN for a matrix whose loss is not invariant to the basis of the
+        repeated eigenspace (any invertible change, then the normalisation) or weighs
+        its eigenvalues unequally, where the cut rule would be wrong. ``None``
+        (default): ``True``; ``False`` trusts the loss; ``"debug"`` also prints the
+        first failing pair (see :func:`eigjax.eigh`).
 
     Returns:
       ``EigResult(eigenvalues, eigenvectors)`` with shapes ``(..., n)`` and
@@ -484,9 +504,10 @@ def eig(
         w = jnp.zeros(a.shape[:-1], _complex_dtype(a.dtype))
         v = jnp.zeros(a.shape, w.dtype)
         return EigResult(w, v) if not left else EigLeftResult(w, v, v)
+    degenerate_check = resolve_check(degenerate_check, fn=fn)
     if not left:
-        return EigResult(*_eig_entry(a, degenerate_tol, solver))
-    return EigLeftResult(*_eig_left_entry(a, degenerate_tol, solver))
+        return EigResult(*_eig_entry(a, degenerate_tol, solver, degenerate_check))
+    return EigLeftResult(*_eig_left_entry(a, degenerate_tol, solver, degenerate_check))
 
 
 def eigvals(a: ArrayLike, *, solver: str = "auto") -> jax.Array:

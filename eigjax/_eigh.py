@@ -31,6 +31,7 @@ from . import _small_dispatch
 from ._checks import as_square_matrix, check_bool, check_nonnegative_float
 from ._eigvals_only import eigvalsh_values
 from ._gaps import inverse_gaps, nan_on_cut
+from ._guard import checked_pairs, guard, resolve_check
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -115,8 +116,8 @@ def _eigvalsh_tangent(v: jax.Array, a_dot: jax.Array) -> jax.Array:
 # arguments; they are written over (..., n, n) so vmap needs no batching rule.
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
-def _eigh(a, symmetrize, degenerate_tol, broadening):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
+def _eigh(a, symmetrize, degenerate_tol, broadening, degenerate_check=True):
     return _eigh_forward_sym(a) if symmetrize else _eigh_forward(a)
 
 
@@ -130,16 +131,16 @@ def _eigh(a, symmetrize, degenerate_tol, broadening):
 # it (they are not separately twice differentiable there), so higher derivatives at cut
 # pairs are NaN, never a wrong finite number; spectral functions have exact ones through
 # eigjax.matrix_function. With broadening the smooth F is differentiated as it is.
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
-def _eigh_inner(a, symmetrize, degenerate_tol, broadening):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
+def _eigh_inner(a, symmetrize, degenerate_tol, broadening, degenerate_check=True):
     return _eigh_forward_sym(a) if symmetrize else _eigh_forward(a)
 
 
-def _eigh_rule(symmetrize, degenerate_tol, broadening, primals, tangents, *, higher):
+def _eigh_rule(symmetrize, degenerate_tol, broadening, degenerate_check, primals, tangents, *, higher):
     (a,), (a_dot,) = primals, tangents
     # The primal through _eigh_inner so that the rule is differentiable again
     # (jax.hessian, jacfwd(jacrev)).
-    w, v = _eigh_inner(a, symmetrize, degenerate_tol, broadening)
+    w, v = _eigh_inner(a, symmetrize, degenerate_tol, broadening, degenerate_check)
     if symmetrize:
         a_dot = _hermitian_part(a_dot)
     x = _mm(a_dot, v)
@@ -150,7 +151,14 @@ def _eigh_rule(symmetrize, degenerate_tol, broadening, primals, tangents, *, hig
     f = inverse_gaps(w, degenerate_tol=degenerate_tol, broadening=broadening)
     if higher and broadening is None:
         f = nan_on_cut(f)
-    v_dot = _mm(v, f.astype(p.dtype) * p)
+    q = f.astype(p.dtype) * p
+    if degenerate_check and not higher and broadening is None:
+        # Reverse mode tests the cotangent on the cut pairs: NaN unless the loss is
+        # invariant there and weighs each group alike (eigjax._guard, unitary gauge).
+        phase = jnp.issubdtype(p.dtype, jnp.complexfloating)
+        w_dot, q = guard(w_dot, q, checked_pairs(f), w, name="eigjax.eigh", mode="hermitian", phase=phase,
+                         debug=degenerate_check == "debug")
+    v_dot = _mm(v, q)
     return (w, v), (w_dot, v_dot)
 
 
@@ -179,7 +187,7 @@ def _eigvalsh_jvp(symmetrize, primals, tangents):
 # 2x2 eig); these jitted wrappers make it one program per shape and options. Under an
 # outer jit they are inlined. They look the custom_jvp functions up at trace time, and
 # eigjax.random_gauge swaps them for uncompiled calls while it intercepts.
-_eigh_entry = jax.jit(lambda a, s, tol, br: _eigh(a, s, tol, br), static_argnums=(1, 2, 3))
+_eigh_entry = jax.jit(lambda a, s, tol, br, chk: _eigh(a, s, tol, br, chk), static_argnums=(1, 2, 3, 4))
 _eigvalsh_entry = jax.jit(lambda a, s: _eigvalsh(a, s), static_argnums=(1,))
 
 
@@ -189,14 +197,17 @@ def eigh(
     symmetrize: bool = True,
     degenerate_tol: float | None = None,
     broadening: float | None = None,
+    degenerate_check: bool | str | None = None,
 ) -> EighResult:
     r"""Eigendecomposition of Hermitian matrices with derivatives that stay finite.
 
     Like :func:`jax.numpy.linalg.eigh`, but its derivative is exact at degenerate
     eigenvalues for every loss that is invariant to the basis chosen inside each
-    degenerate eigenspace (a sum over a whole group of eigenvalues, ``sum(V**2)``,
-    projectors onto a whole eigenspace, ``V diag(g(w)) V^H`` with ``g`` equal on each
-    group): ``jnp.linalg.eigh`` returns NaN there.
+    degenerate eigenspace and weighs each group's eigenvalues alike (a sum over a whole
+    group of eigenvalues, ``sum(V**2)``, projectors onto a whole eigenspace,
+    ``V diag(g) V^H`` with fixed ``g`` equal on each group): ``jnp.linalg.eigh`` returns
+    NaN there. For other losses (one vector of a group, ``f(A) = V diag(f(w)) V^H`` with
+    ``f' != 0`` on a group: use :func:`eigjax.matrix_function`) reverse mode returns NaN.
 
     Derivative rule (Giles 2008): with ``P = V^H dA V``, ``dw = Re diag(P)`` and
     ``dV = V (F o P)``, ``F_ij = 1/(w_j - w_i)``; ``F_ij = 0`` on the diagonal and
@@ -216,6 +227,16 @@ def eigh(
         rounding error.
       broadening: if given (a float ``> 0``), use Lorentzian broadening
         ``F_ij = d/(d^2 + broadening)``, ``d = w_j - w_i``, instead of the cut.
+      degenerate_check: reverse mode (``grad``, ``vjp``, ``jacrev``) tests the
+        cotangent on every cut pair: the loss must be invariant to the basis of the
+        group (``V^T Vbar`` Hermitian there; for complex input also real on the
+        diagonal, no phase dependence) and weigh its eigenvalues alike (``wbar`` equal).
+        A matrix that fails gets NaN derivatives (only that element of a batch) instead
+        of the cut's wrong finite value. ``None`` (default): ``True``, or ``"debug"``
+        when the environment variable ``EIGJAX_DEBUG_GUARD=1``; ``False`` trusts the
+        loss (the cut alone); ``"debug"`` also prints (``jax.debug.print``) the first
+        failing pair of each failing matrix. Forward mode cannot see the loss and
+        always uses the cut. See docs/derivatives.md ("Exact or NaN").
 
     Returns:
       ``EighResult(eigenvalues, eigenvectors)``: real eigenvalues in ascending order,
@@ -242,7 +263,8 @@ def eigh(
     if broadening == 0.0:
         raise ValueError("eigjax.eigh: option `broadening` must be > 0 (or None); got 0.0.")
     symmetrize = check_bool(symmetrize, name="symmetrize", fn="eigjax.eigh")
-    w, v = _eigh_entry(a, symmetrize, degenerate_tol, broadening)
+    degenerate_check = resolve_check(degenerate_check, fn="eigjax.eigh")
+    w, v = _eigh_entry(a, symmetrize, degenerate_tol, broadening, degenerate_check)
     return EighResult(w, v)
 
 

@@ -51,6 +51,7 @@ from jax.typing import ArrayLike
 from ._checks import as_square_matrix, check_nonnegative_float, check_same_shape
 from ._eigh import EighResult, _all_finite, _eigh_forward, _h, _hermitian_part, _mm, _nan_unless
 from ._gaps import default_tolerance, gap_matrix, inverse_gaps
+from ._guard import checked_pairs, guard, resolve_check
 
 _FN = "eigjax.eigh_generalized"
 
@@ -75,22 +76,22 @@ def _forward(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     return _nan_unless(_all_finite(a, b), w, v)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _eigh_gen(a, b, degenerate_tol):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _eigh_gen(a, b, degenerate_tol, degenerate_check=True):
     return _forward(_hermitian_part(a), _hermitian_part(b))
 
 
 # The primal inside the rule: the same values; its JVP (reached only by second and
 # higher derivatives) is NaN on degenerate off-diagonal pairs, where the cut would give
 # a wrong finite second derivative (see eigjax._eigh._eigh_inner).
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _eigh_gen_inner(a, b, degenerate_tol):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _eigh_gen_inner(a, b, degenerate_tol, degenerate_check=True):
     return _forward(_hermitian_part(a), _hermitian_part(b))
 
 
-def _eigh_gen_rule(degenerate_tol, primals, tangents, *, higher):
+def _eigh_gen_rule(degenerate_tol, degenerate_check, primals, tangents, *, higher):
     (a, b), (a_dot, b_dot) = primals, tangents
-    w, v = _eigh_gen_inner(a, b, degenerate_tol)  # differentiable primal: hessian works
+    w, v = _eigh_gen_inner(a, b, degenerate_tol, degenerate_check)  # differentiable primal: hessian works
     a_dot = _hermitian_part(a_dot)
     b_dot = _hermitian_part(b_dot)
     vh = _h(v)
@@ -108,6 +109,17 @@ def _eigh_gen_rule(degenerate_tol, primals, tangents, *, higher):
     if higher:
         cut = degenerate & jnp.broadcast_to(~jnp.eye(n, dtype=bool), degenerate.shape)
         c = jnp.where(cut, jnp.nan, c)
+    elif degenerate_check:
+        # Reverse mode tests the cotangent on the degenerate pairs (eigjax._guard). The
+        # gauge keeping V^H B V = I is V_G -> V_G U with U unitary, as for eigh: dV = V K,
+        # K anti-Hermitian on G, and the cotangent of C is V^T Vbar, so the test is the
+        # same: V^T Vbar Hermitian on each group (its diagonal real for complex input,
+        # the phase that C_ii = -Q_ii/2 leaves out) and wbar equal on it (the group's
+        # eigenvalues move by the eigenvalues of its block (P - w Q)_GG; the rule uses
+        # the diagonal, exact only under equal weights).
+        phase = jnp.issubdtype(c.dtype, jnp.complexfloating)
+        w_dot, c = guard(w_dot, c, checked_pairs(f), w, name=_FN, mode="hermitian", phase=phase,
+                         debug=degenerate_check == "debug")
     v_dot = _mm(v, c)
     return (w, v), (w_dot, v_dot)
 
@@ -140,7 +152,7 @@ def _check_positive_definite(b: jax.Array) -> None:
 
 
 # Jitted entry point (see eigjax._eigh._eigh_entry: eager callers get one program).
-_eigh_gen_entry = jax.jit(lambda a, b, tol: _eigh_gen(a, b, tol), static_argnums=(2,))
+_eigh_gen_entry = jax.jit(lambda a, b, tol, chk: _eigh_gen(a, b, tol, chk), static_argnums=(2, 3))
 
 
 def eigh_generalized(
@@ -149,6 +161,7 @@ def eigh_generalized(
     *,
     degenerate_tol: float | None = None,
     check: bool = False,
+    degenerate_check: bool | str | None = None,
 ) -> EighResult:
     r"""Generalized Hermitian-definite eigenproblem ``A v = w B v``, differentiable in ``A`` and ``B``.
 
@@ -170,6 +183,11 @@ def eigh_generalized(
         Default ``4 * max(n, 8) * eps * max|w|``, as in :func:`eigjax.eigh`.
       check: if True and ``b`` is concrete (not traced under ``jit``/``grad``), raise
         ``ValueError`` when ``b`` is not positive definite. Traced input is not checked.
+      degenerate_check: reverse mode tests the cotangent on each degenerate group
+        (``V^T Vbar`` Hermitian there, equal eigenvalue cotangents) and returns NaN for a
+        matrix whose loss fails, where the cut rule would be wrong (see
+        :func:`eigjax.eigh`). ``None`` (default): ``True``; ``False`` trusts the loss;
+        ``"debug"`` also prints the first failing pair.
 
     Returns:
       ``EighResult(eigenvalues, eigenvectors)``: ascending real eigenvalues, shape
@@ -195,5 +213,6 @@ def eigh_generalized(
     a, b = a.astype(dtype), b.astype(dtype)
     if check:
         _check_positive_definite(b)
-    w, v = _eigh_gen_entry(a, b, degenerate_tol)
+    degenerate_check = resolve_check(degenerate_check, fn=_FN)
+    w, v = _eigh_gen_entry(a, b, degenerate_tol, degenerate_check)
     return EighResult(w, v)

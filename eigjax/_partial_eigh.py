@@ -101,6 +101,7 @@ from jax.experimental import sparse as jsparse
 from ._checks import as_square_matrix, check_int, check_nonnegative_float
 from ._eigh import _hermitian_part, _mm
 from ._gaps import inverse_gaps, nan_on_cut
+from ._guard import checked_pairs, guard, resolve_check
 
 _FN = "eigjax.eigh_partial"
 _METHODS = ("auto", "chebyshev", "krylov")
@@ -145,6 +146,7 @@ class _Config(NamedTuple):
     seed: int
     method: str
     layout: str
+    degenerate_check: bool | str = True
 
     @property
     def cols(self) -> bool:
@@ -667,7 +669,15 @@ def _partial_rule(matmat, cfg, primals, tangents, *, higher):
     f = inverse_gaps(w, degenerate_tol=deg_tol).astype(p.dtype)
     if higher:
         f = nan_on_cut(f)
-    inside = _mm((f * p).T, v)
+    q = f * p
+    if cfg.degenerate_check and not higher:
+        # Reverse mode tests the cotangent on the cut pairs inside the block, as
+        # eigjax.eigh (eigjax._guard): inside = V q (as columns), so the cotangent of q
+        # is V^T Vbar, Hermitian on each group for a loss invariant to its basis.
+        phase = jnp.issubdtype(p.dtype, jnp.complexfloating)
+        w_dot, q = guard(w_dot, q, checked_pairs(f), w, name=_FN, mode="hermitian", phase=phase,
+                         debug=cfg.degenerate_check == "debug")
+    inside = _mm(q.T, v)
 
     sign = -1.0 if cfg.largest else 1.0
     wc = w[:, None].astype(v.dtype)
@@ -740,6 +750,7 @@ def eigh_partial(
     degenerate_tol: float | None = None,
     seed: int = 0,
     layout: str = "columns",
+    degenerate_check: bool | str | None = None,
 ) -> PartialEighResult:
     r"""The ``k`` smallest or largest eigenpairs of a Hermitian operator, differentiable.
 
@@ -800,6 +811,11 @@ def eigh_partial(
         faster; XLA lays out some gather patterns badly on columns (an operator built
         from several degree-bucketed tables and a permutation ran 4x slower there), so
         time both for a new operator. ``benchmarks/results_partial.md`` has the numbers.
+      degenerate_check: reverse mode tests the cotangent on each degenerate pair inside
+        the block and returns NaN where the cut rule would be wrong (see
+        :func:`eigjax.eigh`). ``None`` (default): ``True``; ``False`` trusts the loss;
+        ``"debug"`` also prints the first failing pair. A block boundary that splits a
+        degenerate group is not detected by it (see above: no derivative, CG stalls).
 
     Returns:
       :class:`PartialEighResult` ``(eigenvalues, eigenvectors, residual_norms,
@@ -897,5 +913,6 @@ def eigh_partial(
         max_restarts=max_restarts, cg_tol=float(cg_tol),
         cg_maxiter=int(min(10 * n_, 1000) if cg_maxiter is None else cg_maxiter),
         degenerate_tol=degenerate_tol, seed=seed, method=method, layout=layout,
+        degenerate_check=resolve_check(degenerate_check, fn=_FN),
     )
     return PartialEighResult(*_partial(prm, matmat, cfg)[:5])
