@@ -422,7 +422,7 @@ def _check_optimizer(opt: dict) -> None:
     # Build it once, so a bad value (say a string where a number belongs) fails here, clearly.
     import jax.numpy as jnp
 
-    from ._runner import make_optimizer
+    from ._runner import make_optimizer, optax_promotion
 
     lr = opt.get("learning_rate")
     if isinstance(lr, (int, float)) and not isinstance(lr, bool) and not (math.isfinite(lr) and lr > 0):
@@ -434,8 +434,9 @@ def _check_optimizer(opt: dict) -> None:
         # init and one update: optax reads most hyperparameters only when it updates
         # (the extra arguments are those of line-search optimizers such as lbfgs)
         x = jnp.ones(1)
-        state = optimizer.init(x)
-        optimizer.update(x, state, x, value=jnp.sum(x**2) / 2, grad=x, value_fn=lambda p: jnp.sum(p**2) / 2)
+        with optax_promotion():  # as the runner calls optax (see eigjax._runner.optax_promotion)
+            state = optimizer.init(x)
+            optimizer.update(x, state, x, value=jnp.sum(x**2) / 2, grad=x, value_fn=lambda p: jnp.sum(p**2) / 2)
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - optax raises many kinds; report which key set it off

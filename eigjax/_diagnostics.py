@@ -320,7 +320,7 @@ def _random_direction(key, a: jax.Array, hermitian: bool) -> jax.Array:
     if hermitian:
         d = (d + jnp.conj(jnp.swapaxes(d, -1, -2))) / 2
     norm = jnp.linalg.norm(d.reshape(-1)) if d.size else jnp.ones((), jnp.finfo(a.dtype).dtype)
-    return d / jnp.where(norm > 0, norm, 1.0)
+    return d / jnp.where(norm > 0, norm, 1.0).astype(d.dtype)  # real norm in d's (maybe complex) dtype
 
 
 def check_grad(
@@ -392,7 +392,7 @@ def check_grad(
         raise TypeError(f"{fn}: `loss` must return floating or complex values (derivatives of integers are zero); got {out}.")
     abs_errs, rel_errs, jnorms, fnorms, floors = [], [], [], [], []
     for k in jax.random.split(key, directions):
-        e = _random_direction(k, a, hermitian) * scale
+        e = _random_direction(k, a, hermitian) * scale.astype(a.dtype)  # real scale, maybe complex a
         _, t = jax.jvp(loss, (a,), (e,))
         t = _flat(t)
         f = [_flat(loss(a + c * h * e)) for c in (2.0, 1.0, -1.0, -2.0)]
@@ -472,16 +472,34 @@ def _eigh_transform(key, args, out):
     return w, _gauge(key, v, jnp.abs(gap_matrix(ws)) <= default_tolerance(ws, w.shape[-1]))
 
 
-def _eig_transform(key, args, out):
-    # _eig_forward(a, solver) -> (w, v), unit-norm columns.
-    w, v = out
+def _eig_gauge(key, args, w, v, y=None):
+    """``V U`` with unit-norm columns (and ``Y U`` rescaled to keep ``Y^H V = I``)."""
     n = w.shape[-1]
     ws, vs = jax.lax.stop_gradient((w, v))
     eye = jnp.broadcast_to(jnp.eye(n, dtype=vs.dtype), vs.shape)
     s = jnp.linalg.norm(jnp.linalg.solve(vs, eye), axis=-1)
     tol = _general_tolerance(jax.lax.stop_gradient(args[0]), s)
-    v2 = _gauge(key, v, jnp.abs(gap_matrix(ws)) <= tol)
-    return w, v2 / jnp.linalg.norm(jax.lax.stop_gradient(v2), axis=-2, keepdims=True)
+    mask = _closure((jnp.abs(gap_matrix(ws)) <= tol) | jnp.broadcast_to(jnp.eye(n, dtype=bool), ws.shape[:-1] + (n, n)))
+    u = jax.lax.stop_gradient(_polar_unitary(key, mask, v.dtype))
+    v2 = jnp.matmul(v, u, precision=_HIGHEST)
+    norms = jnp.linalg.norm(jax.lax.stop_gradient(v2), axis=-2, keepdims=True)
+    norms = norms.astype(v2.dtype)  # real norms in v2's complex dtype
+    if y is None:
+        return v2 / norms
+    # (Y U)^H (V U) = U^H U = I; scaling column i of V by 1/c_i scales that of Y by c_i
+    return v2 / norms, jnp.matmul(y, u, precision=_HIGHEST) * norms
+
+
+def _eig_transform(key, args, out):
+    # _eig_forward(a, solver) -> (w, v), unit-norm columns.
+    w, v = out
+    return w, _eig_gauge(key, args, w, v)
+
+
+def _eig_left_transform(key, args, out):
+    # _eig_left_forward(a, solver) -> (w, v, y), unit-norm columns of v, Y^H V = I.
+    w, v, y = out
+    return (w, *_eig_gauge(key, args, w, v, y))
 
 
 def _partial_transform(key, args, out):
@@ -501,6 +519,7 @@ _TARGETS = (
     ("eigjax._eigh", "_eigh_forward", _eigh_transform),
     ("eigjax._eigh", "_eigh_forward_sym", _eigh_transform),
     ("eigjax._eig", "_eig_forward", _eig_transform),
+    ("eigjax._eig", "_eig_left_forward", _eig_left_transform),
     ("eigjax._generalized_eigh", "_forward", _eigh_transform),
     ("eigjax._partial_eigh", "_solve", _partial_transform),
 )
@@ -512,6 +531,7 @@ _ENTRIES = (
     ("eigjax._eigh", "_eigh_entry", "_eigh"),
     ("eigjax._eigh", "_eigvalsh_entry", "_eigvalsh"),
     ("eigjax._eig", "_eig_entry", "_eig"),
+    ("eigjax._eig", "_eig_left_entry", "_eig_left"),
     ("eigjax._eig", "_eigvals_entry", "_eigvals"),
     ("eigjax._generalized_eigh", "_eigh_gen_entry", "_eigh_gen"),
 )

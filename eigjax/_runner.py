@@ -196,7 +196,23 @@ def is_vmappable(key: str, value) -> bool:
     )
 
 
+def optax_promotion():
+    """Standard dtype promotion around optax's own code (construction, init, update).
+
+    optax is not clean under ``jax.numpy_dtype_promotion("strict")`` (its schedules
+    and updates mix float32 constants with float64 values), while eigjax's library
+    functions and its experiments are. The runner is an application: it lets optax
+    promote as it was written to, and keeps the user's setting everywhere else.
+    """
+    return jax.numpy_dtype_promotion("standard")
+
+
 def make_optimizer(opt_cfg: dict):
+    with optax_promotion():
+        return _make_optimizer(opt_cfg)
+
+
+def _make_optimizer(opt_cfg: dict):
     import optax
 
     name = opt_cfg["name"]
@@ -262,11 +278,12 @@ def _chunk_fn(module, opt, data, length: int):
     def one_step(carry, _):
         params, opt_state, step = carry
         (value, obj), grads = jax.value_and_grad(loss_and_objective, has_aux=True)(params, step)
-        updates, opt_state = opt.update(
-            grads, opt_state, params, value=value, grad=grads,
-            value_fn=lambda p: loss_and_objective(p, step)[0],
-        )
-        params = optax.apply_updates(params, updates)
+        with optax_promotion():  # optax's code only; the losses above keep the user's setting
+            updates, opt_state = opt.update(
+                grads, opt_state, params, value=value, grad=grads,
+                value_fn=lambda p: loss_and_objective(p, step)[0],
+            )
+            params = optax.apply_updates(params, updates)
         if project is not None:
             params = project(params, data)
         return (params, opt_state, step + 1), obj
@@ -308,7 +325,8 @@ def run_group(module, problem, points: list[Point], *, state_dir: str, resume: b
         return params
 
     params_list = [init_one(jax.random.PRNGKey(p.cfg["seed"]), i) for i, p in enumerate(points)]
-    states = [o.init(pp) for o, pp in zip(opts, params_list)]
+    with optax_promotion():
+        states = [o.init(pp) for o, pp in zip(opts, params_list)]
     stack = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
     params, opt_state = stack(params_list), stack(states)
     step = 0

@@ -214,7 +214,8 @@ def test_gauge_passes_invariant_eigh_losses(dtype):
     def weighted(x):  # V diag(g) V^H with g equal on the group
         v = _vecs(x)
         g = jnp.array([5.0, 5.0, -1.0, 2.0], dtype=jnp.finfo(v.dtype).dtype)
-        return jnp.sum(jnp.abs(v @ jnp.diag(g).astype(v.dtype) @ jnp.conj(v.T)) ** 2 * jnp.arange(16.0).reshape(4, 4))
+        c = jnp.arange(16.0, dtype=g.dtype).reshape(4, 4)
+        return jnp.sum(jnp.abs(v @ jnp.diag(g).astype(v.dtype) @ jnp.conj(v.T)) ** 2 * c)
 
     for loss in (lambda x: jnp.sum(jnp.abs(_vecs(x)) ** 2), group_projector, weighted,
                  lambda x: eigjax.eigvalsh(x)[0] + eigjax.eigvalsh(x)[1]):
@@ -295,7 +296,7 @@ def test_random_gauge_is_a_valid_decomposition_and_restores():
         assert mod._eigh_forward_sym is not original
     assert calls() == 1 and mod._eigh_forward_sym is original
     np.testing.assert_allclose(w, w0)
-    np.testing.assert_allclose(a @ v, v * w[None, :], atol=1e-12)
+    np.testing.assert_allclose(a @ v, v * w[None, :].astype(v.dtype), atol=1e-12)
     np.testing.assert_allclose(jnp.conj(v.T) @ v, np.eye(4), atol=1e-12)
     # the gauge really changed: phases of every column, and a rotation inside the group
     assert float(jnp.max(jnp.abs(v - v0))) > 1e-2

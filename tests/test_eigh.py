@@ -53,7 +53,7 @@ def weighted(g):
 
     def f(a):
         v = eigjax.eigh(a).eigenvectors
-        return (v * jnp.asarray(g)[None, :]) @ _h(v)
+        return (v * jnp.asarray(g, v.dtype)[None, :]) @ _h(v)  # real weights in v's dtype
 
     return f
 
@@ -75,7 +75,7 @@ def test_forward_residual_and_orthogonality(dtype, n):
     assert w.shape == (3, n) and v.shape == (3, n, n)
     eps = _eps(dtype)
     norm_a = np.linalg.norm(a.astype(np.complex128), ord=2, axis=(-2, -1))
-    resid = np.linalg.norm(np.asarray(a @ v - v * w[..., None, :]), ord=2, axis=(-2, -1))
+    resid = np.linalg.norm(np.asarray(a @ v - v * w[..., None, :].astype(v.dtype)), ord=2, axis=(-2, -1))
     orth = np.linalg.norm(np.asarray(_h(v) @ v) - np.eye(n), ord=2, axis=(-2, -1))
     assert np.all(resid <= 10 * n * eps * norm_a), resid / norm_a
     assert np.all(orth <= 10 * n * eps), orth
@@ -238,7 +238,7 @@ def invariant_losses(group, c, spectrum):
 
     def projector_trace(a):
         v = eigjax.eigh(a).eigenvectors[..., :, group]
-        return jnp.trace((v @ _h(v)) @ c)
+        return jnp.trace((v @ _h(v)) @ jnp.asarray(c, v.dtype))  # float64 c in v's dtype
 
     def weights_and_symmetric_function(a):
         # trace(C V diag(g) V^H) with fixed weights g equal on each degenerate group,
@@ -246,8 +246,8 @@ def invariant_losses(group, c, spectrum):
         # (Not covered by the rule: V diag(f(w)) V^H = f(A) with f' varying, whose
         # derivative needs the divided differences of eigjax.matrix_function.)
         w, v = eigjax.eigh(a)
-        g = jnp.asarray(np.asarray(spectrum) ** 2)[None, :]
-        return jnp.real(jnp.trace(c @ ((v * g) @ _h(v)))) + jnp.sum(jnp.sin(w))
+        g = jnp.asarray(np.asarray(spectrum) ** 2, v.dtype)[None, :]  # float64 data in v's dtype
+        return jnp.real(jnp.trace(jnp.asarray(c, v.dtype) @ ((v * g) @ _h(v)))) + jnp.sum(jnp.sin(w))
 
     return {
         "group_sum": group_sum,
