@@ -482,8 +482,8 @@ def test_eig_repeated_semisimple_exact_or_nan(point, dtype):
     good = {
         "group sum": lambda w, v, y: jnp.real(jnp.sum(w[:m])),
         "sum w**3": lambda w, v, y: jnp.real(jnp.sum(w**3)),
-        "spectral projector": lambda w, v, y: jnp.real(jnp.trace(v[:, :m] @ jnp.conj(y[:, :m]).T @ c)),
-        "V diag(g) V^-1": lambda w, v, y: jnp.real(jnp.trace((v * g_eq[None, :]) @ jnp.conj(y).T @ c)),
+        "spectral projector": lambda w, v, y: jnp.real(jnp.trace(v[:, :m] @ jnp.conj(y[:, :m]).T @ c.astype(v.dtype))),
+        "V diag(g) V^-1": lambda w, v, y: jnp.real(jnp.trace((v * g_eq.astype(v.dtype)[None, :]) @ jnp.conj(y).T @ c.astype(v.dtype))),
     }
     for name, loss in good.items():
         f = through(loss)
@@ -491,11 +491,11 @@ def test_eig_repeated_semisimple_exact_or_nan(point, dtype):
         fd = float(central_fd(f, a, e, h=1e-4))
         assert abs(_directional(g, e) - fd) <= 1e-6 * (1 + abs(fd)), (point, name, _directional(g, e), fd)
     bad = {
-        "one vector": lambda w, v, y: jnp.real(jnp.sum(v[:, 0] * c[0])),
-        "|V|^2 (not invariant to S)": lambda w, v, y: jnp.sum(jnp.abs(v) ** 2 * jnp.abs(c)),
+        "one vector": lambda w, v, y: jnp.real(jnp.sum(v[:, 0] * c[0].astype(v.dtype))),
+        "|V|^2 (not invariant to S)": lambda w, v, y: jnp.sum(jnp.abs(v) ** 2 * jnp.abs(c).astype(jnp.abs(v).dtype)),
         "unequal weights": lambda w, v, y: jnp.real(w[0]),
-        "f(A) rebuilt": lambda w, v, y: jnp.real(jnp.trace((v * (w**2)[None, :]) @ jnp.conj(y).T @ c)),
-        "part of the group": lambda w, v, y: jnp.real(jnp.trace(v[:, :1] @ jnp.conj(y[:, :1]).T @ c)),
+        "f(A) rebuilt": lambda w, v, y: jnp.real(jnp.trace((v * (w**2)[None, :]) @ jnp.conj(y).T @ c.astype(v.dtype))),
+        "part of the group": lambda w, v, y: jnp.real(jnp.trace(v[:, :1] @ jnp.conj(y[:, :1]).T @ c.astype(v.dtype))),
     }
     for name, loss in bad.items():
         assert np.all(np.isnan(_grad(through(loss), a))), (point, name)
@@ -516,7 +516,8 @@ def test_no_false_alarms_eig(family, dtype, seed):
 
     def loss(a_):
         w_, v, y = eigjax.eig(a_, left=True)
-        return jnp.real(jnp.trace((v * g[None, :]) @ jnp.conj(y).T @ c)) + jnp.real(jnp.sum((w_ / s) ** 3))
+        v_g, c_ = v * g.astype(v.dtype)[None, :], c.astype(v.dtype)  # explicit: strict promotion
+        return jnp.real(jnp.trace(v_g @ jnp.conj(y).T @ c_)) + jnp.real(jnp.sum((w_ / jnp.asarray(s, w_.dtype)) ** 3))
 
     assert np.all(np.isfinite(_grad(loss, a))), (family, dtype)
 
@@ -532,7 +533,7 @@ def test_eig_no_false_alarm_when_part_of_the_cotangent_cancels(dtype):
 
     def loss(a_):
         w, v, y = eigjax.eig(a_, left=True)
-        return jnp.real(jnp.trace((v * 2.0) @ jnp.conj(y).T @ c)) + jnp.real(jnp.sum(w**3))
+        return jnp.real(jnp.trace((v * 2.0) @ jnp.conj(y).T @ c.astype(v.dtype))) + jnp.real(jnp.sum(w**3))
 
     g = _grad(loss, a)
     assert np.all(np.isfinite(g))
