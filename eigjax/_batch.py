@@ -29,33 +29,44 @@ Generators are deterministic per row: row ``i`` is drawn from
 ``jax.random.fold_in(PRNGKey(seed), i)``, so results do not depend on chunking, device
 count or interruption.
 
-Multi-host (not testable on this machine): when ``JAX_COORDINATOR_ADDRESS``,
-``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` are set, ``jax.distributed.initialize``
-is called with them; process ``k`` of ``P`` takes chunks ``k, k + P, ...``, shards them
-over its own local devices, and writes its rows into the shared output files (which
-process 0 creates before a barrier), with its own ``progress.<k>.json`` and
-``batch_eval.<k>.lock``. Run, on each
-host, e.g.::
+Multi-process, multi-host (tested with 2 and 3 local CPU processes,
+``tests/test_distributed.py``): when ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``
+and ``JAX_PROCESS_ID`` are set, ``jax.distributed.initialize`` is called with them;
+process ``k`` of ``P`` takes chunks ``k, k + P, ...``, shards them over its own local
+devices, and writes its rows into the shared output files (which process 0 creates
+before a barrier), with its own ``progress.<k>.json`` (``progress.json`` for ``k = 0``)
+and ``batch_eval.<k>.lock``. Every process reads every progress file before the first
+barrier, and a refusal on any process (lock held, config changed, another process
+count) stops all of them with exit 2, nothing written. Each process writes its part
+``summary.<k>.json``; after a barrier, process 0 merges them into ``summary.json``:
+totals, ``per_process`` figures, the sample accuracy checks, and ``complete: true`` only
+when the progress files, read again, record every chunk (each by its owner) and every
+output file holds all its rows. Run, on each host, e.g.::
 
     JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0 \\
-        eigjax run configs/batch_eval.yaml      # on host0
+        eigjax run configs/batch_eval.yaml --out /shared/run      # on host0
     JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=1 \\
-        eigjax run configs/batch_eval.yaml      # on host1
+        eigjax run configs/batch_eval.yaml --out /shared/run      # on host1
 
-with ``out_dir`` on a shared filesystem. ``summary.json`` is then per process
-(``summary.<k>.json`` for ``k > 0``).
+with ``--out`` on a shared filesystem. A process that dies leaves its finished chunks
+recorded; restart all ``P`` with ``--resume``. Design choice: a resume must use the same
+process count (the chunk-to-process assignment is ``c % P`` and each progress file is
+written by its owner only); another count is refused with a message naming the count
+to use, rather than reassigning chunks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
 import json
 import os
+import re
+import signal
 import sys
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +75,9 @@ import numpy as np
 from . import _files
 
 _TEST_DELAY = float(os.environ.get("EIGJAX_BATCH_TEST_DELAY", "0") or 0)
+# Test hook (tests/test_distributed.py): "K:N" makes process K SIGKILL itself right after
+# its N-th chunk of this run is on disk and recorded, a deterministic "host died mid-run".
+_TEST_KILL_AFTER = os.environ.get("EIGJAX_BATCH_TEST_KILL_AFTER", "")
 
 
 class BatchConfigError(ValueError):
@@ -444,51 +458,112 @@ def _barrier(nproc: int, name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def _agree(nproc: int, failure: Exception | None) -> None:
+    """Raise on every process when any process failed to start.
+
+    A process that refuses (lock held, config changed, another process count) must not
+    leave the others waiting at a barrier: each says whether it failed, all of them learn it.
+    """
+    if nproc > 1:
+        from jax.experimental import multihost_utils
+
+        failed = np.asarray(multihost_utils.process_allgather(np.int32(failure is not None))).reshape(-1)
+        if failure is None and failed.any():
+            bad = ", ".join(str(k) for k in np.flatnonzero(failed))
+            raise BatchRunError(f"process(es) {bad} of {nproc} refused to start (see their message); "
+                                "nothing was written", 2)
+    if failure is not None:
+        raise failure
+
+
+_PROGRESS_NAME = re.compile(r"progress(?:\.(\d+))?\.json")
+
+
+def _progress_name(pid: int) -> str:
+    return "progress.json" if pid == 0 else f"progress.{pid}.json"
+
+
 class _Progress:
-    """``progress.json``: the config's fingerprint and the chunks whose rows are on disk."""
+    """``progress.json`` (``progress.<k>.json`` for process ``k > 0``): the config's
+    fingerprint, the process count, and the chunks of this process whose rows are on disk."""
 
-    def __init__(self, path: str, fingerprint: str, nchunks: int):
-        self.path, self.fp, self.nchunks = path, fingerprint, nchunks
+    def __init__(self, out_dir: str, fingerprint: str, nchunks: int, pid: int = 0, nproc: int = 1):
+        self.dir, self.fp, self.nchunks, self.pid, self.nproc = out_dir, fingerprint, nchunks, pid, nproc
+        self.path = os.path.join(out_dir, _progress_name(pid))
 
-    def read(self, resume: bool, note) -> set[int] | None:
-        """The finished chunks; None when there is no record (a fresh run)."""
+    def records(self) -> dict[int, str]:
+        """Every process's progress file in the directory, by process index."""
         try:
-            fd = _files.open_nofollow(self.path, os.O_RDONLY)
+            names = os.listdir(self.dir)
         except FileNotFoundError:
-            if resume:
-                note(f"nothing to resume in {os.path.dirname(self.path)} (no {os.path.basename(self.path)}): "
-                     "starting a fresh run")
-            return None
+            return {}
+        found = {}
+        for name in names:
+            m = _PROGRESS_NAME.fullmatch(name)
+            if m and m.group(1) != "0":
+                found[int(m.group(1) or 0)] = os.path.join(self.dir, name)
+        return found
+
+    def parse(self, path: str) -> tuple[set[int], int]:
+        """``(done_chunks, process_count)`` of one progress file; a damaged one is a BatchRunError."""
+        fd = _files.open_nofollow(path, os.O_RDONLY)
         with os.fdopen(fd, "rb") as f:
             raw = f.read()
-        if not resume:
-            raise BatchConfigError(
-                f"batch_eval: {self.path} exists; pass --resume (resume=True) to continue that run, "
-                "or use a new output directory (--out).")
         try:
             prog = json.loads(raw)
             done, fp = prog["done_chunks"], prog["fingerprint"]
+            nproc = prog.get("process_count", 1)  # files written before multi-process runs: one process
             ok = isinstance(fp, str) and isinstance(done, list) and all(
-                isinstance(c, int) and not isinstance(c, bool) for c in done)
-        except (ValueError, KeyError, TypeError, IndexError):
+                isinstance(c, int) and not isinstance(c, bool) for c in done) and (
+                isinstance(nproc, int) and not isinstance(nproc, bool) and nproc >= 1)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             ok = False
         if not ok:
             raise BatchRunError(
-                f"{self.path} is damaged: expected the JSON record {{fingerprint, done_chunks, num_chunks}} of a "
+                f"{path} is damaged: expected the JSON record {{fingerprint, done_chunks, num_chunks}} of a "
                 f"batch run, found {raw[:60]!r}; restore it, or delete it to recompute every chunk", 2)
         if fp != self.fp:
             raise BatchConfigError(
                 f"batch_eval: cannot resume: the config or the input file (its size or modification "
-                f"time) differs from the run in {self.path}.")
+                f"time) differs from the run in {path}.")
         if not all(0 <= c < self.nchunks for c in done):
-            raise BatchRunError(f"{self.path} is damaged: done_chunks must lie in 0..{self.nchunks - 1}; "
+            raise BatchRunError(f"{path} is damaged: done_chunks must lie in 0..{self.nchunks - 1}; "
                                 f"found {sorted(done)[:3]}...{sorted(done)[-3:]}", 2)
-        return set(done)
+        return set(done), nproc
+
+    def read(self, resume: bool, note) -> set[int] | None:
+        """This process's finished chunks; None when the directory holds no run (a fresh run).
+
+        Every process reads every progress file, so all of them take the same decision:
+        refuse (no ``--resume``, another config, another process count) or go on.
+        """
+        records = self.records()
+        if not records:
+            if resume:
+                note(f"nothing to resume in {self.dir} (no progress.json): starting a fresh run")
+            return None
+        if not resume:
+            first = records[min(records)]
+            raise BatchConfigError(
+                f"batch_eval: {first} exists; pass --resume (resume=True) to continue that run, "
+                "or use a new output directory (--out).")
+        mine: set[int] = set()
+        for k, path in sorted(records.items()):
+            done, was = self.parse(path)
+            if was != self.nproc or k >= self.nproc:
+                raise BatchConfigError(
+                    f"batch_eval: cannot resume: the run in {self.dir} was made by {was} process(es) "
+                    f"({os.path.basename(path)}), this one has {self.nproc} (JAX_NUM_PROCESSES); resume it with "
+                    f"JAX_NUM_PROCESSES={was}, or use a new output directory (--out).")
+            if k == self.pid:
+                mine = done
+        return {c for c in mine if c % self.nproc == self.pid}
 
     def write(self, done: set[int]) -> None:
         try:
             _files.atomic_write_json(self.path, {"fingerprint": self.fp, "done_chunks": sorted(done),
-                                                 "num_chunks": self.nchunks})
+                                                 "num_chunks": self.nchunks, "process_count": self.nproc,
+                                                 "process_index": self.pid})
         except OSError as e:
             if e.errno not in _DISK_FULL:
                 raise
@@ -561,7 +636,7 @@ def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
     fn = jax.jit(_make_fn(cfg), in_shardings=sharding, out_shardings=sharding)
     eye = np.eye(n, dtype=dtype)
     t0, rows_done = time.perf_counter(), 0
-    for c in todo:
+    for i, c in enumerate(todo, 1):
         start, stop = c * chunk, min(count, (c + 1) * chunk)
         try:
             x = src.rows(start, stop)
@@ -593,6 +668,8 @@ def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
         rows_done += stop - start
         if _TEST_DELAY:  # test hook (tests/test_batch.py): widen the window for a kill
             time.sleep(_TEST_DELAY)
+        if _TEST_KILL_AFTER and _TEST_KILL_AFTER == f"{progress.pid}:{i}":
+            os.kill(os.getpid(), signal.SIGKILL)
         if bar is not None:
             bar.update(stop - start)
     return rows_done, time.perf_counter() - t0
@@ -647,29 +724,39 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
         jax.config.update("jax_enable_x64", True)
     count, chunk = src.count, cfg["chunk_size"]
     nchunks = -(-count // chunk)
-    sfx = "" if pid == 0 else f".{pid}"
     fp = _fingerprint(cfg, count, src.n, src.dtype)
-    progress = _Progress(os.path.join(out_dir, f"progress{sfx}.json"), fp, nchunks)
-    summary_path = os.path.join(out_dir, f"summary{sfx}.json")
-    lock_path = os.path.join(out_dir, f"batch_eval{sfx}.lock")
+    progress = _Progress(out_dir, fp, nchunks, pid, nproc)
+    # one process: summary.json; several: each writes its part summary.<k>.json, and
+    # process 0 merges them into summary.json once every process is done
+    summary_path = os.path.join(out_dir, "summary.json" if nproc == 1 else f"summary.{pid}.json")
+    lock_path = os.path.join(out_dir, "batch_eval.lock" if pid == 0 else f"batch_eval.{pid}.lock")
     outs = {k: _Output(os.path.join(out_dir, f"{k}.npy"), (count, *shp), dt)
             for k, (shp, dt) in _output_specs(cfg, src.n, src.dtype).items()}
-    _refuse_links([*(o.path for o in outs.values()), progress.path, summary_path, lock_path])
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise BatchRunError(f"cannot create the output directory {out_dir}: {e.strerror}", 2) from None
     notes: list[str] = []
 
     def note(msg):
         notes.append(msg)
         print(f"batch_eval: {msg}", file=sys.stderr, flush=True)
 
-    with _lock(lock_path):
-        try:
+    with contextlib.ExitStack() as stack:
+        failure, done = None, None
+        try:  # every refusal comes before the first barrier, and every process learns of it
+            _refuse_links([*(o.path for o in outs.values()), progress.path, summary_path, lock_path,
+                           os.path.join(out_dir, "summary.json")])
+            try:
+                os.makedirs(out_dir, exist_ok=True)
+            except OSError as e:
+                raise BatchRunError(f"cannot create the output directory {out_dir}: {e.strerror}", 2) from None
+            stack.enter_context(_lock(lock_path))
             for path in (progress.path, summary_path):  # a killed run's temporaries (we hold the lock)
                 _files.remove_temps(path)
             done = progress.read(resume, note)
+        except (BatchConfigError, BatchRunError) as e:
+            failure = e
+        except _files.SymlinkRefused as e:
+            failure = BatchRunError(e.strerror, 2)
+        _agree(nproc, failure)
+        try:
             fresh = done is None
             done = _prepare_outputs(outs, set() if fresh else done, fresh, chunk, progress, note, pid, nproc)
             progress.write(done)
@@ -686,45 +773,118 @@ def _finish(cfg, src, outs, done, progress, summary_path, notes, note, resumed, 
     count, chunk, nchunks = src.count, cfg["chunk_size"], progress.nchunks
     ours = [c for c in range(nchunks) if c % nproc == pid]
     mine = [c for c in ours if c not in done]
-    rows_of = lambda cs: sum(min(chunk, count - c * chunk) for c in cs)  # noqa: E731
     if resumed and not mine:
         note(f"nothing to resume: all {len(ours)} chunks are done; summary.json is rewritten")
     bar = None
     if cfg["progress"] and mine:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=rows_of(mine), unit="mat", unit_scale=True, desc=f"batch_eval {cfg['op']}")
+        bar = tqdm(total=_rows_of(mine, chunk, count), unit="mat", unit_scale=True, desc=f"batch_eval {cfg['op']}")
     rows_done, seconds = _compute(cfg, src, outs, mine, done, progress, bar)
     if bar is not None:
         bar.close()
-    rng = np.random.default_rng(0)
-    k = min(cfg["sample_checks"], count)
-    sample = np.sort(rng.choice(count, size=k, replace=False)) if all(
-        ch in done for ch in ours) and nproc == 1 else np.array([], int)
     devices = jax.local_devices()
     summary = {
         "op": cfg["op"], "rows": count, "n": src.n, "dtype": str(src.dtype), "chunks": nchunks,
         "resumed": resumed,
         "chunks_this_run": len(mine),
         "rows_this_run": rows_done,
-        "rows_resumed": rows_of(c for c in ours if c not in mine),  # on disk before this run
+        "rows_resumed": _rows_of((c for c in ours if c not in mine), chunk, count),  # on disk before this run
         "seconds_this_run": seconds,
         "matrices_per_second": rows_done / seconds if rows_done and seconds > 0 else None,  # this run's rows
         "device_kind": devices[0].device_kind, "platform": devices[0].platform, "local_device_count": len(devices),
         "process_index": pid, "process_count": nproc,
-        "complete": len(done) == nchunks if nproc == 1 else None,
-        "accuracy": _accuracy(cfg, src, outs, sample),
+        "complete": len(done) == nchunks if nproc == 1 else None,  # a part: process 0 says, for all of them
+        "accuracy": {},
         "outputs": {k: os.path.basename(o.path) for k, o in outs.items()},
         "notes": notes,
     }
+    if nproc == 1:
+        summary["accuracy"] = _accuracy(cfg, src, outs, _sample(cfg, count) if summary["complete"] else [])
+    _write_summary(summary_path, summary)
+    if nproc == 1:
+        return summary
+    _barrier(nproc, "eigjax_batch_parts_written")  # every process's chunks are on disk (or it died)
+    if pid != 0:
+        return summary
+    summary = _merge_parts(cfg, src, outs, progress)
+    _write_summary(os.path.join(progress.dir, "summary.json"), summary)
+    return summary
+
+
+def _rows_of(chunks, chunk: int, count: int) -> int:
+    return sum(min(chunk, count - c * chunk) for c in chunks)
+
+
+def _sample(cfg, count: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.sort(rng.choice(count, size=min(cfg["sample_checks"], count), replace=False))
+
+
+def _write_summary(path: str, summary: dict) -> None:
     try:
-        _files.atomic_write_json(summary_path, summary)
+        _files.atomic_write_json(path, summary)
     except OSError as e:
         if e.errno not in _DISK_FULL:
             raise
-        raise BatchRunError(f"disk full writing {summary_path} ({e.strerror}); every chunk is done and kept: "
+        raise BatchRunError(f"disk full writing {path} ({e.strerror}); every chunk is done and kept: "
                             "free space and run again with --resume to write the summary", 3) from None
-    return summary
+
+
+def _merge_parts(cfg, src, outs, progress: _Progress) -> dict:
+    """Process 0, after every process wrote its part: the global ``summary.json``.
+
+    ``complete`` is checked, not trusted: every process's progress file is read again and
+    the union of their finished chunks must be every chunk, each recorded by its owner
+    (chunk ``c`` by process ``c % P``), and every output file must hold all its rows.
+    """
+    nproc, nchunks, out_dir = progress.nproc, progress.nchunks, progress.dir
+    parts, problems = [], []
+    for k in range(nproc):
+        path = os.path.join(out_dir, f"summary.{k}.json")
+        try:
+            with open(path) as f:
+                parts.append(json.load(f))
+        except (OSError, ValueError) as e:
+            problems.append(f"{os.path.basename(path)} unreadable ({e})")
+    recorded: set[int] = set()
+    for k, path in sorted(progress.records().items()):
+        done, _ = progress.parse(path)
+        if any(c % nproc != k for c in done):
+            problems.append(f"{os.path.basename(path)} lists chunks of another process")
+        recorded |= {c for c in done if c % nproc == k}
+    missing = set(range(nchunks)) - recorded
+    if missing:
+        problems.append(f"chunks {_ranges(missing)} not recorded as done")
+    for o in outs.values():  # reopened: rows other hosts wrote are read through a fresh descriptor (NFS)
+        o.close()
+        _, problem, _ = o.inspect()
+        if problem:
+            problems.append(f"{os.path.basename(o.path)} {problem}")
+        o.open(create=False)
+    complete = not problems
+    seconds = max((p["seconds_this_run"] for p in parts), default=0.0)
+    rows_this_run = sum(p["rows_this_run"] for p in parts)
+    first = parts[0] if parts else {}
+    keys = ("process_index", "chunks_this_run", "rows_this_run", "rows_resumed", "seconds_this_run",
+            "matrices_per_second", "local_device_count", "device_kind", "resumed")
+    return {
+        **{k: first.get(k) for k in ("op", "rows", "n", "dtype", "chunks", "device_kind", "platform")},
+        "resumed": any(p["resumed"] for p in parts),
+        "chunks_this_run": sum(p["chunks_this_run"] for p in parts),
+        "rows_this_run": rows_this_run,
+        "rows_resumed": sum(p["rows_resumed"] for p in parts),
+        "seconds_this_run": seconds,  # the slowest process's
+        "matrices_per_second": rows_this_run / seconds if rows_this_run and seconds > 0 else None,
+        "local_device_count": first.get("local_device_count"),
+        "device_count": sum(p["local_device_count"] for p in parts),
+        "process_count": nproc,
+        "per_process": [{k: p.get(k) for k in keys} for p in parts],
+        "complete": complete,
+        "accuracy": _accuracy(cfg, src, outs, _sample(cfg, src.count) if complete else []),
+        "outputs": {k: os.path.basename(o.path) for k, o in outs.items()},
+        "notes": [f"process {p['process_index']}: {m}" for p in parts for m in p["notes"]] + problems,
+    }
 
 
 def summary_line(summary: dict, out_dir: str) -> str:

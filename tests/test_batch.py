@@ -1,8 +1,8 @@
 """Batch evaluation (eigjax._batch): config errors, sharded == unsharded, resume after kill.
 
 Sharded runs use XLA_FLAGS=--xla_force_host_platform_device_count=4 in a subprocess
-(the flag must be set before jax is imported). Multi-host (jax.distributed) cannot be
-tested on one machine.
+(the flag must be set before jax is imported). Several processes (jax.distributed):
+tests/test_distributed.py.
 """
 
 import json
