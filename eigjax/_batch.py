@@ -1,7 +1,9 @@
 """Batch evaluation of eigendecompositions (and gradients) over many matrices.
 
-``run_batch_eval(cfg, out_dir, resume)`` reads matrices from a ``.npy``/``.npz`` file
-(memory-mapped, so inputs larger than RAM work) or a deterministic synthetic generator,
+``run_batch_eval(cfg, out_dir, resume)`` reads matrices from a ``.npy`` file, a directory
+of ``.npy`` shards (sorted by name, read as one array; every shard ``(rows, n, n)`` of one
+dtype) or a ``.npz`` member (all memory-mapped, so inputs larger than RAM work, except a
+compressed ``.npz`` member, which is read into memory), or a deterministic synthetic generator,
 processes fixed-size chunks, shards each chunk over all local devices (a 1-D ``Mesh``
 and ``NamedSharding``; the chunk is padded with identity matrices to a multiple of the
 device count and the padding dropped), and writes results chunk by chunk (``pwrite``,
@@ -153,10 +155,13 @@ def validate_config(cfg: dict) -> dict:
         for key in inp:
             if key not in ("path", "key"):
                 raise _err(f"input.{key}", "absent (file input takes `path` and optional `key`)", inp[key])
-        if not isinstance(inp["path"], str) or not inp["path"].endswith((".npy", ".npz")):
-            raise _err("input.path", "a path to a .npy or .npz file", inp["path"])
-        if not os.path.exists(inp["path"]):
-            raise _err("input.path", "an existing file", inp["path"])
+        path = inp["path"]
+        if not isinstance(path, str) or not (path.endswith((".npy", ".npz")) or os.path.isdir(path)):
+            raise _err("input.path", "a path to a .npy or .npz file, or a directory of .npy shards", path)
+        if not os.path.exists(path):
+            raise _err("input.path", "an existing file", path)
+        if os.path.isdir(path) and "key" in inp:
+            raise _err("input.key", "absent for a directory of .npy shards", inp["key"])
     else:
         inp.setdefault("seed", 0)
         inp.setdefault("dtype", "float32")
@@ -209,23 +214,96 @@ class _Source:
 
 
 def _load_input(inp: dict):
-    """The input array: a .npy memory-mapped, a .npz member read into memory."""
+    """The input array: a .npy memory-mapped, a directory of .npy shards memory-mapped and
+    read as one array, a .npz member memory-mapped where it is stored uncompressed (read
+    into memory where it is compressed: ``np.savez_compressed``)."""
     path = inp["path"]
     try:
+        if os.path.isdir(path):
+            return _Shards(path)
         if path.endswith(".npz"):
-            z = np.load(path, mmap_mode="r")
-            key = inp.get("key") or (z.files[0] if len(z.files) == 1 else None)
-            if key not in z.files:
-                raise _err("input.key", f"one of the arrays in the .npz file {z.files}", inp.get("key"))
-            return z[key]  # .npz members are read into memory (np.load limitation)
+            import zipfile
+
+            with zipfile.ZipFile(path) as zf:
+                files = [m[:-4] for m in zf.namelist() if m.endswith(".npy")]
+            key = inp.get("key") or (files[0] if len(files) == 1 else None)
+            if key not in files:
+                raise _err("input.key", f"one of the arrays in the .npz file {files}", inp.get("key"))
+            mapped = _npz_memmap(path, key)
+            if mapped is not None:
+                return mapped
+            return np.load(path)[key]  # a compressed member is read into memory whole
         return np.load(path, mmap_mode="r")
     except (MemoryError, OSError) as e:
         if isinstance(e, OSError) and e.errno != errno.ENOMEM:
             raise
         npz = path.endswith(".npz")
-        hint = "; a .npz member is read into memory whole, a .npy file is memory-mapped" if npz else ""
+        hint = "; a compressed .npz member is read into memory whole, a .npy file is memory-mapped" if npz else ""
         raise BatchRunError(f"not enough memory to read the input {path} ({os.path.getsize(path)} bytes on disk): "
                             f"{e}{hint}; raise the memory limit (ulimit -v) or split the input", 2) from None
+
+
+def _npz_memmap(path: str, key: str) -> np.ndarray | None:
+    """Member ``key`` of a .npz file as a read-only memory map, or None where it is compressed.
+
+    ``np.load(mmap_mode=...)`` does not map .npz members; a member stored uncompressed
+    (``ZIP_STORED``, as ``np.savez`` writes) is a .npy file at an offset inside the zip:
+    its local header (30 bytes, the name, the extra field) is skipped and the .npy header read.
+    """
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:  # compressed or encrypted
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if local[:4] != b"PK\x03\x04":
+            return None
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        offset = f.tell()
+    if dtype.hasobject or 0 in shape:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+class _Shards:
+    """A directory of ``.npy`` files (sorted by name), memory-mapped and read as one array
+    along the first axis. Every shard must hold ``(rows, n, n)`` of one dtype and one ``n``."""
+
+    def __init__(self, directory: str):
+        names = sorted(f for f in os.listdir(directory) if f.endswith(".npy"))
+        if not names:
+            raise _err("input.path", "a directory holding at least one .npy shard", directory)
+        self.paths = [os.path.join(directory, f) for f in names]
+        self.parts = [np.load(p, mmap_mode="r") for p in self.paths]
+        first = self.parts[0]
+        for p, a in zip(self.paths, self.parts):
+            if a.ndim != 3 or a.shape[1:] != first.shape[1:] or a.dtype != first.dtype:
+                raise _err("input.path", f"shards of one shape (rows, n, n) and one dtype, as the first, "
+                           f"{names[0]}: (rows, {', '.join(map(str, first.shape[1:]))}) {first.dtype}",
+                           f"{p}: shape {a.shape} {a.dtype}")
+        self.dtype = first.dtype
+        self.starts = np.cumsum([0] + [a.shape[0] for a in self.parts])
+        self.shape = (int(self.starts[-1]), *first.shape[1:])
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, idx: slice) -> np.ndarray:
+        start, stop, _ = idx.indices(self.shape[0])
+        pieces = []
+        for i, a in enumerate(self.parts):
+            lo, hi = max(start, self.starts[i]), min(stop, self.starts[i + 1])
+            if lo < hi:
+                pieces.append(a[lo - self.starts[i]: hi - self.starts[i]])
+        if not pieces:
+            return np.zeros((0, *self.shape[1:]), self.dtype)
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
 def _generate(kind, seed, n, dtype, rows):
@@ -296,8 +374,12 @@ def _fingerprint(cfg, count, n, dtype):
     inp = cfg["input"]
     stamp = None
     if "path" in inp:  # a file rewritten in place (same shape) must not be resumed into
-        st = os.stat(inp["path"])
-        stamp = [st.st_size, st.st_mtime_ns]
+        paths = [inp["path"]]
+        if os.path.isdir(inp["path"]):  # a shard added, removed or rewritten
+            paths = sorted(f for f in os.listdir(inp["path"]) if f.endswith(".npy"))
+            paths = [os.path.join(inp["path"], f) for f in paths]
+        stamps = [[os.path.basename(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths]
+        stamp = [stamps[0][1], stamps[0][2]] if not os.path.isdir(inp["path"]) else stamps
     blob = json.dumps({"cfg": {k: v for k, v in cfg.items() if k != "progress"}, "count": count, "n": n,
                        "dtype": str(dtype), "file": stamp}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

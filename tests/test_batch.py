@@ -199,3 +199,71 @@ def test_resume_refuses_an_input_file_rewritten_in_place(tmp_path):
         run_batch_eval(cfg, str(tmp_path / "o"), resume=True)
     with pytest.raises(BatchConfigError, match="--resume"):
         run_batch_eval(cfg, str(tmp_path / "o"))
+
+
+def test_a_directory_of_npy_shards_is_one_input(tmp_path):
+    """Shards of 700, 0, 500 and 800 rows (sorted by name), chunks of 300 that straddle
+    them: the outputs are those of the same rows in one .npy file."""
+    r = np.random.default_rng(7)
+    x = r.standard_normal((2000, 3, 3))
+    x = x + np.swapaxes(x, 1, 2)
+    np.save(tmp_path / "all.npy", x)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for name, (lo, hi) in zip(["part-000.npy", "part-001.npy", "part-002.npy", "part-010.npy"],
+                              [(0, 700), (700, 700), (700, 1200), (1200, 2000)]):
+        np.save(shards / name, x[lo:hi])
+    (shards / "README.txt").write_text("not a shard")
+    base = {"op": "eigh", "chunk_size": 300, "vectors": True, "grad_loss": "sum_squares", "progress": False,
+            "sample_checks": 16}
+    s = run_batch_eval({**base, "input": {"path": str(shards)}}, str(tmp_path / "od"))
+    run_batch_eval({**base, "input": {"path": str(tmp_path / "all.npy")}}, str(tmp_path / "of"))
+    assert s["rows"] == 2000 and s["complete"]
+    for name in ("eigenvalues", "eigenvectors", "grad"):
+        np.testing.assert_array_equal(load(tmp_path / "od", name), load(tmp_path / "of", name))
+    np.testing.assert_allclose(load(tmp_path / "od", "grad"), 2 * x, atol=1e-12)
+    from eigjax._batch import _Source
+
+    src = _Source({"path": str(shards)})
+    assert all(isinstance(p, np.memmap) for p in src.data.parts)  # memory-mapped, not read
+    # a shard added after the run: the resume is refused (the input changed)
+    np.save(shards / "part-011.npy", x[:5])
+    with pytest.raises(BatchConfigError, match="input file"):
+        run_batch_eval({**base, "input": {"path": str(shards)}}, str(tmp_path / "od"), resume=True)
+
+
+@pytest.mark.parametrize("shape, dtype, what", [((5, 4, 4), np.float64, r"\(5, 4, 4\) float64"),
+                                                ((5, 3, 3), np.float32, r"\(5, 3, 3\) float32"),
+                                                ((5, 9), np.float64, r"\(5, 9\) float64")])
+def test_mismatched_shards_are_one_error_naming_the_shard(tmp_path, shape, dtype, what):
+    np.save(tmp_path / "a.npy", np.zeros((4, 3, 3)))
+    np.save(tmp_path / "b.npy", np.zeros(shape, dtype))
+    cfg = {"op": "eigvalsh", "progress": False, "input": {"path": str(tmp_path)}}
+    with pytest.raises(BatchConfigError, match=f"key `input.path`.*a.npy.*b.npy: shape {what}"):
+        run_batch_eval(cfg, str(tmp_path / "o"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BatchConfigError, match="at least one .npy shard"):
+        run_batch_eval({**cfg, "input": {"path": str(empty)}}, str(tmp_path / "o2"))
+
+
+def test_npz_members_stored_uncompressed_are_memory_mapped(tmp_path):
+    from eigjax._batch import _Source
+
+    r = np.random.default_rng(8)
+    x = r.standard_normal((50, 3, 3))
+    np.savez(tmp_path / "s.npz", first=np.arange(3.0), mats=x)  # ZIP_STORED
+    np.savez_compressed(tmp_path / "c.npz", mats=x)
+    np.save(tmp_path / "x.npy", x)
+    stored = _Source({"path": str(tmp_path / "s.npz"), "key": "mats"}).data
+    assert isinstance(stored, np.memmap)
+    np.testing.assert_array_equal(stored, x)
+    compressed = _Source({"path": str(tmp_path / "c.npz")}).data
+    assert not isinstance(compressed, np.memmap)  # read into memory (documented)
+    np.testing.assert_array_equal(compressed, x)
+    base = {"op": "eig", "chunk_size": 16, "progress": False, "sample_checks": 4}
+    for name, inp in [("s", {"path": str(tmp_path / "s.npz"), "key": "mats"}),
+                      ("c", {"path": str(tmp_path / "c.npz")}), ("x", {"path": str(tmp_path / "x.npy")})]:
+        run_batch_eval({**base, "input": inp}, str(tmp_path / name))
+    for name in ("s", "c"):
+        np.testing.assert_array_equal(load(tmp_path / name, "eigenvalues"), load(tmp_path / "x", "eigenvalues"))
