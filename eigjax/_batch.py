@@ -27,9 +27,11 @@ not interleaved. No file is written through a symbolic link: a link at any outpu
 is refused before anything is written. Errors are one line (:class:`BatchConfigError`
 for the config and input, :class:`BatchRunError` for the directory and the machine).
 
-Generators are deterministic per row: row ``i`` is drawn from
-``jax.random.fold_in(PRNGKey(seed), i)``, so results do not depend on chunking, device
-count or interruption.
+Generators are deterministic per row and counter-based: row ``i``'s normals are Threefry
+hashes of the counters ``(i, j)`` under ``PRNGKey(seed)`` (:func:`_normals`), computed for
+a whole chunk in one program, so results do not depend on chunking, device count, process
+count or interruption, and the generator keeps up with the computation it feeds
+(BENCHMARKS.md, "Batch evaluation across processes").
 
 Multi-process, multi-host (tested with 2 and 3 local CPU processes,
 ``tests/test_distributed.py``): when ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``
@@ -205,12 +207,23 @@ class _Source:
             self.data = None
             self.count, self.n = inp["count"], inp["n"]
             self.dtype = np.dtype(inp["dtype"])
-            self._gen = jax.jit(lambda rows: _generate(inp["generator"], inp["seed"], self.n, self.dtype, rows))
+            self._gen = jax.jit(
+                lambda rows: _generate(inp["generator"], inp["seed"], self.n, self.dtype, rows.astype(jnp.uint32)))
+        # generated rows are drawn in blocks of at least this many (the caller's chunk), so
+        # a short last chunk reuses the compiled generator instead of compiling another
+        self.block = 1
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         if self.data is not None:
             return np.asarray(self.data[start:stop])
-        return np.asarray(self._gen(jnp.arange(start, stop, dtype=jnp.int32)))
+        size = max(stop - start, self.block)
+        return np.asarray(self._gen(np.arange(start, start + size, dtype=np.uint32)))[: stop - start]
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` (sorted indices), in one read or one generator call."""
+        if self.data is not None:
+            return np.stack([np.asarray(self.data[int(i): int(i) + 1])[0] for i in idx])
+        return np.asarray(self._gen(np.asarray(idx, dtype=np.uint32)))
 
 
 def _load_input(inp: dict):
@@ -306,24 +319,53 @@ class _Shards:
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
+def _normals(seed: int, rows, m: int, dtype) -> jax.Array:
+    """``(len(rows), m)`` standard normals; entry ``(i, j)`` depends on ``(seed, rows[i], j)`` only.
+
+    Counter-based: one Threefry-2x32 hash (the generator of ``jax.random``, keyed as
+    ``PRNGKey(seed)``) of the counter ``(row, h)`` gives 64 bits, two float32 uniforms or
+    one float64 uniform, turned into normals as ``jax.random.normal`` does
+    (``sqrt(2) erfinv(u)``, ``u`` uniform on ``(-1, 1)``). Elementwise over the whole
+    chunk in one program: no per-row key derivation, and no dependence on the chunk or
+    process a row falls in.
+    """
+    from jax.extend.random import threefry2x32_p
+
+    dtype = np.dtype(dtype)
+    k1, k2 = np.uint32(seed >> 32), np.uint32(seed & 0xFFFFFFFF)
+    per_hash = 2 if dtype == np.float32 else 1
+    nh = -(-m // per_hash)
+    x0 = jnp.broadcast_to(rows.astype(jnp.uint32)[:, None], (rows.shape[0], nh))
+    x1 = jnp.broadcast_to(jnp.arange(nh, dtype=jnp.uint32)[None, :], (rows.shape[0], nh))
+    o0, o1 = threefry2x32_p.bind(jnp.broadcast_to(k1, x0.shape), jnp.broadcast_to(k2, x0.shape), x0, x1)
+    if per_hash == 2:
+        bits, uint, nbits = jnp.stack([o0, o1], axis=-1).reshape(rows.shape[0], 2 * nh)[:, :m], jnp.uint32, 32
+    else:
+        bits = (o0.astype(jnp.uint64) << jnp.uint64(32)) | o1.astype(jnp.uint64)
+        uint, nbits = jnp.uint64, 64
+    nmant = np.finfo(dtype).nmant
+    one = np.array(1.0, dtype).view(np.dtype(f"uint{nbits}"))
+    f = jax.lax.bitcast_convert_type((bits >> uint(nbits - nmant)) | uint(one), dtype) - np.array(1.0, dtype)
+    lo = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype))
+    u = jnp.maximum(lo, f * (np.array(1.0, dtype) - lo) + lo)  # [lo, 1)
+    return np.array(np.sqrt(2), dtype) * jax.lax.erf_inv(u)
+
+
 def _generate(kind, seed, n, dtype, rows):
-    base = jax.random.PRNGKey(seed)
-
-    def one(i):
-        k1, k2 = jax.random.split(jax.random.fold_in(base, i))
-        x = jax.random.normal(k1, (n, n), dtype)
-        if kind == "random_general":
-            return x
-        if kind == "random_symmetric":
-            return (x + x.T) / 2
-        q, r = jnp.linalg.qr(x)
-        q = q * jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(dtype)[None, :]
-        w = jnp.sort(jax.random.normal(k2, (n,), dtype))
-        w = w.at[1].set(w[0])  # an exactly repeated eigenvalue (up to rounding of Q)
-        a = (q * w[None, :]) @ q.T
-        return (a + a.T) / 2
-
-    return jax.vmap(one)(rows)
+    """Row ``rows[i]`` of generator ``kind``: a function of ``(seed, rows[i])`` only."""
+    m = n * n + (n if kind == "planted_degenerate" else 0)
+    z = _normals(seed, rows, m, dtype)
+    x = z[:, : n * n].reshape(-1, n, n)
+    if kind == "random_general":
+        return x
+    if kind == "random_symmetric":
+        return (x + jnp.swapaxes(x, -1, -2)) / 2
+    q, r = jnp.linalg.qr(x)
+    q = q * jnp.where(jnp.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0).astype(dtype)[:, None, :]
+    w = jnp.sort(z[:, n * n:], axis=-1)
+    w = w.at[:, 1].set(w[:, 0])  # an exactly repeated eigenvalue (up to rounding of Q)
+    a = (q * w[:, None, :]) @ jnp.swapaxes(q, -1, -2)
+    return (a + jnp.swapaxes(a, -1, -2)) / 2
 
 
 # ---------------------------------------------------------------------- computation
@@ -380,8 +422,11 @@ def _fingerprint(cfg, count, n, dtype):
             paths = [os.path.join(inp["path"], f) for f in paths]
         stamps = [[os.path.basename(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths]
         stamp = [stamps[0][1], stamps[0][2]] if not os.path.isdir(inp["path"]) else stamps
+    # the generator's stream (counter-based since issue 17): rows of an older stream are not resumed into
+    stream = "threefry-counter-1" if "generator" in inp else None
     blob = json.dumps({"cfg": {k: v for k, v in cfg.items() if k != "progress"}, "count": count, "n": n,
-                       "dtype": str(dtype), "file": stamp}, sort_keys=True)
+                       "dtype": str(dtype), "file": stamp, **({"stream": stream} if stream else {})},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -403,7 +448,7 @@ def _accuracy(cfg, src, outs, sample):
     """Residual / orthogonality / eigenvalue error on the sampled rows (float64 NumPy)."""
     if len(sample) == 0:
         return {}
-    a = np.stack([src.rows(int(i), int(i) + 1)[0] for i in sample]).astype(np.complex128)
+    a = src.take(sample).astype(np.complex128)
     finite = np.all(np.isfinite(a), axis=(-2, -1))
     acc = {"sample_rows": int(len(sample)), "sample_rows_not_finite": int((~finite).sum())}
     # a matrix with NaN or inf entries has all-NaN outputs (documented); the checks
@@ -715,6 +760,7 @@ def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
     mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
     padded = -(-min(chunk, count) // len(devices)) * len(devices)  # every chunk padded to this: one compilation
+    src.block = padded
     fn = jax.jit(_make_fn(cfg), in_shardings=sharding, out_shardings=sharding)
     eye = np.eye(n, dtype=dtype)
     t0, rows_done = time.perf_counter(), 0
