@@ -27,9 +27,9 @@ not interleaved. No file is written through a symbolic link: a link at any outpu
 is refused before anything is written. Errors are one line (:class:`BatchConfigError`
 for the config and input, :class:`BatchRunError` for the directory and the machine).
 
-Generators are deterministic per row and counter-based: row ``i``'s normals are Threefry
-hashes of the counters ``(i, j)`` under ``PRNGKey(seed)`` (:func:`_normals`), computed for
-a whole chunk in one program, so results do not depend on chunking, device count, process
+Generators are deterministic per row and counter-based: row ``i``'s normals come from
+Threefry hashes of the counters ``(i, j)`` under ``PRNGKey(seed)`` (:func:`_normals`),
+drawn inside the program that computes the chunk (no host copy), so results do not depend on chunking, device count, process
 count or interruption, and the generator keeps up with the computation it feeds
 (BENCHMARKS.md, "Batch evaluation across processes").
 
@@ -322,33 +322,38 @@ class _Shards:
 def _normals(seed: int, rows, m: int, dtype) -> jax.Array:
     """``(len(rows), m)`` standard normals; entry ``(i, j)`` depends on ``(seed, rows[i], j)`` only.
 
-    Counter-based: one Threefry-2x32 hash (the generator of ``jax.random``, keyed as
-    ``PRNGKey(seed)``) of the counter ``(row, h)`` gives 64 bits, two float32 uniforms or
-    one float64 uniform, turned into normals as ``jax.random.normal`` does
-    (``sqrt(2) erfinv(u)``, ``u`` uniform on ``(-1, 1)``). Elementwise over the whole
-    chunk in one program: no per-row key derivation, and no dependence on the chunk or
-    process a row falls in.
+    Counter-based: the Threefry-2x32 hash (the generator of ``jax.random``, keyed as
+    ``PRNGKey(seed)``) of the counter ``(row, h)`` gives 64 bits: two float32 uniforms, or
+    one float64 uniform; pairs of uniforms become pairs of normals by Box-Muller
+    (``sqrt(-2 log u1) (cos, sin)(2 pi u2)``; on XLA:CPU ``erfinv``, the map of
+    ``jax.random.normal``, cost 1.4x the hash). Elementwise over the whole chunk in one
+    program: no per-row key derivation, nothing that depends on the chunk or the process
+    a row falls in.
     """
     from jax.extend.random import threefry2x32_p
 
     dtype = np.dtype(dtype)
     k1, k2 = np.uint32(seed >> 32), np.uint32(seed & 0xFFFFFFFF)
-    per_hash = 2 if dtype == np.float32 else 1
-    nh = -(-m // per_hash)
+    pairs = -(-m // 2)
+    nh = pairs if dtype == np.float32 else 2 * pairs  # hashes per row
     x0 = jnp.broadcast_to(rows.astype(jnp.uint32)[:, None], (rows.shape[0], nh))
     x1 = jnp.broadcast_to(jnp.arange(nh, dtype=jnp.uint32)[None, :], (rows.shape[0], nh))
     o0, o1 = threefry2x32_p.bind(jnp.broadcast_to(k1, x0.shape), jnp.broadcast_to(k2, x0.shape), x0, x1)
-    if per_hash == 2:
-        bits, uint, nbits = jnp.stack([o0, o1], axis=-1).reshape(rows.shape[0], 2 * nh)[:, :m], jnp.uint32, 32
+    if dtype == np.float32:
+        b1, b2, uint, nbits = o0, o1, jnp.uint32, 32
     else:
         bits = (o0.astype(jnp.uint64) << jnp.uint64(32)) | o1.astype(jnp.uint64)
-        uint, nbits = jnp.uint64, 64
-    nmant = np.finfo(dtype).nmant
-    one = np.array(1.0, dtype).view(np.dtype(f"uint{nbits}"))
-    f = jax.lax.bitcast_convert_type((bits >> uint(nbits - nmant)) | uint(one), dtype) - np.array(1.0, dtype)
-    lo = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype))
-    u = jnp.maximum(lo, f * (np.array(1.0, dtype) - lo) + lo)  # [lo, 1)
-    return np.array(np.sqrt(2), dtype) * jax.lax.erf_inv(u)
+        b1, b2, uint, nbits = bits[:, :pairs], bits[:, pairs:], jnp.uint64, 64
+    one = np.array(1.0, dtype)
+    one_bits = one.view(np.dtype(f"uint{nbits}"))
+    shift = uint(nbits - np.finfo(dtype).nmant)
+
+    def unit(b):  # [0, 1): the mantissa bits under the exponent of 1.0
+        return jax.lax.bitcast_convert_type((b >> shift) | uint(one_bits), dtype) - one
+
+    radius = jnp.sqrt(np.array(-2.0, dtype) * jnp.log(one - unit(b1)))  # 1 - u in (0, 1]
+    theta = np.array(2 * np.pi, dtype) * unit(b2)
+    return jnp.concatenate([radius * jnp.cos(theta), radius * jnp.sin(theta)], axis=1)[:, :m]
 
 
 def _generate(kind, seed, n, dtype, rows):
@@ -423,7 +428,7 @@ def _fingerprint(cfg, count, n, dtype):
         stamps = [[os.path.basename(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths]
         stamp = [stamps[0][1], stamps[0][2]] if not os.path.isdir(inp["path"]) else stamps
     # the generator's stream (counter-based since issue 17): rows of an older stream are not resumed into
-    stream = "threefry-counter-1" if "generator" in inp else None
+    stream = "threefry-counter-box-muller-1" if "generator" in inp else None
     blob = json.dumps({"cfg": {k: v for k, v in cfg.items() if k != "progress"}, "count": count, "n": n,
                        "dtype": str(dtype), "file": stamp, **({"stream": stream} if stream else {})},
                       sort_keys=True)
@@ -762,16 +767,28 @@ def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
     padded = -(-min(chunk, count) // len(devices)) * len(devices)  # every chunk padded to this: one compilation
     src.block = padded
     fn = jax.jit(_make_fn(cfg), in_shardings=sharding, out_shardings=sharding)
+    if src.data is None:  # generated input: drawn inside the same program, on the devices (no host copy)
+        inp, compute = src.inp, _make_fn(cfg)
+        fn = jax.jit(lambda rows: compute(_generate(inp["generator"], inp["seed"], n, dtype, rows)),
+                     in_shardings=sharding, out_shardings=sharding)
     eye = np.eye(n, dtype=dtype)
     t0, rows_done = time.perf_counter(), 0
+    split = {"input": 0.0, "compute": 0.0, "write": 0.0}  # where this run's time went
     for i, c in enumerate(todo, 1):
         start, stop = c * chunk, min(count, (c + 1) * chunk)
         try:
-            x = src.rows(start, stop)
-            if x.shape[0] < padded:
-                x = np.concatenate([x, np.broadcast_to(eye, (padded - x.shape[0], n, n))])
+            t = time.perf_counter()
+            if src.data is None:  # the row indices (past the last row: real rows, dropped like padding)
+                x = np.arange(start, start + padded, dtype=np.uint32)
+            else:
+                x = src.rows(start, stop)
+                if x.shape[0] < padded:
+                    x = np.concatenate([x, np.broadcast_to(eye, (padded - x.shape[0], n, n))])
+            split["input"] += time.perf_counter() - t
+            t = time.perf_counter()
             res = fn(jax.device_put(x, sharding))
             host = {k: np.asarray(res[k])[: stop - start] for k in outs}
+            split["compute"] += time.perf_counter() - t
         except (MemoryError, jax.errors.JaxRuntimeError) as e:
             if isinstance(e, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" not in str(e):
                 raise
@@ -780,6 +797,7 @@ def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
                 f"out of memory computing chunk {c} ({stop - start} matrices {n}x{n} {dtype}; {why}): lower "
                 f"chunk_size (now {chunk}) or raise the memory limit; the {len(done)} finished chunks are kept: "
                 "run again with --resume", 3) from None
+        t = time.perf_counter()
         try:
             for k, o in outs.items():
                 o.write(start, host[k])
@@ -793,6 +811,7 @@ def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
                 f"{len(done)} finished chunks are kept: free space and run again with --resume", 3) from None
         done.add(c)
         progress.write(done)
+        split["write"] += time.perf_counter() - t
         rows_done += stop - start
         if _TEST_DELAY:  # test hook (tests/test_batch.py): widen the window for a kill
             time.sleep(_TEST_DELAY)
@@ -800,7 +819,7 @@ def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
             os.kill(os.getpid(), signal.SIGKILL)
         if bar is not None:
             bar.update(stop - start)
-    return rows_done, time.perf_counter() - t0
+    return rows_done, time.perf_counter() - t0, split
 
 
 def _refuse_links(paths) -> None:
@@ -908,7 +927,7 @@ def _finish(cfg, src, outs, done, progress, summary_path, notes, note, resumed, 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=_rows_of(mine, chunk, count), unit="mat", unit_scale=True, desc=f"batch_eval {cfg['op']}")
-    rows_done, seconds = _compute(cfg, src, outs, mine, done, progress, bar)
+    rows_done, seconds, split = _compute(cfg, src, outs, mine, done, progress, bar)
     if bar is not None:
         bar.close()
     devices = jax.local_devices()
@@ -920,6 +939,9 @@ def _finish(cfg, src, outs, done, progress, summary_path, notes, note, resumed, 
         "rows_resumed": _rows_of((c for c in ours if c not in mine), chunk, count),  # on disk before this run
         "seconds_this_run": seconds,
         "matrices_per_second": rows_done / seconds if rows_done and seconds > 0 else None,  # this run's rows
+        # this run's time: reading or generating the input, computing (the first chunk's
+        # compilation included), writing and flushing the outputs and progress
+        "seconds_input": split["input"], "seconds_compute": split["compute"], "seconds_write": split["write"],
         "device_kind": devices[0].device_kind, "platform": devices[0].platform, "local_device_count": len(devices),
         "process_index": pid, "process_count": nproc,
         "complete": len(done) == nchunks if nproc == 1 else None,  # a part: process 0 says, for all of them
@@ -995,7 +1017,8 @@ def _merge_parts(cfg, src, outs, progress: _Progress) -> dict:
     rows_this_run = sum(p["rows_this_run"] for p in parts)
     first = parts[0] if parts else {}
     keys = ("process_index", "chunks_this_run", "rows_this_run", "rows_resumed", "seconds_this_run",
-            "matrices_per_second", "local_device_count", "device_kind", "resumed")
+            "matrices_per_second", "seconds_input", "seconds_compute", "seconds_write", "local_device_count",
+            "device_kind", "resumed")
     return {
         **{k: first.get(k) for k in ("op", "rows", "n", "dtype", "chunks", "device_kind", "platform")},
         "resumed": any(p["resumed"] for p in parts),
