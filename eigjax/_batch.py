@@ -326,7 +326,7 @@ def _normals(seed: int, rows, m: int, dtype) -> jax.Array:
     ``PRNGKey(seed)``) of the counter ``(row, h)`` gives 64 bits: two float32 uniforms, or
     one float64 uniform; pairs of uniforms become pairs of normals by Box-Muller
     (``sqrt(-2 log u1) (cos, sin)(2 pi u2)``; on XLA:CPU ``erfinv``, the map of
-    ``jax.random.normal``, cost 1.4x the hash). Elementwise over the whole chunk in one
+    ``jax.random.normal``, costs about 1.5x the hash). Elementwise over the whole chunk in one
     program: no per-row key derivation, nothing that depends on the chunk or the process
     a row falls in.
     """
