@@ -584,10 +584,18 @@ def _ranges(chunks) -> str:
 
 
 def _barrier(nproc: int, name: str) -> None:
+    """Wait for every process; a process that died makes this one line (exit 3), not a traceback."""
     if nproc > 1:
         from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices(name)
+        try:
+            multihost_utils.sync_global_devices(name)
+        except (ValueError, RuntimeError, jax.errors.JaxRuntimeError) as e:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise BatchRunError(
+                f"process {jax.process_index()} of {nproc} lost contact with the others at {name} ({why}): "
+                "another process has probably died; the chunks recorded in the progress files are kept: "
+                "restart all processes with --resume", 3) from None
 
 
 def _agree(nproc: int, failure: Exception | None) -> None:

@@ -52,8 +52,11 @@ def write_config(path, cfg):
     return str(path)
 
 
-def launch(config, out, nproc, resume=False, env_extra=None):
-    """Start ``nproc`` processes of one jax.distributed run; return their Popen objects."""
+def launch(config, out, nproc, resume=False, env_extra=None, stderr=None):
+    """Start ``nproc`` processes of one jax.distributed run; return their Popen objects.
+
+    ``stderr``: a directory to write ``err<k>`` files to, readable while the processes run.
+    """
     port = free_port()
     procs = []
     for k in range(nproc):
@@ -63,8 +66,8 @@ def launch(config, out, nproc, resume=False, env_extra=None):
         args = [sys.executable, "-m", "eigjax", "run", config, "--out", str(out), "--no-progress"]
         if resume:
             args.append("--resume")
-        procs.append(subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+        err = subprocess.PIPE if stderr is None else open(os.path.join(stderr, f"err{k}"), "w")  # noqa: SIM115
+        procs.append(subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True))
     return procs
 
 
@@ -136,9 +139,17 @@ def test_a_killed_process_then_resume_loses_and_repeats_no_row(tmp_path, referen
     config = write_config(tmp_path / "c.yaml", cfg)
     out = tmp_path / "o"
     # process 1 SIGKILLs itself right after its first chunk is on disk (a host dying)
-    procs = launch(config, out, 2, env_extra={"EIGJAX_BATCH_TEST_KILL_AFTER": "1:1"})
+    procs = launch(config, out, 2, env_extra={"EIGJAX_BATCH_TEST_KILL_AFTER": "1:1"}, stderr=str(tmp_path))
     try:
         procs[1].wait(timeout=TIMEOUT)
+        # the survivor finishes its chunks, then says in one line that it lost the other
+        # (it would then wait for jax.distributed's shutdown timeout before exiting)
+        deadline = time.time() + TIMEOUT
+        while "lost contact" not in (tmp_path / "err0").read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        err0 = (tmp_path / "err0").read_text()
+        assert "process 0 of 2 lost contact with the others" in err0 and "--resume" in err0, err0[-2000:]
+        assert "Traceback" not in err0
     finally:
         for p in procs:  # the survivor would wait for it at the final barrier: stop it too
             if p.poll() is None:
@@ -147,6 +158,7 @@ def test_a_killed_process_then_resume_loses_and_repeats_no_row(tmp_path, referen
     assert procs[1].returncode == -signal.SIGKILL
     assert read_json(out / "progress.1.json")["done_chunks"] == [1]
     before = read_json(out / "progress.json")["done_chunks"]
+    assert before == [0, 2, 4, 6, 8]  # the survivor finished its own chunks
     assert not (out / "summary.json").exists()  # no global summary for an unfinished run
 
     # another process count is refused, on every process, before anything is written
