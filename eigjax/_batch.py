@@ -29,9 +29,9 @@ for the config and input, :class:`BatchRunError` for the directory and the machi
 
 Generators are deterministic per row and counter-based: row ``i``'s normals come from
 Threefry hashes of the counters ``(i, j)`` under ``PRNGKey(seed)`` (:func:`_normals`),
-drawn inside the program that computes the chunk (no host copy), so results do not depend on chunking, device count, process
-count or interruption, and the generator keeps up with the computation it feeds
-(BENCHMARKS.md, "Batch evaluation across processes").
+drawn inside the program that computes the chunk (no host copy), so results do not
+depend on chunking, device count, process count or interruption. Its throughput against
+the computation it feeds: BENCHMARKS.md, "Batch evaluation across processes".
 
 Multi-process, multi-host (tested with 2 and 3 local CPU processes,
 ``tests/test_distributed.py``): when ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``

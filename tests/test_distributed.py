@@ -227,3 +227,19 @@ def test_complete_is_checked_against_the_progress_files(tmp_path):
             o.close()
     assert merged["complete"] is False and any("chunks 1 not recorded" in m for m in merged["notes"])
     assert merged["accuracy"] == {}
+
+
+def test_a_refusal_on_one_process_stops_every_process(tmp_path):
+    """Process 1's lock is held by another run: process 1 refuses, and process 0 does not
+    wait for it at a barrier: both exit 2, nothing written."""
+    from eigjax._files import DirLock
+
+    out = tmp_path / "o"
+    out.mkdir()
+    config = write_config(tmp_path / "c.yaml", cfg_gen(count=400, chunk=100))
+    with DirLock(str(out / "batch_eval.1.lock")):
+        res = finish(launch(config, out, 2))
+    assert [rc for rc, _, _ in res] == [2, 2]
+    assert "batch_eval.1.lock is locked by another run" in res[1][2]
+    assert "process(es) 1 of 2 refused to start" in res[0][2]
+    assert sorted(os.listdir(out)) == ["batch_eval.1.lock", "batch_eval.lock"]
