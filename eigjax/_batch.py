@@ -176,6 +176,10 @@ def validate_config(cfg: dict) -> dict:
             v = inp.get(key)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise _err(f"input.{key}", f"an integer >= {lo}", v)
+        if inp["count"] > 2**32:  # the generator's row counter is 32 bits
+            raise _err("input.count", "at most 2**32 for a generator (split the run by seed)", inp["count"])
+        if inp["seed"] >= 2**64:
+            raise _err("input.seed", "below 2**64", inp["seed"])
         if inp["generator"] == "planted_degenerate" and inp["n"] < 2:
             raise _err("input.n", "an integer >= 2 for planted_degenerate", inp["n"])
         if inp["dtype"] not in DTYPES:

@@ -153,6 +153,7 @@ def test_file_inputs_and_ops(tmp_path):
         ({"chunk_size": 0, "input": {"generator": "random_symmetric", "n": 2, "count": 1}}, "chunk_size"),
         ({"input": {"generator": "nope", "n": 2, "count": 1}}, "input.generator"),
         ({"input": {"generator": "random_symmetric", "n": 0, "count": 1}}, "input.n"),
+        ({"input": {"generator": "random_symmetric", "n": 2, "count": 2**32 + 1}}, "input.count"),
         ({"input": {"path": "/nonexistent.npy"}}, "input.path"),
         ({"input": {"generator": "random_symmetric", "n": 2, "count": 1}, "grad_loss": "x"}, "grad_loss"),
         ({"input": {"generator": "random_symmetric", "n": 2, "count": 1}, "chunks": 3}, "chunks"),
