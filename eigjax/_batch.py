@@ -1,7 +1,9 @@
 """Batch evaluation of eigendecompositions (and gradients) over many matrices.
 
-``run_batch_eval(cfg, out_dir, resume)`` reads matrices from a ``.npy``/``.npz`` file
-(memory-mapped, so inputs larger than RAM work) or a deterministic synthetic generator,
+``run_batch_eval(cfg, out_dir, resume)`` reads matrices from a ``.npy`` file, a directory
+of ``.npy`` shards (sorted by name, read as one array; every shard ``(rows, n, n)`` of one
+dtype) or a ``.npz`` member (all memory-mapped, so inputs larger than RAM work, except a
+compressed ``.npz`` member, which is read into memory), or a deterministic synthetic generator,
 processes fixed-size chunks, shards each chunk over all local devices (a 1-D ``Mesh``
 and ``NamedSharding``; the chunk is padded with identity matrices to a multiple of the
 device count and the padding dropped), and writes results chunk by chunk (``pwrite``,
@@ -25,37 +27,50 @@ not interleaved. No file is written through a symbolic link: a link at any outpu
 is refused before anything is written. Errors are one line (:class:`BatchConfigError`
 for the config and input, :class:`BatchRunError` for the directory and the machine).
 
-Generators are deterministic per row: row ``i`` is drawn from
-``jax.random.fold_in(PRNGKey(seed), i)``, so results do not depend on chunking, device
-count or interruption.
+Generators are deterministic per row and counter-based: row ``i``'s normals come from
+Threefry hashes of the counters ``(i, j)`` under ``PRNGKey(seed)`` (:func:`_normals`),
+drawn inside the program that computes the chunk (no host copy), so results do not
+depend on chunking, device count, process count or interruption. Its throughput against
+the computation it feeds: BENCHMARKS.md, "Batch evaluation across processes".
 
-Multi-host (not testable on this machine): when ``JAX_COORDINATOR_ADDRESS``,
-``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` are set, ``jax.distributed.initialize``
-is called with them; process ``k`` of ``P`` takes chunks ``k, k + P, ...``, shards them
-over its own local devices, and writes its rows into the shared output files (which
-process 0 creates before a barrier), with its own ``progress.<k>.json`` and
-``batch_eval.<k>.lock``. Run, on each
-host, e.g.::
+Multi-process, multi-host (tested with 2 and 3 local CPU processes,
+``tests/test_distributed.py``): when ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``
+and ``JAX_PROCESS_ID`` are set, ``jax.distributed.initialize`` is called with them;
+process ``k`` of ``P`` takes chunks ``k, k + P, ...``, shards them over its own local
+devices, and writes its rows into the shared output files (which process 0 creates
+before a barrier), with its own ``progress.<k>.json`` (``progress.json`` for ``k = 0``)
+and ``batch_eval.<k>.lock``. Every process reads every progress file before the first
+barrier, and a refusal on any process (lock held, config changed, another process
+count) stops all of them with exit 2, nothing written. Each process writes its part
+``summary.<k>.json``; after a barrier, process 0 merges them into ``summary.json``:
+totals, ``per_process`` figures, the sample accuracy checks, and ``complete: true`` only
+when the progress files, read again, record every chunk (each by its owner) and every
+output file holds all its rows. Run, on each host, e.g.::
 
     JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=0 \\
-        eigjax run configs/batch_eval.yaml      # on host0
+        eigjax run configs/batch_eval.yaml --out /shared/run      # on host0
     JAX_COORDINATOR_ADDRESS=host0:1234 JAX_NUM_PROCESSES=2 JAX_PROCESS_ID=1 \\
-        eigjax run configs/batch_eval.yaml      # on host1
+        eigjax run configs/batch_eval.yaml --out /shared/run      # on host1
 
-with ``out_dir`` on a shared filesystem. ``summary.json`` is then per process
-(``summary.<k>.json`` for ``k > 0``).
+with ``--out`` on a shared filesystem. A process that dies leaves its finished chunks
+recorded; restart all ``P`` with ``--resume``. Design choice: a resume must use the same
+process count (the chunk-to-process assignment is ``c % P`` and each progress file is
+written by its owner only); another count is refused with a message naming the count
+to use, rather than reassigning chunks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
 import json
 import os
+import re
+import signal
 import sys
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +79,9 @@ import numpy as np
 from . import _files
 
 _TEST_DELAY = float(os.environ.get("EIGJAX_BATCH_TEST_DELAY", "0") or 0)
+# Test hook (tests/test_distributed.py): "K:N" makes process K SIGKILL itself right after
+# its N-th chunk of this run is on disk and recorded, a deterministic "host died mid-run".
+_TEST_KILL_AFTER = os.environ.get("EIGJAX_BATCH_TEST_KILL_AFTER", "")
 
 
 class BatchConfigError(ValueError):
@@ -139,10 +157,13 @@ def validate_config(cfg: dict) -> dict:
         for key in inp:
             if key not in ("path", "key"):
                 raise _err(f"input.{key}", "absent (file input takes `path` and optional `key`)", inp[key])
-        if not isinstance(inp["path"], str) or not inp["path"].endswith((".npy", ".npz")):
-            raise _err("input.path", "a path to a .npy or .npz file", inp["path"])
-        if not os.path.exists(inp["path"]):
-            raise _err("input.path", "an existing file", inp["path"])
+        path = inp["path"]
+        if not isinstance(path, str) or not (path.endswith((".npy", ".npz")) or os.path.isdir(path)):
+            raise _err("input.path", "a path to a .npy or .npz file, or a directory of .npy shards", path)
+        if not os.path.exists(path):
+            raise _err("input.path", "an existing file", path)
+        if os.path.isdir(path) and "key" in inp:
+            raise _err("input.key", "absent for a directory of .npy shards", inp["key"])
     else:
         inp.setdefault("seed", 0)
         inp.setdefault("dtype", "float32")
@@ -155,6 +176,10 @@ def validate_config(cfg: dict) -> dict:
             v = inp.get(key)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise _err(f"input.{key}", f"an integer >= {lo}", v)
+        if inp["count"] > 2**32:  # the generator's row counter is 32 bits
+            raise _err("input.count", "at most 2**32 for a generator (split the run by seed)", inp["count"])
+        if inp["seed"] >= 2**64:
+            raise _err("input.seed", "below 2**64", inp["seed"])
         if inp["generator"] == "planted_degenerate" and inp["n"] < 2:
             raise _err("input.n", "an integer >= 2 for planted_degenerate", inp["n"])
         if inp["dtype"] not in DTYPES:
@@ -186,52 +211,170 @@ class _Source:
             self.data = None
             self.count, self.n = inp["count"], inp["n"]
             self.dtype = np.dtype(inp["dtype"])
-            self._gen = jax.jit(lambda rows: _generate(inp["generator"], inp["seed"], self.n, self.dtype, rows))
+            self._gen = jax.jit(
+                lambda rows: _generate(inp["generator"], inp["seed"], self.n, self.dtype, rows.astype(jnp.uint32)))
+        # generated rows are drawn in blocks of at least this many (the caller's chunk), so
+        # a short last chunk reuses the compiled generator instead of compiling another
+        self.block = 1
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         if self.data is not None:
             return np.asarray(self.data[start:stop])
-        return np.asarray(self._gen(jnp.arange(start, stop, dtype=jnp.int32)))
+        size = max(stop - start, self.block)
+        return np.asarray(self._gen(np.arange(start, start + size, dtype=np.uint32)))[: stop - start]
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` (sorted indices), in one read or one generator call."""
+        if self.data is not None:
+            return np.stack([np.asarray(self.data[int(i): int(i) + 1])[0] for i in idx])
+        return np.asarray(self._gen(np.asarray(idx, dtype=np.uint32)))
 
 
 def _load_input(inp: dict):
-    """The input array: a .npy memory-mapped, a .npz member read into memory."""
+    """The input array: a .npy memory-mapped, a directory of .npy shards memory-mapped and
+    read as one array, a .npz member memory-mapped where it is stored uncompressed (read
+    into memory where it is compressed: ``np.savez_compressed``)."""
     path = inp["path"]
     try:
+        if os.path.isdir(path):
+            return _Shards(path)
         if path.endswith(".npz"):
-            z = np.load(path, mmap_mode="r")
-            key = inp.get("key") or (z.files[0] if len(z.files) == 1 else None)
-            if key not in z.files:
-                raise _err("input.key", f"one of the arrays in the .npz file {z.files}", inp.get("key"))
-            return z[key]  # .npz members are read into memory (np.load limitation)
+            import zipfile
+
+            with zipfile.ZipFile(path) as zf:
+                files = [m[:-4] for m in zf.namelist() if m.endswith(".npy")]
+            key = inp.get("key") or (files[0] if len(files) == 1 else None)
+            if key not in files:
+                raise _err("input.key", f"one of the arrays in the .npz file {files}", inp.get("key"))
+            mapped = _npz_memmap(path, key)
+            if mapped is not None:
+                return mapped
+            return np.load(path)[key]  # a compressed member is read into memory whole
         return np.load(path, mmap_mode="r")
     except (MemoryError, OSError) as e:
         if isinstance(e, OSError) and e.errno != errno.ENOMEM:
             raise
         npz = path.endswith(".npz")
-        hint = "; a .npz member is read into memory whole, a .npy file is memory-mapped" if npz else ""
+        hint = "; a compressed .npz member is read into memory whole, a .npy file is memory-mapped" if npz else ""
         raise BatchRunError(f"not enough memory to read the input {path} ({os.path.getsize(path)} bytes on disk): "
                             f"{e}{hint}; raise the memory limit (ulimit -v) or split the input", 2) from None
 
 
+def _npz_memmap(path: str, key: str) -> np.ndarray | None:
+    """Member ``key`` of a .npz file as a read-only memory map, or None where it is compressed.
+
+    ``np.load(mmap_mode=...)`` does not map .npz members; a member stored uncompressed
+    (``ZIP_STORED``, as ``np.savez`` writes) is a .npy file at an offset inside the zip:
+    its local header (30 bytes, the name, the extra field) is skipped and the .npy header read.
+    """
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:  # compressed or encrypted
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        if local[:4] != b"PK\x03\x04":
+            return None
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        offset = f.tell()
+    if dtype.hasobject or 0 in shape:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+class _Shards:
+    """A directory of ``.npy`` files (sorted by name), memory-mapped and read as one array
+    along the first axis. Every shard must hold ``(rows, n, n)`` of one dtype and one ``n``."""
+
+    def __init__(self, directory: str):
+        names = sorted(f for f in os.listdir(directory) if f.endswith(".npy"))
+        if not names:
+            raise _err("input.path", "a directory holding at least one .npy shard", directory)
+        self.paths = [os.path.join(directory, f) for f in names]
+        self.parts = [np.load(p, mmap_mode="r") for p in self.paths]
+        first = self.parts[0]
+        for p, a in zip(self.paths, self.parts):
+            if a.ndim != 3 or a.shape[1:] != first.shape[1:] or a.dtype != first.dtype:
+                raise _err("input.path", f"shards of one shape (rows, n, n) and one dtype, as the first, "
+                           f"{names[0]}: (rows, {', '.join(map(str, first.shape[1:]))}) {first.dtype}",
+                           f"{p}: shape {a.shape} {a.dtype}")
+        self.dtype = first.dtype
+        self.starts = np.cumsum([0] + [a.shape[0] for a in self.parts])
+        self.shape = (int(self.starts[-1]), *first.shape[1:])
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, idx: slice) -> np.ndarray:
+        start, stop, _ = idx.indices(self.shape[0])
+        pieces = []
+        for i, a in enumerate(self.parts):
+            lo, hi = max(start, self.starts[i]), min(stop, self.starts[i + 1])
+            if lo < hi:
+                pieces.append(a[lo - self.starts[i]: hi - self.starts[i]])
+        if not pieces:
+            return np.zeros((0, *self.shape[1:]), self.dtype)
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+
+def _normals(seed: int, rows, m: int, dtype) -> jax.Array:
+    """``(len(rows), m)`` standard normals; entry ``(i, j)`` depends on ``(seed, rows[i], j)`` only.
+
+    Counter-based: the Threefry-2x32 hash (the generator of ``jax.random``, keyed as
+    ``PRNGKey(seed)``) of the counter ``(row, h)`` gives 64 bits: two float32 uniforms, or
+    one float64 uniform; pairs of uniforms become pairs of normals by Box-Muller
+    (``sqrt(-2 log u1) (cos, sin)(2 pi u2)``; on XLA:CPU ``erfinv``, the map of
+    ``jax.random.normal``, costs about 1.5x the hash). Elementwise over the whole chunk in one
+    program: no per-row key derivation, nothing that depends on the chunk or the process
+    a row falls in.
+    """
+    from jax.extend.random import threefry2x32_p
+
+    dtype = np.dtype(dtype)
+    k1, k2 = np.uint32(seed >> 32), np.uint32(seed & 0xFFFFFFFF)
+    pairs = -(-m // 2)
+    nh = pairs if dtype == np.float32 else 2 * pairs  # hashes per row
+    x0 = jnp.broadcast_to(rows.astype(jnp.uint32)[:, None], (rows.shape[0], nh))
+    x1 = jnp.broadcast_to(jnp.arange(nh, dtype=jnp.uint32)[None, :], (rows.shape[0], nh))
+    o0, o1 = threefry2x32_p.bind(jnp.broadcast_to(k1, x0.shape), jnp.broadcast_to(k2, x0.shape), x0, x1)
+    if dtype == np.float32:
+        b1, b2, uint, nbits = o0, o1, jnp.uint32, 32
+    else:
+        bits = (o0.astype(jnp.uint64) << jnp.uint64(32)) | o1.astype(jnp.uint64)
+        b1, b2, uint, nbits = bits[:, :pairs], bits[:, pairs:], jnp.uint64, 64
+    one = np.array(1.0, dtype)
+    one_bits = one.view(np.dtype(f"uint{nbits}"))
+    shift = uint(nbits - np.finfo(dtype).nmant)
+
+    def unit(b):  # [0, 1): the mantissa bits under the exponent of 1.0
+        return jax.lax.bitcast_convert_type((b >> shift) | uint(one_bits), dtype) - one
+
+    radius = jnp.sqrt(np.array(-2.0, dtype) * jnp.log(one - unit(b1)))  # 1 - u in (0, 1]
+    theta = np.array(2 * np.pi, dtype) * unit(b2)
+    return jnp.concatenate([radius * jnp.cos(theta), radius * jnp.sin(theta)], axis=1)[:, :m]
+
+
 def _generate(kind, seed, n, dtype, rows):
-    base = jax.random.PRNGKey(seed)
-
-    def one(i):
-        k1, k2 = jax.random.split(jax.random.fold_in(base, i))
-        x = jax.random.normal(k1, (n, n), dtype)
-        if kind == "random_general":
-            return x
-        if kind == "random_symmetric":
-            return (x + x.T) / 2
-        q, r = jnp.linalg.qr(x)
-        q = q * jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0).astype(dtype)[None, :]
-        w = jnp.sort(jax.random.normal(k2, (n,), dtype))
-        w = w.at[1].set(w[0])  # an exactly repeated eigenvalue (up to rounding of Q)
-        a = (q * w[None, :]) @ q.T
-        return (a + a.T) / 2
-
-    return jax.vmap(one)(rows)
+    """Row ``rows[i]`` of generator ``kind``: a function of ``(seed, rows[i])`` only."""
+    m = n * n + (n if kind == "planted_degenerate" else 0)
+    z = _normals(seed, rows, m, dtype)
+    x = z[:, : n * n].reshape(-1, n, n)
+    if kind == "random_general":
+        return x
+    if kind == "random_symmetric":
+        return (x + jnp.swapaxes(x, -1, -2)) / 2
+    q, r = jnp.linalg.qr(x)
+    q = q * jnp.where(jnp.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0).astype(dtype)[:, None, :]
+    w = jnp.sort(z[:, n * n:], axis=-1)
+    w = w.at[:, 1].set(w[:, 0])  # an exactly repeated eigenvalue (up to rounding of Q)
+    a = (q * w[:, None, :]) @ jnp.swapaxes(q, -1, -2)
+    return (a + jnp.swapaxes(a, -1, -2)) / 2
 
 
 # ---------------------------------------------------------------------- computation
@@ -282,10 +425,17 @@ def _fingerprint(cfg, count, n, dtype):
     inp = cfg["input"]
     stamp = None
     if "path" in inp:  # a file rewritten in place (same shape) must not be resumed into
-        st = os.stat(inp["path"])
-        stamp = [st.st_size, st.st_mtime_ns]
+        paths = [inp["path"]]
+        if os.path.isdir(inp["path"]):  # a shard added, removed or rewritten
+            paths = sorted(f for f in os.listdir(inp["path"]) if f.endswith(".npy"))
+            paths = [os.path.join(inp["path"], f) for f in paths]
+        stamps = [[os.path.basename(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths]
+        stamp = [stamps[0][1], stamps[0][2]] if not os.path.isdir(inp["path"]) else stamps
+    # the generator's stream (counter-based since issue 17): rows of an older stream are not resumed into
+    stream = "threefry-counter-box-muller-1" if "generator" in inp else None
     blob = json.dumps({"cfg": {k: v for k, v in cfg.items() if k != "progress"}, "count": count, "n": n,
-                       "dtype": str(dtype), "file": stamp}, sort_keys=True)
+                       "dtype": str(dtype), "file": stamp, **({"stream": stream} if stream else {})},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -307,7 +457,7 @@ def _accuracy(cfg, src, outs, sample):
     """Residual / orthogonality / eigenvalue error on the sampled rows (float64 NumPy)."""
     if len(sample) == 0:
         return {}
-    a = np.stack([src.rows(int(i), int(i) + 1)[0] for i in sample]).astype(np.complex128)
+    a = src.take(sample).astype(np.complex128)
     finite = np.all(np.isfinite(a), axis=(-2, -1))
     acc = {"sample_rows": int(len(sample)), "sample_rows_not_finite": int((~finite).sum())}
     # a matrix with NaN or inf entries has all-NaN outputs (documented); the checks
@@ -438,57 +588,126 @@ def _ranges(chunks) -> str:
 
 
 def _barrier(nproc: int, name: str) -> None:
+    """Wait for every process; a process that died makes this one line (exit 3), not a traceback."""
     if nproc > 1:
         from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices(name)
+        try:
+            multihost_utils.sync_global_devices(name)
+        except (ValueError, RuntimeError, jax.errors.JaxRuntimeError) as e:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise BatchRunError(
+                f"process {jax.process_index()} of {nproc} lost contact with the others at {name} ({why}): "
+                "another process has probably died; the chunks recorded in the progress files are kept: "
+                "restart all processes with --resume", 3) from None
+
+
+def _agree(nproc: int, failure: Exception | None) -> None:
+    """Raise on every process when any process failed to start.
+
+    A process that refuses (lock held, config changed, another process count) must not
+    leave the others waiting at a barrier: each says whether it failed, all of them learn it.
+    """
+    if nproc > 1:
+        from jax.experimental import multihost_utils
+
+        failed = np.asarray(multihost_utils.process_allgather(np.int32(failure is not None))).reshape(-1)
+        if failure is None and failed.any():
+            bad = ", ".join(str(k) for k in np.flatnonzero(failed))
+            raise BatchRunError(f"process(es) {bad} of {nproc} refused to start (see their message); "
+                                "nothing was written", 2)
+    if failure is not None:
+        raise failure
+
+
+_PROGRESS_NAME = re.compile(r"progress(?:\.(\d+))?\.json")
+
+
+def _progress_name(pid: int) -> str:
+    return "progress.json" if pid == 0 else f"progress.{pid}.json"
 
 
 class _Progress:
-    """``progress.json``: the config's fingerprint and the chunks whose rows are on disk."""
+    """``progress.json`` (``progress.<k>.json`` for process ``k > 0``): the config's
+    fingerprint, the process count, and the chunks of this process whose rows are on disk."""
 
-    def __init__(self, path: str, fingerprint: str, nchunks: int):
-        self.path, self.fp, self.nchunks = path, fingerprint, nchunks
+    def __init__(self, out_dir: str, fingerprint: str, nchunks: int, pid: int = 0, nproc: int = 1):
+        self.dir, self.fp, self.nchunks, self.pid, self.nproc = out_dir, fingerprint, nchunks, pid, nproc
+        self.path = os.path.join(out_dir, _progress_name(pid))
 
-    def read(self, resume: bool, note) -> set[int] | None:
-        """The finished chunks; None when there is no record (a fresh run)."""
+    def records(self) -> dict[int, str]:
+        """Every process's progress file in the directory, by process index."""
         try:
-            fd = _files.open_nofollow(self.path, os.O_RDONLY)
+            names = os.listdir(self.dir)
         except FileNotFoundError:
-            if resume:
-                note(f"nothing to resume in {os.path.dirname(self.path)} (no {os.path.basename(self.path)}): "
-                     "starting a fresh run")
-            return None
+            return {}
+        found = {}
+        for name in names:
+            m = _PROGRESS_NAME.fullmatch(name)
+            if m and m.group(1) != "0":
+                found[int(m.group(1) or 0)] = os.path.join(self.dir, name)
+        return found
+
+    def parse(self, path: str) -> tuple[set[int], int]:
+        """``(done_chunks, process_count)`` of one progress file; a damaged one is a BatchRunError."""
+        fd = _files.open_nofollow(path, os.O_RDONLY)
         with os.fdopen(fd, "rb") as f:
             raw = f.read()
-        if not resume:
-            raise BatchConfigError(
-                f"batch_eval: {self.path} exists; pass --resume (resume=True) to continue that run, "
-                "or use a new output directory (--out).")
         try:
             prog = json.loads(raw)
             done, fp = prog["done_chunks"], prog["fingerprint"]
+            nproc = prog.get("process_count", 1)  # files written before multi-process runs: one process
             ok = isinstance(fp, str) and isinstance(done, list) and all(
-                isinstance(c, int) and not isinstance(c, bool) for c in done)
-        except (ValueError, KeyError, TypeError, IndexError):
+                isinstance(c, int) and not isinstance(c, bool) for c in done) and (
+                isinstance(nproc, int) and not isinstance(nproc, bool) and nproc >= 1)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             ok = False
         if not ok:
             raise BatchRunError(
-                f"{self.path} is damaged: expected the JSON record {{fingerprint, done_chunks, num_chunks}} of a "
+                f"{path} is damaged: expected the JSON record {{fingerprint, done_chunks, num_chunks}} of a "
                 f"batch run, found {raw[:60]!r}; restore it, or delete it to recompute every chunk", 2)
         if fp != self.fp:
             raise BatchConfigError(
                 f"batch_eval: cannot resume: the config or the input file (its size or modification "
-                f"time) differs from the run in {self.path}.")
+                f"time) differs from the run in {path}.")
         if not all(0 <= c < self.nchunks for c in done):
-            raise BatchRunError(f"{self.path} is damaged: done_chunks must lie in 0..{self.nchunks - 1}; "
+            raise BatchRunError(f"{path} is damaged: done_chunks must lie in 0..{self.nchunks - 1}; "
                                 f"found {sorted(done)[:3]}...{sorted(done)[-3:]}", 2)
-        return set(done)
+        return set(done), nproc
+
+    def read(self, resume: bool, note) -> set[int] | None:
+        """This process's finished chunks; None when the directory holds no run (a fresh run).
+
+        Every process reads every progress file, so all of them take the same decision:
+        refuse (no ``--resume``, another config, another process count) or go on.
+        """
+        records = self.records()
+        if not records:
+            if resume:
+                note(f"nothing to resume in {self.dir} (no progress.json): starting a fresh run")
+            return None
+        if not resume:
+            first = records[min(records)]
+            raise BatchConfigError(
+                f"batch_eval: {first} exists; pass --resume (resume=True) to continue that run, "
+                "or use a new output directory (--out).")
+        mine: set[int] = set()
+        for k, path in sorted(records.items()):
+            done, was = self.parse(path)
+            if was != self.nproc or k >= self.nproc:
+                raise BatchConfigError(
+                    f"batch_eval: cannot resume: the run in {self.dir} was made by {was} process(es) "
+                    f"({os.path.basename(path)}), this one has {self.nproc} (JAX_NUM_PROCESSES); resume it with "
+                    f"JAX_NUM_PROCESSES={was}, or use a new output directory (--out).")
+            if k == self.pid:
+                mine = done
+        return {c for c in mine if c % self.nproc == self.pid}
 
     def write(self, done: set[int]) -> None:
         try:
             _files.atomic_write_json(self.path, {"fingerprint": self.fp, "done_chunks": sorted(done),
-                                                 "num_chunks": self.nchunks})
+                                                 "num_chunks": self.nchunks, "process_count": self.nproc,
+                                                 "process_index": self.pid})
         except OSError as e:
             if e.errno not in _DISK_FULL:
                 raise
@@ -558,17 +777,30 @@ def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
     mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
     padded = -(-min(chunk, count) // len(devices)) * len(devices)  # every chunk padded to this: one compilation
+    src.block = padded
     fn = jax.jit(_make_fn(cfg), in_shardings=sharding, out_shardings=sharding)
+    if src.data is None:  # generated input: drawn inside the same program, on the devices (no host copy)
+        inp, compute = src.inp, _make_fn(cfg)
+        fn = jax.jit(lambda rows: compute(_generate(inp["generator"], inp["seed"], n, dtype, rows)),
+                     in_shardings=sharding, out_shardings=sharding)
     eye = np.eye(n, dtype=dtype)
     t0, rows_done = time.perf_counter(), 0
-    for c in todo:
+    split = {"input": 0.0, "compute": 0.0, "write": 0.0}  # where this run's time went
+    for i, c in enumerate(todo, 1):
         start, stop = c * chunk, min(count, (c + 1) * chunk)
         try:
-            x = src.rows(start, stop)
-            if x.shape[0] < padded:
-                x = np.concatenate([x, np.broadcast_to(eye, (padded - x.shape[0], n, n))])
+            t = time.perf_counter()
+            if src.data is None:  # the row indices (past the last row: real rows, dropped like padding)
+                x = np.arange(start, start + padded, dtype=np.uint32)
+            else:
+                x = src.rows(start, stop)
+                if x.shape[0] < padded:
+                    x = np.concatenate([x, np.broadcast_to(eye, (padded - x.shape[0], n, n))])
+            split["input"] += time.perf_counter() - t
+            t = time.perf_counter()
             res = fn(jax.device_put(x, sharding))
             host = {k: np.asarray(res[k])[: stop - start] for k in outs}
+            split["compute"] += time.perf_counter() - t
         except (MemoryError, jax.errors.JaxRuntimeError) as e:
             if isinstance(e, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" not in str(e):
                 raise
@@ -577,6 +809,7 @@ def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
                 f"out of memory computing chunk {c} ({stop - start} matrices {n}x{n} {dtype}; {why}): lower "
                 f"chunk_size (now {chunk}) or raise the memory limit; the {len(done)} finished chunks are kept: "
                 "run again with --resume", 3) from None
+        t = time.perf_counter()
         try:
             for k, o in outs.items():
                 o.write(start, host[k])
@@ -590,12 +823,15 @@ def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
                 f"{len(done)} finished chunks are kept: free space and run again with --resume", 3) from None
         done.add(c)
         progress.write(done)
+        split["write"] += time.perf_counter() - t
         rows_done += stop - start
         if _TEST_DELAY:  # test hook (tests/test_batch.py): widen the window for a kill
             time.sleep(_TEST_DELAY)
+        if _TEST_KILL_AFTER and _TEST_KILL_AFTER == f"{progress.pid}:{i}":
+            os.kill(os.getpid(), signal.SIGKILL)
         if bar is not None:
             bar.update(stop - start)
-    return rows_done, time.perf_counter() - t0
+    return rows_done, time.perf_counter() - t0, split
 
 
 def _refuse_links(paths) -> None:
@@ -647,29 +883,39 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
         jax.config.update("jax_enable_x64", True)
     count, chunk = src.count, cfg["chunk_size"]
     nchunks = -(-count // chunk)
-    sfx = "" if pid == 0 else f".{pid}"
     fp = _fingerprint(cfg, count, src.n, src.dtype)
-    progress = _Progress(os.path.join(out_dir, f"progress{sfx}.json"), fp, nchunks)
-    summary_path = os.path.join(out_dir, f"summary{sfx}.json")
-    lock_path = os.path.join(out_dir, f"batch_eval{sfx}.lock")
+    progress = _Progress(out_dir, fp, nchunks, pid, nproc)
+    # one process: summary.json; several: each writes its part summary.<k>.json, and
+    # process 0 merges them into summary.json once every process is done
+    summary_path = os.path.join(out_dir, "summary.json" if nproc == 1 else f"summary.{pid}.json")
+    lock_path = os.path.join(out_dir, "batch_eval.lock" if pid == 0 else f"batch_eval.{pid}.lock")
     outs = {k: _Output(os.path.join(out_dir, f"{k}.npy"), (count, *shp), dt)
             for k, (shp, dt) in _output_specs(cfg, src.n, src.dtype).items()}
-    _refuse_links([*(o.path for o in outs.values()), progress.path, summary_path, lock_path])
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise BatchRunError(f"cannot create the output directory {out_dir}: {e.strerror}", 2) from None
     notes: list[str] = []
 
     def note(msg):
         notes.append(msg)
         print(f"batch_eval: {msg}", file=sys.stderr, flush=True)
 
-    with _lock(lock_path):
-        try:
+    with contextlib.ExitStack() as stack:
+        failure, done = None, None
+        try:  # every refusal comes before the first barrier, and every process learns of it
+            _refuse_links([*(o.path for o in outs.values()), progress.path, summary_path, lock_path,
+                           os.path.join(out_dir, "summary.json")])
+            try:
+                os.makedirs(out_dir, exist_ok=True)
+            except OSError as e:
+                raise BatchRunError(f"cannot create the output directory {out_dir}: {e.strerror}", 2) from None
+            stack.enter_context(_lock(lock_path))
             for path in (progress.path, summary_path):  # a killed run's temporaries (we hold the lock)
                 _files.remove_temps(path)
             done = progress.read(resume, note)
+        except (BatchConfigError, BatchRunError) as e:
+            failure = e
+        except _files.SymlinkRefused as e:
+            failure = BatchRunError(e.strerror, 2)
+        _agree(nproc, failure)
+        try:
             fresh = done is None
             done = _prepare_outputs(outs, set() if fresh else done, fresh, chunk, progress, note, pid, nproc)
             progress.write(done)
@@ -686,45 +932,122 @@ def _finish(cfg, src, outs, done, progress, summary_path, notes, note, resumed, 
     count, chunk, nchunks = src.count, cfg["chunk_size"], progress.nchunks
     ours = [c for c in range(nchunks) if c % nproc == pid]
     mine = [c for c in ours if c not in done]
-    rows_of = lambda cs: sum(min(chunk, count - c * chunk) for c in cs)  # noqa: E731
     if resumed and not mine:
         note(f"nothing to resume: all {len(ours)} chunks are done; summary.json is rewritten")
     bar = None
     if cfg["progress"] and mine:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=rows_of(mine), unit="mat", unit_scale=True, desc=f"batch_eval {cfg['op']}")
-    rows_done, seconds = _compute(cfg, src, outs, mine, done, progress, bar)
+        bar = tqdm(total=_rows_of(mine, chunk, count), unit="mat", unit_scale=True, desc=f"batch_eval {cfg['op']}")
+    rows_done, seconds, split = _compute(cfg, src, outs, mine, done, progress, bar)
     if bar is not None:
         bar.close()
-    rng = np.random.default_rng(0)
-    k = min(cfg["sample_checks"], count)
-    sample = np.sort(rng.choice(count, size=k, replace=False)) if all(
-        ch in done for ch in ours) and nproc == 1 else np.array([], int)
     devices = jax.local_devices()
     summary = {
         "op": cfg["op"], "rows": count, "n": src.n, "dtype": str(src.dtype), "chunks": nchunks,
         "resumed": resumed,
         "chunks_this_run": len(mine),
         "rows_this_run": rows_done,
-        "rows_resumed": rows_of(c for c in ours if c not in mine),  # on disk before this run
+        "rows_resumed": _rows_of((c for c in ours if c not in mine), chunk, count),  # on disk before this run
         "seconds_this_run": seconds,
         "matrices_per_second": rows_done / seconds if rows_done and seconds > 0 else None,  # this run's rows
+        # this run's time: reading or generating the input, computing (the first chunk's
+        # compilation included), writing and flushing the outputs and progress
+        "seconds_input": split["input"], "seconds_compute": split["compute"], "seconds_write": split["write"],
         "device_kind": devices[0].device_kind, "platform": devices[0].platform, "local_device_count": len(devices),
         "process_index": pid, "process_count": nproc,
-        "complete": len(done) == nchunks if nproc == 1 else None,
-        "accuracy": _accuracy(cfg, src, outs, sample),
+        "complete": len(done) == nchunks if nproc == 1 else None,  # a part: process 0 says, for all of them
+        "accuracy": {},
         "outputs": {k: os.path.basename(o.path) for k, o in outs.items()},
         "notes": notes,
     }
+    if nproc == 1:
+        summary["accuracy"] = _accuracy(cfg, src, outs, _sample(cfg, count) if summary["complete"] else [])
+    _write_summary(summary_path, summary)
+    if nproc == 1:
+        return summary
+    _barrier(nproc, "eigjax_batch_parts_written")  # every process's chunks are on disk (or it died)
+    if pid != 0:
+        return summary
+    summary = _merge_parts(cfg, src, outs, progress)
+    _write_summary(os.path.join(progress.dir, "summary.json"), summary)
+    return summary
+
+
+def _rows_of(chunks, chunk: int, count: int) -> int:
+    return sum(min(chunk, count - c * chunk) for c in chunks)
+
+
+def _sample(cfg, count: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return np.sort(rng.choice(count, size=min(cfg["sample_checks"], count), replace=False))
+
+
+def _write_summary(path: str, summary: dict) -> None:
     try:
-        _files.atomic_write_json(summary_path, summary)
+        _files.atomic_write_json(path, summary)
     except OSError as e:
         if e.errno not in _DISK_FULL:
             raise
-        raise BatchRunError(f"disk full writing {summary_path} ({e.strerror}); every chunk is done and kept: "
+        raise BatchRunError(f"disk full writing {path} ({e.strerror}); every chunk is done and kept: "
                             "free space and run again with --resume to write the summary", 3) from None
-    return summary
+
+
+def _merge_parts(cfg, src, outs, progress: _Progress) -> dict:
+    """Process 0, after every process wrote its part: the global ``summary.json``.
+
+    ``complete`` is checked, not trusted: every process's progress file is read again and
+    the union of their finished chunks must be every chunk, each recorded by its owner
+    (chunk ``c`` by process ``c % P``), and every output file must hold all its rows.
+    """
+    nproc, nchunks, out_dir = progress.nproc, progress.nchunks, progress.dir
+    parts, problems = [], []
+    for k in range(nproc):
+        path = os.path.join(out_dir, f"summary.{k}.json")
+        try:
+            with open(path) as f:
+                parts.append(json.load(f))
+        except (OSError, ValueError) as e:
+            problems.append(f"{os.path.basename(path)} unreadable ({e})")
+    recorded: set[int] = set()
+    for k, path in sorted(progress.records().items()):
+        done, _ = progress.parse(path)
+        if any(c % nproc != k for c in done):
+            problems.append(f"{os.path.basename(path)} lists chunks of another process")
+        recorded |= {c for c in done if c % nproc == k}
+    missing = set(range(nchunks)) - recorded
+    if missing:
+        problems.append(f"chunks {_ranges(missing)} not recorded as done")
+    for o in outs.values():  # reopened: rows other hosts wrote are read through a fresh descriptor (NFS)
+        o.close()
+        _, problem, _ = o.inspect()
+        if problem:
+            problems.append(f"{os.path.basename(o.path)} {problem}")
+        o.open(create=False)
+    complete = not problems
+    seconds = max((p["seconds_this_run"] for p in parts), default=0.0)
+    rows_this_run = sum(p["rows_this_run"] for p in parts)
+    first = parts[0] if parts else {}
+    keys = ("process_index", "chunks_this_run", "rows_this_run", "rows_resumed", "seconds_this_run",
+            "matrices_per_second", "seconds_input", "seconds_compute", "seconds_write", "local_device_count",
+            "device_kind", "resumed")
+    return {
+        **{k: first.get(k) for k in ("op", "rows", "n", "dtype", "chunks", "device_kind", "platform")},
+        "resumed": any(p["resumed"] for p in parts),
+        "chunks_this_run": sum(p["chunks_this_run"] for p in parts),
+        "rows_this_run": rows_this_run,
+        "rows_resumed": sum(p["rows_resumed"] for p in parts),
+        "seconds_this_run": seconds,  # the slowest process's
+        "matrices_per_second": rows_this_run / seconds if rows_this_run and seconds > 0 else None,
+        "local_device_count": first.get("local_device_count"),
+        "device_count": sum(p["local_device_count"] for p in parts),
+        "process_count": nproc,
+        "per_process": [{k: p.get(k) for k in keys} for p in parts],
+        "complete": complete,
+        "accuracy": _accuracy(cfg, src, outs, _sample(cfg, src.count) if complete else []),
+        "outputs": {k: os.path.basename(o.path) for k, o in outs.items()},
+        "notes": [f"process {p['process_index']}: {m}" for p in parts for m in p["notes"]] + problems,
+    }
 
 
 def summary_line(summary: dict, out_dir: str) -> str:

@@ -1,8 +1,8 @@
 """Batch evaluation (eigjax._batch): config errors, sharded == unsharded, resume after kill.
 
 Sharded runs use XLA_FLAGS=--xla_force_host_platform_device_count=4 in a subprocess
-(the flag must be set before jax is imported). Multi-host (jax.distributed) cannot be
-tested on one machine.
+(the flag must be set before jax is imported). Several processes (jax.distributed):
+tests/test_distributed.py.
 """
 
 import json
@@ -153,6 +153,7 @@ def test_file_inputs_and_ops(tmp_path):
         ({"chunk_size": 0, "input": {"generator": "random_symmetric", "n": 2, "count": 1}}, "chunk_size"),
         ({"input": {"generator": "nope", "n": 2, "count": 1}}, "input.generator"),
         ({"input": {"generator": "random_symmetric", "n": 0, "count": 1}}, "input.n"),
+        ({"input": {"generator": "random_symmetric", "n": 2, "count": 2**32 + 1}}, "input.count"),
         ({"input": {"path": "/nonexistent.npy"}}, "input.path"),
         ({"input": {"generator": "random_symmetric", "n": 2, "count": 1}, "grad_loss": "x"}, "grad_loss"),
         ({"input": {"generator": "random_symmetric", "n": 2, "count": 1}, "chunks": 3}, "chunks"),
@@ -199,3 +200,114 @@ def test_resume_refuses_an_input_file_rewritten_in_place(tmp_path):
         run_batch_eval(cfg, str(tmp_path / "o"), resume=True)
     with pytest.raises(BatchConfigError, match="--resume"):
         run_batch_eval(cfg, str(tmp_path / "o"))
+
+
+def test_a_directory_of_npy_shards_is_one_input(tmp_path):
+    """Shards of 700, 0, 500 and 800 rows (sorted by name), chunks of 300 that straddle
+    them: the outputs are those of the same rows in one .npy file."""
+    r = np.random.default_rng(7)
+    x = r.standard_normal((2000, 3, 3))
+    x = x + np.swapaxes(x, 1, 2)
+    np.save(tmp_path / "all.npy", x)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for name, (lo, hi) in zip(["part-000.npy", "part-001.npy", "part-002.npy", "part-010.npy"],
+                              [(0, 700), (700, 700), (700, 1200), (1200, 2000)]):
+        np.save(shards / name, x[lo:hi])
+    (shards / "README.txt").write_text("not a shard")
+    base = {"op": "eigh", "chunk_size": 300, "vectors": True, "grad_loss": "sum_squares", "progress": False,
+            "sample_checks": 16}
+    s = run_batch_eval({**base, "input": {"path": str(shards)}}, str(tmp_path / "od"))
+    run_batch_eval({**base, "input": {"path": str(tmp_path / "all.npy")}}, str(tmp_path / "of"))
+    assert s["rows"] == 2000 and s["complete"]
+    for name in ("eigenvalues", "eigenvectors", "grad"):
+        np.testing.assert_array_equal(load(tmp_path / "od", name), load(tmp_path / "of", name))
+    np.testing.assert_allclose(load(tmp_path / "od", "grad"), 2 * x, atol=1e-12)
+    from eigjax._batch import _Source
+
+    src = _Source({"path": str(shards)})
+    assert all(isinstance(p, np.memmap) for p in src.data.parts)  # memory-mapped, not read
+    # a shard added after the run: the resume is refused (the input changed)
+    np.save(shards / "part-011.npy", x[:5])
+    with pytest.raises(BatchConfigError, match="input file"):
+        run_batch_eval({**base, "input": {"path": str(shards)}}, str(tmp_path / "od"), resume=True)
+
+
+@pytest.mark.parametrize("shape, dtype, what", [((5, 4, 4), np.float64, r"\(5, 4, 4\) float64"),
+                                                ((5, 3, 3), np.float32, r"\(5, 3, 3\) float32"),
+                                                ((5, 9), np.float64, r"\(5, 9\) float64")])
+def test_mismatched_shards_are_one_error_naming_the_shard(tmp_path, shape, dtype, what):
+    np.save(tmp_path / "a.npy", np.zeros((4, 3, 3)))
+    np.save(tmp_path / "b.npy", np.zeros(shape, dtype))
+    cfg = {"op": "eigvalsh", "progress": False, "input": {"path": str(tmp_path)}}
+    with pytest.raises(BatchConfigError, match=f"key `input.path`.*a.npy.*b.npy: shape {what}"):
+        run_batch_eval(cfg, str(tmp_path / "o"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BatchConfigError, match="at least one .npy shard"):
+        run_batch_eval({**cfg, "input": {"path": str(empty)}}, str(tmp_path / "o2"))
+
+
+def test_npz_members_stored_uncompressed_are_memory_mapped(tmp_path):
+    from eigjax._batch import _Source
+
+    r = np.random.default_rng(8)
+    x = r.standard_normal((50, 3, 3))
+    np.savez(tmp_path / "s.npz", first=np.arange(3.0), mats=x)  # ZIP_STORED
+    np.savez_compressed(tmp_path / "c.npz", mats=x)
+    np.save(tmp_path / "x.npy", x)
+    stored = _Source({"path": str(tmp_path / "s.npz"), "key": "mats"}).data
+    assert isinstance(stored, np.memmap)
+    np.testing.assert_array_equal(stored, x)
+    compressed = _Source({"path": str(tmp_path / "c.npz")}).data
+    assert not isinstance(compressed, np.memmap)  # read into memory (documented)
+    np.testing.assert_array_equal(compressed, x)
+    base = {"op": "eig", "chunk_size": 16, "progress": False, "sample_checks": 4}
+    for name, inp in [("s", {"path": str(tmp_path / "s.npz"), "key": "mats"}),
+                      ("c", {"path": str(tmp_path / "c.npz")}), ("x", {"path": str(tmp_path / "x.npy")})]:
+        run_batch_eval({**base, "input": inp}, str(tmp_path / name))
+    for name in ("s", "c"):
+        np.testing.assert_array_equal(load(tmp_path / name, "eigenvalues"), load(tmp_path / "x", "eigenvalues"))
+
+
+@pytest.mark.parametrize("kind", ["random_symmetric", "random_general", "planted_degenerate"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_generated_rows_do_not_depend_on_chunking(kind, dtype):
+    """Counter-based generator: row i is a function of (seed, i) only, whatever the chunk
+    (and so the process) it is drawn in, and the compiled block size."""
+    from eigjax._batch import _Source
+
+    inp = {"generator": kind, "n": 4, "count": 1000, "seed": 11, "dtype": dtype}
+    whole = _Source(inp).rows(0, 1000)
+    assert whole.shape == (1000, 4, 4) and whole.dtype == np.dtype(dtype)
+    for chunk in (1, 7, 300):
+        src = _Source(inp)
+        src.block = chunk if chunk > 1 else 64  # a short last chunk drawn from a larger block
+        starts = range(0, 1000, chunk) if chunk > 1 else range(0, 1000, 97)
+        step = chunk if chunk > 1 else 97
+        got = np.concatenate([src.rows(s, min(1000, s + step)) for s in starts])
+        np.testing.assert_array_equal(got, whole)
+    idx = np.array([0, 5, 999])
+    np.testing.assert_array_equal(_Source(inp).take(idx), whole[idx])
+    other = _Source({**inp, "seed": 12}).rows(0, 1000)
+    assert not np.any(np.all(other == whole, axis=(1, 2)))
+    if kind != "planted_degenerate":  # the entries are standard normal (halved sums for symmetric)
+        z = whole.reshape(-1) if kind == "random_general" else (2 * whole)[:, np.triu_indices(4, 1)[0],
+                                                                           np.triu_indices(4, 1)[1]].reshape(-1)
+        scale = 1.0 if kind == "random_general" else np.sqrt(2)
+        assert abs(z.mean()) < 0.05 and abs(z.std() / scale - 1) < 0.05
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_generated_input_is_the_input_the_outputs_were_computed_from(tmp_path, dtype):
+    """The rows are drawn inside the program that computes them: the outputs equal those of
+    the same rows drawn alone (what the sample checks read) and given as a file."""
+    from eigjax._batch import _Source
+
+    inp = {"generator": "random_symmetric", "n": 3, "count": 600, "seed": 2, "dtype": dtype}
+    np.save(tmp_path / "x.npy", _Source(inp).rows(0, 600))
+    base = {"op": "eigh", "chunk_size": 256, "grad_loss": "sum_squares", "progress": False, "sample_checks": 8}
+    run_batch_eval({**base, "input": inp}, str(tmp_path / "g"))
+    run_batch_eval({**base, "input": {"path": str(tmp_path / "x.npy")}}, str(tmp_path / "f"))
+    for name in ("eigenvalues", "eigenvectors", "grad"):
+        np.testing.assert_array_equal(load(tmp_path / "g", name), load(tmp_path / "f", name))

@@ -202,10 +202,10 @@ def test_unusable_input_is_refused_before_anything_is_written(tmp_path, shape, d
 
 
 def test_memory_limit_below_the_input_size_is_one_message(tmp_path, monkeypatch):
-    """Old code: a raw MemoryError traceback (.npz members are read into memory)."""
+    """Old code: a raw MemoryError traceback (compressed .npz members are read into memory)."""
     import eigjax._batch
 
-    np.savez(tmp_path / "a.npz", x=np.zeros((4, 3, 3)))
+    np.savez_compressed(tmp_path / "a.npz", x=np.zeros((4, 3, 3)))
 
     def no_memory(*a, **k):
         raise MemoryError("Unable to allocate 153. MiB for an array")
@@ -307,7 +307,8 @@ def test_a_real_memory_limit_below_the_input_size(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"experiment": "batch_eval", "batch": {
         "op": "eigvalsh", "chunk_size": 100, "vectors": False, "input": {"path": str(tmp_path / "big.npz")}}}))
-    np.savez(tmp_path / "big.npz", x=np.zeros((1000, 100, 100)))  # 80 MB, read whole: over the 48 MB headroom
+    # 80 MB, compressed (so read whole, not memory-mapped): over the 48 MB headroom
+    np.savez_compressed(tmp_path / "big.npz", x=np.zeros((1000, 100, 100)))
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     p = subprocess.run([sys.executable, "-c", LIMITED, "run", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"],
                        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
