@@ -87,7 +87,6 @@ import contextlib
 import functools
 import operator
 import os
-import sys
 import threading
 
 import jax
@@ -113,38 +112,14 @@ def trust_loss():
         _local.depth -= 1
 
 
-_GAUGE_CHECK_CODE = None
-
-
-def _in_gauge_check() -> bool:
-    # eigjax.check_gauge_invariance compares the cut rule's gradients in random gauges;
-    # the guard would make them NaN. Until eigjax._diagnostics enters trust_loss()
-    # itself, its frame is recognised here (at call time, not per trace: ~2 us for 30
-    # frames). A delayed import: _diagnostics imports _eigh, which imports this module.
-    global _GAUGE_CHECK_CODE
-    if _GAUGE_CHECK_CODE is None:
-        from ._diagnostics import check_gauge_invariance
-
-        _GAUGE_CHECK_CODE = check_gauge_invariance.__code__
-    code = _GAUGE_CHECK_CODE
-    f = sys._getframe(2)
-    for _ in range(400):
-        if f is None:
-            return False
-        if f.f_code is code:
-            return True
-        f = f.f_back
-    return False
-
-
 def resolve_check(option, *, fn: str):
     """The static value of a public ``degenerate_check`` option: ``True``, ``False`` or
     ``"debug"``. ``None`` (the default) is ``True``, ``"debug"`` when the environment
     variable ``EIGJAX_DEBUG_GUARD`` is set (not ``0``), and ``False`` inside
-    :func:`trust_loss` or :func:`eigjax.check_gauge_invariance`. Resolved when the
+    :func:`trust_loss` (which :func:`eigjax.check_gauge_invariance` enters). Resolved when the
     function is called, so the jit caches of the entry points keep the cases apart."""
     if option is None:
-        if getattr(_local, "depth", 0) or _in_gauge_check():
+        if getattr(_local, "depth", 0):
             return False
         return "debug" if os.environ.get("EIGJAX_DEBUG_GUARD", "") not in ("", "0") else True
     if option is True or option is False or (isinstance(option, str) and option == "debug"):
