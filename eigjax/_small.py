@@ -148,7 +148,7 @@ def _sort_network(w, cols):
     return w, cols
 
 
-def _eigh_unrolled(a: jax.Array, symmetrize: bool = False, *, loop: bool = True) -> tuple[jax.Array, jax.Array]:
+def _eigh_unrolled(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, jax.Array]:
     """Jacobi unrolled over entries, for real ``(..., n, n)`` (``symmetrize``: of
     ``(a + a^T) / 2``, formed entry by entry after the power-of-two scaling, so entries
     near the largest float cannot overflow in the sum).
@@ -159,9 +159,8 @@ def _eigh_unrolled(a: jax.Array, symmetrize: bool = False, *, loop: bool = True)
     solver into one pass: 1.6x faster than transposing to batch-last first).
 
     ``n <= 4``, a fixed number of sweeps (``_UNROLLED_SWEEPS``), in a ``fori_loop``
-    (``loop=True``: shallow fusions, fast to compile) or unrolled in Python
-    (``loop=False``: one straight-line program; slow to compile on XLA:CPU, minutes at
-    n = 3). A round-robin form for ``n >= 5`` on entries was tried for the GPU (3.7x
+    (shallow fusions, fast to compile; unrolled in Python it took minutes to compile on
+    XLA:CPU at n = 3, so that form was dropped). A round-robin form for ``n >= 5`` on entries was tried for the GPU (3.7x
     cuSOLVER at n = 8, float32) and dropped: on exactly degenerate float64 batches its
     residual reached 1e4 eps (BENCHMARKS.md).
     """
@@ -214,9 +213,6 @@ def _eigh_unrolled(a: jax.Array, symmetrize: bool = False, *, loop: bool = True)
     state = (m0, v0)
     if n == 2:  # one rotation is the exact eigendecomposition
         state = step(0, state)
-    elif not loop:
-        for i in range(per_sweep * _UNROLLED_SWEEPS[(n, dtype)]):
-            state = step(i, state)
     else:
         # unscale and poison ride along unchanged: materialised once, instead of XLA
         # recomputing max |a_ij| in every output kernel (2x slower at n = 3)
@@ -384,19 +380,18 @@ def eigh_small(a: jax.Array, *, symmetrize: bool = False) -> tuple[jax.Array, ja
     return _eigh_tiled(a / 2 + jnp.swapaxes(a, -1, -2) / 2 if symmetrize else a)  # no overflow near max
 
 
-@functools.partial(jax.jit, static_argnames=("symmetrize", "method", "loop"))
+@functools.partial(jax.jit, static_argnames=("symmetrize", "method"))
 def eigh_small_accel(
-    a: jax.Array, *, symmetrize: bool = False, method: str | None = None, loop: bool = True
+    a: jax.Array, *, symmetrize: bool = False, method: str | None = None
 ) -> tuple[jax.Array, jax.Array]:
     """The small-matrix solver of the accelerators (GPU, TPU), for real ``(..., n, n)``
     input (the lower triangle, or with ``symmetrize`` the symmetric part).
 
     ``method``: ``"entries"`` (:func:`_eigh_unrolled`, the default for ``n <= 4``) or ``"tiled"``
     (:func:`_eigh_tiled` on the whole batch as one tile). Which one a GPU/TPU program
-    uses, and with which loop options, is :func:`accel_plan`'s table. Pure JAX, so it
+    uses is :func:`accel_plan`'s table. Pure JAX, so it
     runs (and is tested) on every backend;
-    XLA:GPU fuses the elementwise sweeps that XLA:CPU splits into many kernels. ``loop``
-    selects the entry form's loop.
+    XLA:GPU fuses the elementwise sweeps that XLA:CPU splits into many kernels.
     """
     if jnp.issubdtype(a.dtype, jnp.complexfloating):
         raise TypeError(
@@ -407,7 +402,7 @@ def eigh_small_accel(
         return eigh_small(a, symmetrize=symmetrize)
     if (method or ("entries" if n <= 4 else "tiled")) == "tiled":
         return _eigh_tiled(a / 2 + jnp.swapaxes(a, -1, -2) / 2 if symmetrize else a, tile=0)
-    return _eigh_unrolled(a, symmetrize, loop=loop)
+    return _eigh_unrolled(a, symmetrize)
 
 
 def accel_plan(n: int, batch: int) -> dict | None:
@@ -419,7 +414,7 @@ def accel_plan(n: int, batch: int) -> dict | None:
     (launch-bound loops) and for 5 <= n <= 16, where the whole-batch tiled solver
     measured 0.1-0.6x."""
     if n <= 3 or (n == 4 and batch >= ACCEL_MIN_BATCH):
-        return {"method": "entries", "loop": True}
+        return {"method": "entries"}
     return None
 
 

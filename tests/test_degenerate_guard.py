@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 import eigjax
 from helpers import central_fd, hermitian, hermitian_direction, is_complex, random_matrix, random_unitary, rng, with_spectrum
+from test_properties import _spectrum
 
 N = 4
 POINTS = {  # spectrum, size of the degenerate group at the start
@@ -313,17 +314,9 @@ def _family_input(r, n, dtype, family):
     precision and cast."""
     big = 1e15 if _single(dtype) else 1e150
     scale = {"scaled_up": big, "scaled_down": 1 / big}.get(family, 1.0)
-    w = np.cumsum(0.5 + r.random(n)) - n / 2
-    if family == "degenerate2" and n >= 2:
-        w[1] = w[0]
-    elif family == "degenerate3" and n >= 3:
-        w[1] = w[2] = w[0]
-    elif family == "clustered" and n >= 2:
-        w[1:3] = w[0] + 1e-8 * np.arange(1, min(n, 3))
-    elif family == "zero":
+    w = _spectrum(r, n, family)  # tests/test_properties.py; "zero" is this file's own
+    if family == "zero":
         w[:] = 0.0
-    elif family == "rank_deficient":
-        w[: (n + 1) // 2] = 0.0
     w = np.sort(w) * scale
     q = random_unitary(r, n, dtype)
     a = hermitian((q * w) @ np.conj(q.T)).astype(dtype)
