@@ -90,7 +90,7 @@ def loss_eigh(fn):
 
 
 def check_correctness(rng) -> None:
-    emit("## 1. Correctness on the GPU (eigjax.eigh; bounds of tests/test_small.py)")
+    emit("## 1. Correctness on the GPU (eigjax.eigh; bounds of tests/library/test_small.py)")
     emit("")
     emit("| n | dtype | family | residual / (eps ||A||) | orthogonality / (n eps) | max |w - w_ref| / (n eps max|w|) |")
     emit("|---|---|---|---|---|---|")

@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from eigjax._config import load_yaml, resolve
-from eigjax._runner import make_optimizer
+from eigjax.app._config import load_yaml, resolve
+from eigjax.app._runner import make_optimizer
 
 
 def hand_written(cfg, module, problem, mode):

@@ -1,6 +1,8 @@
 """eigjax: differentiable eigendecompositions for JAX that stay right at degenerate points.
 
-The public API is re-exported here; everything else lives in private modules.
+The public API is re-exported here; everything else lives in private modules. This package
+(the library) imports jax and numpy only; the experiment runner, batch evaluator and command
+line live in :mod:`eigjax.app` (installed with ``pip install eigjax[app]``).
 """
 
 from importlib.metadata import PackageNotFoundError, version as _version
@@ -11,8 +13,6 @@ from ._eigh import eigvalsh as eigvalsh
 from ._generalized_eigh import eigh_generalized as eigh_generalized
 from ._partial_eigh import PartialEighResult as PartialEighResult
 from ._partial_eigh import eigh_partial as eigh_partial
-from ._batch import BatchConfigError as BatchConfigError
-from ._batch import run_batch_eval as run_batch_eval
 from ._eig import EigGaugeCheck as EigGaugeCheck
 from ._eig import EigLeftResult as EigLeftResult
 from ._eig import EigResult as EigResult

@@ -20,7 +20,7 @@ Two regularisations are offered:
 The default ``tol`` is ``4 * max(n, 8) * eps(dtype) * max_i |w_i|``: a computed
 eigenvalue of a Hermitian matrix carries an error of order ``eps * ||A||_2``
 (Wilkinson), so pairs closer than that cannot be told apart from a true multiple
-eigenvalue. Measured (tests/test_properties.py and a 150-draw study of exactly
+eigenvalue. Measured (tests/library/test_properties.py and a 150-draw study of exactly
 degenerate ``Q diag(1,1,2,3,3,3,5,5) Q^H``): LAPACK splits an exact multiple
 eigenvalue by up to about ``8 eps max|w|`` already at n = 6..8, so the bare
 ``n eps max|w|`` was too tight (a split pair then got ``F ~ 1e14`` and a wrong

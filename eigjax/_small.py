@@ -25,7 +25,7 @@ distinct eigenvalue clusters (Schonhage 1964; Hari 1991 for clusters, including
 exact multiple eigenvalues), so a fixed small number of sweeps suffices:
 ``off(A)^2`` drops from ``O(||A||^2)`` to below ``eps^2 ||A||^2`` in 4-6 sweeps for
 ``n <= 4`` (verified on random, exactly degenerate, nearly degenerate and badly
-scaled batches of 10^5 matrices in tests/test_small.py and during development).
+scaled batches of 10^5 matrices in tests/library/test_small.py and during development).
 
 Scaling. The matrix is first multiplied by ``2^-e`` with ``2^e`` the power of two
 just above ``max |a_ij|`` (exact in binary floating point) and the eigenvalues
@@ -106,7 +106,7 @@ def _scales(amax, finite):
 
 
 # Fixed sweep counts for the unrolled solvers. Measured (development script in
-# tests/test_small.py::test_sweep_count_margin): the worst max off-diagonal after
+# tests/library/test_small.py::test_sweep_count_margin): the worst max off-diagonal after
 # k sweeps over 10^5 random / degenerate / nearly degenerate matrices reaches the
 # rounding floor at k = 3 (n = 3) and k = 4 (n = 4) in float32, k = 4 and k = 5 in
 # float64; one more sweep is added as margin.

@@ -6,7 +6,7 @@ JAX's own test setting): an implicit promotion (float32 with float64, real with 
 in the library, the experiments or the tests fails loudly. It is set in the environment
 too, so the CLI and batch subprocesses the tests start run strict as well. The runner
 calls optax (not strict-clean) under standard promotion, see
-``eigjax._runner.optax_promotion``. ``EIGJAX_TEST_STRICT=0`` runs the suite with JAX's
+``eigjax.app._runner.optax_promotion``. ``EIGJAX_TEST_STRICT=0`` runs the suite with JAX's
 default (standard) promotion.
 
 The suite compiles hundreds of small XLA programs (one per shape, dtype and transform)
@@ -24,7 +24,7 @@ import tempfile
 if os.environ.get("EIGJAX_TEST_XLA_OPTIMIZE", "0") != "1":
     os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     # XLA:CPU's older loop emitters compile small programs about 1.5x faster (measured on
-    # tests/test_eigh.py + test_eig.py: 110 s -> 74 s); again code generation only.
+    # tests/library/test_eigh.py + test_eig.py: 110 s -> 74 s); again code generation only.
     flag = "--xla_cpu_use_fusion_emitters=false"
     if flag not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()

@@ -17,9 +17,9 @@ import time
 import numpy as np
 import pytest
 
-from eigjax._batch import BatchConfigError, run_batch_eval
+from eigjax.app._batch import BatchConfigError, run_batch_eval
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NAMES = ("eigenvalues", "eigenvectors", "grad")
 TIMEOUT = 90
 
@@ -202,7 +202,7 @@ def test_complete_is_checked_against_the_progress_files(tmp_path):
     run_all(config, out, 2, resume=True)
     s = read_json(out / "summary.json")
     assert s["complete"] is True and s["chunks_this_run"] == 1
-    from eigjax._batch import (
+    from eigjax.app._batch import (
         _fingerprint,
         _merge_parts,
         _Output,
@@ -232,7 +232,7 @@ def test_complete_is_checked_against_the_progress_files(tmp_path):
 def test_a_refusal_on_one_process_stops_every_process(tmp_path):
     """Process 1's lock is held by another run: process 1 refuses, and process 0 does not
     wait for it at a barrier: both exit 2, nothing written."""
-    from eigjax._files import DirLock
+    from eigjax.app._files import DirLock
 
     out = tmp_path / "o"
     out.mkdir()

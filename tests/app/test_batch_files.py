@@ -1,4 +1,4 @@
-"""Batch evaluation (eigjax._batch) against damaged, full, shared or hostile output directories.
+"""Batch evaluation (eigjax.app._batch) against damaged, full, shared or hostile output directories.
 
 Issue #19 items 8 (truncated output then --resume), 9 (disk full), 10 (symlinks in --out),
 14 (refusals before anything is written; memory; lock; damaged progress.json) and 20
@@ -15,9 +15,9 @@ import time
 import numpy as np
 import pytest
 
-from eigjax._batch import BatchConfigError, run_batch_eval
+from eigjax.app._batch import BatchConfigError, run_batch_eval
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NAMES = ("eigenvalues", "eigenvectors", "grad")
 
 
@@ -56,7 +56,7 @@ def reference(tmp_path_factory):
 
 
 def batch_run_error():
-    from eigjax._batch import BatchRunError  # not in the old code: the test fails there
+    from eigjax.app._batch import BatchRunError  # not in the old code: the test fails there
 
     return BatchRunError
 
@@ -107,17 +107,17 @@ def _no_space(fd, size):
 
 def test_disk_full_at_allocation_is_one_message_before_any_work(tmp_path, monkeypatch, reference):
     """Old code: sparse memmaps, so a full disk was a SIGBUS in the middle of the run."""
-    import eigjax._files
+    import eigjax.app._files
 
     out = tmp_path / "o"
     calls = []
-    real = eigjax._files.allocate
+    real = eigjax.app._files.allocate
 
     def second_file_does_not_fit(fd, size):  # eigenvalues.npy fits, eigenvectors.npy does not
         calls.append(size)
         (real if len(calls) == 1 else _no_space)(fd, size)
 
-    monkeypatch.setattr(eigjax._files, "allocate", second_file_does_not_fit)
+    monkeypatch.setattr(eigjax.app._files, "allocate", second_file_does_not_fit)
     with pytest.raises(batch_run_error(), match=r"disk full: cannot reserve 3\d\d\d bytes for .*eigenvectors\.npy") as e:
         run_batch_eval(cfg_gen(), str(out))
     assert e.value.exit_code == 3 and "\n" not in str(e.value)
@@ -128,17 +128,17 @@ def test_disk_full_at_allocation_is_one_message_before_any_work(tmp_path, monkey
 
 
 def test_disk_full_on_resume_loses_no_finished_row(tmp_path, monkeypatch, reference):
-    import eigjax._files
+    import eigjax.app._files
 
     out = str(tmp_path / "o")
     run_batch_eval(cfg_gen(), out)
     _truncate(os.path.join(out, "grad.npy"))
-    real = eigjax._files.allocate
+    real = eigjax.app._files.allocate
 
     def no_space_to_grow(fd, size):  # a full disk: files that need no new block still pass
         (_no_space if os.fstat(fd).st_size < size else real)(fd, size)
 
-    monkeypatch.setattr(eigjax._files, "allocate", no_space_to_grow)
+    monkeypatch.setattr(eigjax.app._files, "allocate", no_space_to_grow)
     with pytest.raises(batch_run_error(), match=r"disk full.*grad\.npy.*--resume"):
         run_batch_eval(cfg_gen(), out, resume=True)
     assert done_chunks(out) == [0, 1]  # progress no longer claims the lost rows
@@ -203,14 +203,14 @@ def test_unusable_input_is_refused_before_anything_is_written(tmp_path, shape, d
 
 def test_memory_limit_below_the_input_size_is_one_message(tmp_path, monkeypatch):
     """Old code: a raw MemoryError traceback (compressed .npz members are read into memory)."""
-    import eigjax._batch
+    import eigjax.app._batch
 
     np.savez_compressed(tmp_path / "a.npz", x=np.zeros((4, 3, 3)))
 
     def no_memory(*a, **k):
         raise MemoryError("Unable to allocate 153. MiB for an array")
 
-    monkeypatch.setattr(eigjax._batch.np, "load", no_memory)
+    monkeypatch.setattr(eigjax.app._batch.np, "load", no_memory)
     cfg = {"op": "eigvalsh", "progress": False, "input": {"path": str(tmp_path / "a.npz")}}
     with pytest.raises(batch_run_error(), match=r"not enough memory.*a\.npz.*\.npy") as e:
         run_batch_eval(cfg, str(tmp_path / "o"))
@@ -230,7 +230,7 @@ def test_damaged_progress_json_is_one_message_naming_it(tmp_path):
 def _cli(tmp_path, out, *extra):
     import yaml
 
-    from eigjax.cli import main
+    from eigjax.app._cli import main
 
     cfg = tmp_path / "batch.yaml"
     cfg.write_text(yaml.safe_dump({"experiment": "batch_eval", "batch": cfg_gen()}))
@@ -251,7 +251,7 @@ def test_two_runs_on_one_out_do_not_interleave(tmp_path):
     """Old code: a second run (or --resume) on the same --out wrote into the same files."""
     out = tmp_path / "o"
     code = ("import json, sys, jax; jax.config.update('jax_enable_x64', True); "
-            "from eigjax._batch import run_batch_eval; run_batch_eval(json.loads(sys.argv[1]), sys.argv[2])")
+            "from eigjax.app._batch import run_batch_eval; run_batch_eval(json.loads(sys.argv[1]), sys.argv[2])")
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "EIGJAX_BATCH_TEST_DELAY": "2"}
     p = subprocess.Popen([sys.executable, "-c", code, json.dumps(cfg_gen()), str(out)], env=env, cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -292,7 +292,7 @@ def test_resumed_throughput_is_labelled_and_nothing_to_resume_is_said(tmp_path, 
 LIMITED = """
 import resource, sys, jax
 jax.devices()  # the runtime's own address space first
-from eigjax.cli import main
+from eigjax.app._cli import main
 vm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize")) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (vm + (48 << 20), resource.RLIM_INFINITY))
 sys.exit(main(sys.argv[1:]))

@@ -1,6 +1,6 @@
 """The native batched Jacobi kernel (eigjax._native, eigjax/_small_native.cc).
 
-The same bounds as the pure-JAX small solvers (issue 6; tests/test_small.py): residual
+The same bounds as the pure-JAX small solvers (issue 6; tests/library/test_small.py): residual
 <= 50 eps ||A||, orthogonality <= 50 n eps, eigenvalues against NumPy's LAPACK, on the
 random, degenerate, nearly degenerate and badly scaled (1e+-30) families, float32 and
 float64; for the sizes with a compiled-in n and for a runtime n. Derivatives through

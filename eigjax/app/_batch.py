@@ -12,7 +12,7 @@ then ``fdatasync``) into ``.npy`` files whose blocks are all reserved before any
 sparse memory map halfway through.
 
 Resume. After a chunk's rows are written and flushed, its index is added to
-``progress.json`` (:func:`eigjax._files.atomic_write_json`: temporary file, fsync,
+``progress.json`` (:func:`eigjax.app._files.atomic_write_json`: temporary file, fsync,
 ``os.replace``, fsync of the directory). A resumed run checks every output file's header
 (dtype, shape) and size first: a chunk listed as done whose rows are not all on disk (a
 file missing, truncated, or of another dtype or shape) is struck from ``progress.json``
@@ -34,7 +34,7 @@ depend on chunking, device count, process count or interruption. Its throughput 
 the computation it feeds: BENCHMARKS.md, "Batch evaluation across processes".
 
 Multi-process, multi-host (tested with 2 and 3 local CPU processes,
-``tests/test_distributed.py``): when ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``
+``tests/app/test_distributed.py``): when ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``
 and ``JAX_PROCESS_ID`` are set, ``jax.distributed.initialize`` is called with them;
 process ``k`` of ``P`` takes chunks ``k, k + P, ...``, shards them over its own local
 devices, and writes its rows into the shared output files (which process 0 creates
@@ -79,7 +79,7 @@ import numpy as np
 from . import _files
 
 _TEST_DELAY = float(os.environ.get("EIGJAX_BATCH_TEST_DELAY", "0") or 0)
-# Test hook (tests/test_distributed.py): "K:N" makes process K SIGKILL itself right after
+# Test hook (tests/app/test_distributed.py): "K:N" makes process K SIGKILL itself right after
 # its N-th chunk of this run is on disk and recorded, a deterministic "host died mid-run".
 _TEST_KILL_AFTER = os.environ.get("EIGJAX_BATCH_TEST_KILL_AFTER", "")
 
@@ -497,7 +497,7 @@ class _Output:
 
     No memory map: a failed write is an ``OSError`` (a full disk under a sparse memory map
     is a SIGBUS that kills the process with no message), and the file is allocated up
-    front (:func:`eigjax._files.allocate`), so a full disk is found before any work.
+    front (:func:`eigjax.app._files.allocate`), so a full disk is found before any work.
     """
 
     def __init__(self, path: str, shape: tuple, dtype):
@@ -825,7 +825,7 @@ def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
         progress.write(done)
         split["write"] += time.perf_counter() - t
         rows_done += stop - start
-        if _TEST_DELAY:  # test hook (tests/test_batch.py): widen the window for a kill
+        if _TEST_DELAY:  # test hook (tests/app/test_batch.py): widen the window for a kill
             time.sleep(_TEST_DELAY)
         if _TEST_KILL_AFTER and _TEST_KILL_AFTER == f"{progress.pid}:{i}":
             os.kill(os.getpid(), signal.SIGKILL)

@@ -1,4 +1,4 @@
-"""eigjax._files: the atomic-write / no-symlink / allocation / lock helpers of the application."""
+"""eigjax.app._files: the atomic-write / no-symlink / allocation / lock helpers of the application."""
 
 import errno
 import os
@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from eigjax import _files
+from eigjax.app import _files
 
 
 def test_atomic_write_replaces_content_with_fsync_of_file_and_directory(tmp_path, monkeypatch):

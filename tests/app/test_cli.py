@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
-from eigjax import cli
+from eigjax.app import _cli as cli
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SMOKE = sorted((ROOT / "configs" / "smoke").glob("*.yaml"))
 SUMMARY_KEYS = {
     "experiment", "objective", "best_objective", "reference", "gap", "steps",
@@ -359,7 +359,7 @@ def test_list_and_help(capsys):
     proc = eigjax("list")  # the real entry point, once
     assert proc.returncode == 0
     assert "experiments.seed_example3" in proc.stdout and "configs/seed_example3.yaml" in proc.stdout
-    from eigjax.cli import main
+    from eigjax.app._cli import main
 
     for args in (["--help"], ["run", "--help"], ["list", "--help"], ["check", "--help"]):
         try:
@@ -395,7 +395,7 @@ def test_resume_never_writes_through_a_symlinked_metrics_file(tmp_path, capsys):
 
 def test_atomic_write_fsyncs_file_and_directory_and_ignores_planted_temporaries(tmp_path, monkeypatch):
     """Item 10: the runner's checkpoint/summary writes are temp file + fsync + os.replace + directory fsync."""
-    from eigjax import _runner
+    from eigjax.app import _runner
 
     synced = []
     real_fsync = os.fsync
@@ -516,7 +516,7 @@ def test_output_and_summary_say_the_step_budget_ended_the_run(tmp_path, capsys):
 
 def test_plots_have_titles_legends_a_log_gap_and_complex_eigenvalues(tmp_path, monkeypatch):
     """Item 17: plots named nothing, the gap was not shown, eig's eigenvalues were real parts only."""
-    from eigjax import _runner
+    from eigjax.app import _runner
 
     figures = {}
     real_save = _runner._save_fig
@@ -559,7 +559,7 @@ def test_cli_lines_name_their_sweep_point(tmp_path, capsys):
 def test_resume_says_what_it_resumed_and_when_there_is_nothing_to_resume(tmp_path, capsys, monkeypatch):
     """Item 20: throughput after --resume covered only the resumed steps without saying so, and
     --resume without a checkpoint silently started over."""
-    from eigjax import _runner
+    from eigjax.app import _runner
 
     out = tmp_path / "out"
     base = ["run", "configs/smoke/seed_example3.yaml", "--out", str(out), "--no-progress"]

@@ -425,7 +425,7 @@ def test_check_piped_into_a_closed_reader_ends_quietly():
     import subprocess
     import sys
 
-    root = pathlib.Path(__file__).resolve().parents[1]
+    root = pathlib.Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-m", "eigjax", "check", "second_difference", "-n", "4", "--no-grad"],
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
     proc.stdout.close()  # the reader is gone before the first line is written

@@ -314,7 +314,7 @@ def _family_input(r, n, dtype, family):
     precision and cast."""
     big = 1e15 if _single(dtype) else 1e150
     scale = {"scaled_up": big, "scaled_down": 1 / big}.get(family, 1.0)
-    w = _spectrum(r, n, family)  # tests/test_properties.py; "zero" is this file's own
+    w = _spectrum(r, n, family)  # tests/library/test_properties.py; "zero" is this file's own
     if family == "zero":
         w[:] = 0.0
     w = np.sort(w) * scale

@@ -318,7 +318,7 @@ def build_dataclass(cls, values: dict, prefix: str):
 
 _MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
-# The experiment interface (documented in eigjax/_runner.py): name -> (required, arguments).
+# The experiment interface (documented in eigjax/app/_runner.py): name -> (required, arguments).
 INTERFACE = {
     "Problem": (True, None),
     "setup": (True, ("problem", "dtype")),
@@ -354,7 +354,7 @@ def import_experiment(path):
         where = getattr(module, "__file__", None) or "no file"
         raise ConfigError(
             f"experiment: module {path!r} ({where}) is not an eigjax experiment: {'; '.join(problems)} "
-            "(the interface is documented in eigjax/_runner.py)"
+            "(the interface is documented in eigjax/app/_runner.py)"
         )
     return module
 
@@ -434,7 +434,7 @@ def _check_optimizer(opt: dict) -> None:
         # init and one update: optax reads most hyperparameters only when it updates
         # (the extra arguments are those of line-search optimizers such as lbfgs)
         x = jnp.ones(1)
-        with optax_promotion():  # as the runner calls optax (see eigjax._runner.optax_promotion)
+        with optax_promotion():  # as the runner calls optax (see eigjax.app._runner.optax_promotion)
             state = optimizer.init(x)
             optimizer.update(x, state, x, value=jnp.sum(x**2) / 2, grad=x, value_fn=lambda p: jnp.sum(p**2) / 2)
     except ConfigError:

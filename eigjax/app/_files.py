@@ -14,7 +14,7 @@
 - :class:`DirLock`: a non-blocking ``flock`` on a lock file naming its holder's pid.
 - :func:`remove_temps`: clean up the temporary files of a writer killed mid-write.
 
-Only the standard library; usable by ``eigjax._runner`` as well.
+Only the standard library; usable by ``eigjax.app._runner`` as well.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 * ``eigh_small_accel`` is what a program lowered for a GPU or TPU runs for real
   ``2 <= n <= 16`` (eigjax/_small_dispatch.py). It is pure JAX, so its accuracy is tested
-  here with the native kernel's bounds (tests/test_small.py::check_bounds: residual
+  here with the native kernel's bounds (tests/library/test_small.py::check_bounds: residual
   <= 50 eps ||A||, orthogonality <= 50 n eps, eigenvalues against LAPACK) on the random,
   exactly degenerate, clustered and 1e+-30 families, float32 and float64, both methods.
 * A batch sharded over 4 forced CPU devices runs the native kernel where it lies: the
@@ -26,7 +26,7 @@ from eigjax import _native
 
 from test_small import FAMILIES, check_bounds, family
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -12,10 +12,10 @@ import pathlib
 import numpy as np
 import pytest
 
-from eigjax import cli
+from eigjax.app import _cli as cli
 from experiments import _graphs, fastest_mixing_process, fmmc
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def run(config, tmp_path, *sets):

@@ -17,10 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from eigjax import cli
+from eigjax.app import _cli as cli
 from experiments import strongest_column as sc
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "smoke" / "strongest_column.yaml"
 N = 50  # the smoke config's n; the in-test checks use the same size (one compile each)
 

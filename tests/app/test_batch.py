@@ -1,8 +1,8 @@
-"""Batch evaluation (eigjax._batch): config errors, sharded == unsharded, resume after kill.
+"""Batch evaluation (eigjax.app._batch): config errors, sharded == unsharded, resume after kill.
 
 Sharded runs use XLA_FLAGS=--xla_force_host_platform_device_count=4 in a subprocess
 (the flag must be set before jax is imported). Several processes (jax.distributed):
-tests/test_distributed.py.
+tests/app/test_distributed.py.
 """
 
 import json
@@ -14,14 +14,14 @@ import time
 import numpy as np
 import pytest
 
-from eigjax._batch import BatchConfigError, run_batch_eval, validate_config
+from eigjax.app._batch import BatchConfigError, run_batch_eval, validate_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 RUNNER = """
 import json, sys, jax
 jax.config.update("jax_enable_x64", True)
-from eigjax._batch import run_batch_eval
+from eigjax.app._batch import run_batch_eval
 cfg, out, resume = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
 s = run_batch_eval(cfg, out, resume)
 print(json.dumps({"ndev": s["local_device_count"], "chunks_this_run": s["chunks_this_run"]}))
@@ -223,7 +223,7 @@ def test_a_directory_of_npy_shards_is_one_input(tmp_path):
     for name in ("eigenvalues", "eigenvectors", "grad"):
         np.testing.assert_array_equal(load(tmp_path / "od", name), load(tmp_path / "of", name))
     np.testing.assert_allclose(load(tmp_path / "od", "grad"), 2 * x, atol=1e-12)
-    from eigjax._batch import _Source
+    from eigjax.app._batch import _Source
 
     src = _Source({"path": str(shards)})
     assert all(isinstance(p, np.memmap) for p in src.data.parts)  # memory-mapped, not read
@@ -249,7 +249,7 @@ def test_mismatched_shards_are_one_error_naming_the_shard(tmp_path, shape, dtype
 
 
 def test_npz_members_stored_uncompressed_are_memory_mapped(tmp_path):
-    from eigjax._batch import _Source
+    from eigjax.app._batch import _Source
 
     r = np.random.default_rng(8)
     x = r.standard_normal((50, 3, 3))
@@ -275,7 +275,7 @@ def test_npz_members_stored_uncompressed_are_memory_mapped(tmp_path):
 def test_generated_rows_do_not_depend_on_chunking(kind, dtype):
     """Counter-based generator: row i is a function of (seed, i) only, whatever the chunk
     (and so the process) it is drawn in, and the compiled block size."""
-    from eigjax._batch import _Source
+    from eigjax.app._batch import _Source
 
     inp = {"generator": kind, "n": 4, "count": 1000, "seed": 11, "dtype": dtype}
     whole = _Source(inp).rows(0, 1000)
@@ -302,7 +302,7 @@ def test_generated_rows_do_not_depend_on_chunking(kind, dtype):
 def test_generated_input_is_the_input_the_outputs_were_computed_from(tmp_path, dtype):
     """The rows are drawn inside the program that computes them: the outputs equal those of
     the same rows drawn alone (what the sample checks read) and given as a file."""
-    from eigjax._batch import _Source
+    from eigjax.app._batch import _Source
 
     inp = {"generator": "random_symmetric", "n": 3, "count": 600, "seed": 2, "dtype": dtype}
     np.save(tmp_path / "x.npy", _Source(inp).rows(0, 600))

@@ -116,7 +116,7 @@ def _summary_lines(s: dict) -> str:
 
 
 def _run_batch(raw: dict, args) -> int:
-    """``experiment: batch_eval``: the chunked, sharded batch evaluator (eigjax/_batch.py)."""
+    """``experiment: batch_eval``: the chunked, sharded batch evaluator (eigjax/app/_batch.py)."""
     from ._batch import BatchConfigError, BatchRunError, run_batch_eval, summary_line, validate_config
 
     extra = sorted(set(raw) - {"experiment", "batch"})
@@ -148,7 +148,7 @@ def _run_batch(raw: dict, args) -> int:
 
 
 def cmd_check(args) -> int:
-    from ._diagnostics import run_check
+    from .._diagnostics import run_check
 
     return run_check(args.rest)
 
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["check"]:  # its own parser (eigjax._diagnostics.run_check), --help included
-        from ._diagnostics import run_check
+        from .._diagnostics import run_check
 
         return run_check(argv[1:])
     parser = build_parser()

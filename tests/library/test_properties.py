@@ -13,7 +13,7 @@ eigenvalue derivatives that transform as ``G -> Q G Q^H`` under ``A -> Q A Q^H``
 
 Profiles: ``EIGJAX_HYPOTHESIS_PROFILE=ci`` (default: 6 derandomized cases per test, 3 for the vmap tests) or
 ``long`` (hundreds), e.g.
-``EIGJAX_HYPOTHESIS_PROFILE=long .venv/bin/python -m pytest -q tests/test_properties.py``.
+``EIGJAX_HYPOTHESIS_PROFILE=long .venv/bin/python -m pytest -q tests/library/test_properties.py``.
 Sizes come from a small set so that JAX compiles few shapes (each new shape and dtype
 costs a compilation; the set still covers 0, 1, 2, odd, even and 12).
 """

@@ -20,7 +20,7 @@ examples; a user's own module works the same way, named by its import path)::
     reference(problem, data)      optional: the known optimum (closed form / published), or None
     result(params, data, problem) optional: a JSON-able dict stored in summary.json
 
-The module is imported by ``eigjax._config.import_experiment`` (importing runs its code: a
+The module is imported by ``eigjax.app._config.import_experiment`` (importing runs its code: a
 config is code) and checked against this interface right after the import (names, that
 ``Problem`` is a dataclass, that each function takes these arguments), before anything
 is written.

@@ -1,0 +1,1 @@
+"""Configs shipped with eigjax (installed as ``eigjax.configs``; ``eigjax list`` shows them)."""
