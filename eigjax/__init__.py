@@ -11,8 +11,8 @@ from ._eigh import EighResult as EighResult
 from ._eigh import eigh as eigh
 from ._eigh import eigvalsh as eigvalsh
 from ._generalized_eigh import eigh_generalized as eigh_generalized
-from ._partial_eigh import PartialEighResult as PartialEighResult
-from ._partial_eigh import eigh_partial as eigh_partial
+from ._partial import PartialEighResult as PartialEighResult
+from ._partial import eigh_partial as eigh_partial
 from ._eig import EigGaugeCheck as EigGaugeCheck
 from ._eig import EigLeftResult as EigLeftResult
 from ._eig import EigResult as EigResult

@@ -33,7 +33,7 @@ gauge as the loss. Calls are counted: a loss that reaches eigjax only through a
 function compiled *before* the check (a cached ``jax.jit``) is not intercepted, and
 the check says so (``calls == 0``) rather than passing silently. Public functions
 built on other routes (spectral matrix functions are gauge-free by construction)
-are not touched; ``eigh_partial``'s solver (``eigjax._partial_eigh._solve``) is.
+are not touched; ``eigh_partial``'s solver (``eigjax._partial._rule._solve``) is.
 
 All three return NamedTuples of arrays and work under ``jit``;
 :func:`format_spectral_report` turns a report into readable text (outside ``jit``).
@@ -504,7 +504,7 @@ def _eig_left_transform(key, args, out):
 
 
 def _partial_transform(key, args, out):
-    # _partial_eigh._solve(params, matmat, cfg) -> (w, V as columns (n, k), residuals, ...)
+    # _partial._solve._solve(params, matmat, cfg) -> (w, V as columns (n, k), residuals, ...)
     w, v = out[0], out[1]
     ws = jax.lax.stop_gradient(w)
     mask = jnp.abs(gap_matrix(ws)) <= default_tolerance(ws, args[2].n)
@@ -522,7 +522,7 @@ _TARGETS = (
     ("eigjax._eig", "_eig_forward", _eig_transform),
     ("eigjax._eig", "_eig_left_forward", _eig_left_transform),
     ("eigjax._generalized_eigh", "_forward", _eigh_transform),
-    ("eigjax._partial_eigh", "_solve", _partial_transform),
+    ("eigjax._partial._rule", "_solve", _partial_transform),
 )
 
 

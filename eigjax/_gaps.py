@@ -92,7 +92,7 @@ def nan_on_cut(f: jax.Array) -> jax.Array:
     """``F`` with NaN on its cut pairs (off-diagonal zeros of :func:`inverse_gaps`).
 
     The rule that second and higher derivatives reach (eigjax._eigh._eigh_inner and its
-    twins in _eig, _partial_eigh): at a cut pair the cut ``F_ij = 0`` is exact for first
+    twins in _eig, _partial): at a cut pair the cut ``F_ij = 0`` is exact for first
     derivatives only, so what differentiates it again gets NaN, not a wrong number.
     """
     n = f.shape[-1]

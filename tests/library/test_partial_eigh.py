@@ -390,7 +390,7 @@ def test_second_derivatives_exact_at_distinct_nan_at_a_pair_inside_the_block():
 def test_bcoo_runs_in_the_requested_layout(monkeypatch, layout):
     """The BCOO (padded-row) product is called with cols == (layout == "columns"): a local
     variable once replaced the option with the ELL index arrays, so BCOO always ran on rows."""
-    import eigjax._partial_eigh as pe
+    import eigjax._partial._api as pe
 
     seen = []
     real = pe._ell_matmat

@@ -1,0 +1,54 @@
+"""The forward solve: all ``p`` Ritz pairs of the block, by the dense, Krylov or Chebyshev path."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from ._blocks import (
+    _eigh_small,
+    _hermitian_small,
+    _orthonormal_rows,
+    _row_norms,
+    _start_block,
+)
+from ._chebyshev import _chebyshev_solve
+from ._krylov import _krylov_solve
+from ._types import _Config
+
+
+def _dense_solve(op, cfg: _Config):
+    a = _hermitian_small(op(jnp.eye(cfg.n, dtype=cfg.dtype)).T)
+    theta_all, z = _eigh_small(a)
+    theta, x = theta_all[: cfg.p], z[:, : cfg.p].T
+    ax = op(x)
+    res = _row_norms(ax - theta[:, None].astype(cfg.dtype) * x)
+    anorm = jnp.maximum(jnp.max(jnp.abs(theta)), 1e-300)
+    conv = jnp.all(res[: cfg.k] <= cfg.tol * anorm)
+    return theta, x, ax, res, jnp.zeros((), jnp.int32), conv, theta_all[-1]
+
+
+def _use_dense(cfg: _Config) -> bool:
+    if cfg.method == "krylov":
+        return (cfg.m + 1) * cfg.p > cfg.n
+    return 4 * cfg.p > cfg.n
+
+
+def _solve(params, matmat, cfg: _Config):
+    """All ``p`` Ritz pairs of the block: the ``k`` wanted (ascending) and the rest, with ``A`` applied to the rest."""
+    sign = -1.0 if cfg.largest else 1.0
+    op = lambda x: sign * matmat(params, x)
+    op_l = lambda x: sign * matmat(params, x, cfg.cols)  # in the hot loops' layout
+    if _use_dense(cfg):
+        theta, x, ax, res, it, conv, bound = _dense_solve(op, cfg)
+    else:
+        x0 = _start_block((cfg.p, cfg.n), cfg.dtype, cfg.seed)
+        if cfg.method == "krylov":
+            theta, x, ax, res, it, conv, bound = _krylov_solve(op, _orthonormal_rows(x0), cfg)
+        else:
+            theta, x, ax, res, it, conv, bound = _chebyshev_solve(op, op_l, x0, cfg)
+    k = cfg.k
+    w, v, r = sign * theta[:k], x[:k], res[:k]
+    if cfg.largest:
+        w, v, r = w[::-1], v[::-1], r[::-1]
+    # The rest: the other Ritz pairs, A times their vectors, an upper bound of sign * A.
+    return w, v.T, r, it, conv, sign * theta[k:], x[k:], sign * ax[k:], bound

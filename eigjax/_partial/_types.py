@@ -1,0 +1,57 @@
+"""The result type, the static configuration and the solver constants of :func:`eigjax.eigh_partial`."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+
+_FN = "eigjax.eigh_partial"
+_METHODS = ("auto", "chebyshev", "krylov")
+_LANCZOS_STEPS = 20
+_MIN_DEGREE = 6
+_MAX_DEGREE = 1000
+_DEGREE_GROWTH = 1.5  # a filter's degree is at most this times the previous one
+_MAX_PRECOND_STEPS = 64
+
+
+class PartialEighResult(NamedTuple):
+    """Result of :func:`eigh_partial`.
+
+    Attributes:
+      eigenvalues: the ``k`` wanted eigenvalues, ascending, shape ``(k,)``.
+      eigenvectors: orthonormal eigenvectors as columns, shape ``(n, k)``.
+      residual_norms: ``||A v_i - w_i v_i||``, shape ``(k,)`` (no derivative).
+      iterations: Chebyshev filter iterations or block Krylov restarts used (0 for the
+        dense path).
+      converged: whether all ``k`` residuals met ``tol * ||A||``.
+    """
+
+    eigenvalues: jax.Array
+    eigenvectors: jax.Array
+    residual_norms: jax.Array
+    iterations: jax.Array
+    converged: jax.Array
+
+
+class _Config(NamedTuple):
+    n: int
+    k: int
+    p: int
+    m: int
+    largest: bool
+    dtype: Any
+    tol: float
+    max_restarts: int
+    cg_tol: float
+    cg_maxiter: int
+    degenerate_tol: float | None
+    seed: int
+    method: str
+    layout: str
+    degenerate_check: bool | str = True
+
+    @property
+    def cols(self) -> bool:
+        """Whether the hot loops run on column blocks ``(n, p)``."""
+        return self.layout == "columns"
