@@ -6,7 +6,7 @@ a shared machine hit all alike); the median wall time of each, and the median pr
 CPU time (all threads; steadier than wall time when other processes compete for the
 cores). Random Hermitian input.
 
-  eigjax.eigvalsh   jax.jit(eigjax.eigvalsh): the values-only forward (eigjax._eigvals_only)
+  eigjax.eigvalsh   jax.jit(eigjax.eigvalsh): the values-only forward (eigjax/_eigvals_only.py)
   jnp.eigvalsh      jax.jit(jnp.linalg.eigvalsh): the full decomposition, vectors dropped
   eigjax.eigh       jax.jit(eigjax.eigh)
   tri+bisect        (--variants) jax.lax.linalg.tridiagonal + jax.scipy.linalg.

@@ -15,7 +15,7 @@ rest, marked as skipped, so the command always finishes):
    ``jax.vmap(jnp.linalg.eigh)`` (cuSOLVER), medians of interleaved repeats, with the
    forward's bandwidth floor (input read once, eigenvalues and eigenvectors written once);
 4. the accelerators' solver variants forced (``eigjax.internal.eigh_small_accel``:
-   entries vs tiled), to check the dispatch table (``eigjax._small.accel_plan``);
+   entries vs tiled), to check the dispatch table (``eigjax.internal.accel_solver``);
 5. eigh n in {1024, 4096} value-and-grad against jnp; eig n = 256 forward against jnp.
 
 Repeats adapt to the cost of a call (at least 3, up to 15 or ~1 s of calls); a call over

@@ -26,8 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from eigjax.app._config import load_yaml, resolve
-from eigjax.app._runner import make_optimizer
+from eigjax.internal import load_config, make_optimizer, resolve_config
 
 
 def hand_written(cfg, module, problem, mode):
@@ -87,7 +86,7 @@ def main():
     print("| config | runner steps/s | jit-step steps/s | jit-scan steps/s | runner / jit-step | runner / jit-scan |")
     print("|---|---|---|---|---|---|")
     for config in args.configs:
-        cfg, module, problem = resolve(load_yaml(config))
+        cfg, module, problem = resolve_config(load_config(config))
         r = statistics.median(runner(config) for _ in range(args.repeats))
         s = statistics.median(hand_written(cfg, module, problem, "jit-step") for _ in range(args.repeats))
         c = statistics.median(hand_written(cfg, module, problem, "jit-scan") for _ in range(args.repeats))

@@ -6,7 +6,7 @@ calls, each block_until_ready'd):
 
   eigjax        jax.jit(eigjax.eigh) on the (batch, n, n) array (on CPU: the native
                 Jacobi kernel for n <= 16, the one-pass pure-JAX solver for n = 2),
-  small         jax.jit(eigjax._small.eigh_small) always (the pure-JAX solvers, the
+  small         jax.jit(eigjax.internal.eigh_small) always (the pure-JAX solvers, the
                 fallback where the native kernel cannot be built; shown for n <= 16),
   vmap          jax.jit(jax.vmap(jnp.linalg.eigh)),
   batched       jax.jit(jnp.linalg.eigh) on the whole batch,
@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import eigjax
-from eigjax._small import eigh_small
+from eigjax.internal import eigh_small
 from _timing import median_time, medians
 
 
