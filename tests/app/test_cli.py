@@ -230,6 +230,13 @@ def test_smoke_overlay_is_checked_on_every_run_and_applied_only_with_smoke(tmp_p
     assert "smoke" not in written and written["steps"] == 20 and written["checkpoint_every"] == 20
 
 
+def test_readme_runs_shipped_configs_by_names_that_exist():
+    """The README's commands (its Quick start's main job among them) name shipped configs."""
+    names = re.findall(r"eigjax run ([a-z_0-9]+)\b", (ROOT / "README.md").read_text())
+    assert "seed_example3" in names
+    assert set(names) <= {p.stem for p in CONFIGS}, sorted(set(names) - {p.stem for p in CONFIGS})
+
+
 def test_run_by_name_from_any_directory_and_unknown_names(tmp_path, capsys, monkeypatch):
     """`eigjax run NAME` runs the shipped config NAME when no file of that name exists; the
     default output directory is runs/NAME."""
