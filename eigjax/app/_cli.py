@@ -18,6 +18,7 @@ create (the message names it); 1 any other error. A reader that closes the pipe 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import sys
@@ -55,7 +56,7 @@ def _load_config(args) -> tuple[dict, str]:
     from ._shipped import apply_smoke, shipped_configs
 
     path = pathlib.Path(args.config)
-    if not path.exists() and os.sep not in args.config:
+    if not path.is_file() and os.sep not in args.config:
         shipped = shipped_configs()
         if args.config not in shipped:
             raise ConfigError(
@@ -69,23 +70,25 @@ def _load_config(args) -> tuple[dict, str]:
     return apply_overrides(apply_smoke(raw, args.smoke), args.set or []), name
 
 
-class _Importable:
-    """The current directory and the config file's folder at the front of ``sys.path`` while
-    a run imports its experiment (as ``python -m eigjax`` has the current directory), so a
-    config can name a module of the user's that sits beside it or where they run eigjax.
-    A shipped config, given by name, adds only the current directory."""
-
-    def __init__(self, config: str):
-        folders = [os.getcwd()]
-        if pathlib.Path(config).is_file():
-            folders.append(os.path.dirname(os.path.abspath(config)))
-        self.added = [f for i, f in enumerate(folders) if f not in folders[:i] and f not in sys.path]
-
-    def __enter__(self):
-        sys.path[:0] = self.added
-
-    def __exit__(self, *exc):
-        for folder in self.added:
+@contextlib.contextmanager
+def _importable(config: str):
+    """The current directory at the front of ``sys.path`` (where ``python -m eigjax`` has it)
+    and the config file's folder right after it, while a run imports and runs its experiment,
+    so a config can name the user's module beside it or where they run eigjax. A shipped
+    config, given by name, adds only the current directory. Both are taken out afterwards."""
+    cwd, added = os.getcwd(), []
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+        added.append(cwd)
+    if pathlib.Path(config).is_file():
+        folder = os.path.dirname(os.path.abspath(config))
+        if folder not in sys.path:
+            sys.path.insert(sys.path.index(cwd) + 1, folder)
+            added.append(folder)
+    try:
+        yield
+    finally:
+        for folder in added:
             if folder in sys.path:
                 sys.path.remove(folder)
 
@@ -97,7 +100,7 @@ def cmd_run(args) -> int:
 
     out = args.out or os.path.join("runs", pathlib.Path(args.config).stem)
     try:
-        with _Importable(args.config):
+        with _importable(args.config):
             raw, name = _load_config(args)
             if raw.get("experiment") == BATCH_EVAL:
                 return _run_batch(raw, args, out)

@@ -36,6 +36,7 @@ import pathlib
 import pkgutil
 import sys
 import types
+from importlib.resources.abc import Traversable
 
 from ._config import ConfigError, set_dotted, short_repr
 
@@ -80,6 +81,7 @@ def _package(fullname: str, folder_name: str) -> types.ModuleType:
 
 
 def experiments_package() -> types.ModuleType:
+    """``eigjax.experiments``, imported (or loaded from the checkout, see the module docstring)."""
     return _package(EXPERIMENTS, "experiments")
 
 
@@ -106,12 +108,12 @@ def experiment_module_name(name: str) -> str:
 # ----------------------------------------------------------------------------- configs
 
 
-def configs_folder():
+def configs_folder() -> Traversable:
     """The shipped configs' folder (an ``importlib.resources`` Traversable)."""
     return importlib.resources.files(_package(CONFIGS, "configs"))
 
 
-def shipped_configs() -> dict[str, object]:
+def shipped_configs() -> dict[str, Traversable]:
     """Shipped config name (the file's stem) -> its file (a Traversable)."""
     return {
         entry.name[: -len(".yaml")]: entry
@@ -129,7 +131,7 @@ def header(text: str) -> str:
                 break
             continue
         line = line.lstrip("#").strip()
-        if line and not line.lower().startswith(("run:", "smoke")):
+        if line and not line.lower().startswith(("run:", "smoke:", "smoke (")):
             return line
     return ""
 
