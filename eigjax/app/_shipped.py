@@ -68,6 +68,7 @@ def _package(fullname: str, folder_name: str) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location(
         fullname, folder / "__init__.py", submodule_search_locations=[str(folder)]
     )
+    assert spec is not None and spec.loader is not None  # a .py file always has a spec and a loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[fullname] = module
     try:
