@@ -237,6 +237,18 @@ def test_readme_runs_shipped_configs_by_names_that_exist():
     assert set(names) <= {p.stem for p in CONFIGS}, sorted(set(names) - {p.stem for p in CONFIGS})
 
 
+def test_a_config_file_resolves_as_loaded_with_its_overlay_dropped():
+    """resolve(load_yaml(path)), as benchmarks/bench_runner.py calls it: the smoke: key is
+    checked and dropped, not an unknown key."""
+    from eigjax.app._config import ConfigError, resolve
+
+    raw = load_yaml(ROOT / "configs" / "seed_example3.yaml")
+    cfg, module, _ = resolve(raw)
+    assert "smoke" not in cfg and cfg["steps"] == 100 and module.__name__ == "eigjax.experiments.seed_example3"
+    with pytest.raises(ConfigError, match="smoke.stepz: the config states no stepz"):
+        resolve({**raw, "smoke": {"stepz": 1}})
+
+
 def test_run_by_name_from_any_directory_and_unknown_names(tmp_path, capsys, monkeypatch):
     """`eigjax run NAME` runs the shipped config NAME when no file of that name exists; the
     default output directory is runs/NAME."""
