@@ -1,4 +1,10 @@
-"""Experiments that ship with eigjax, each runnable with ``eigjax run configs/NAME.yaml``.
+"""Experiments that ship with eigjax, installed as ``eigjax.experiments``.
 
-See ``eigjax/app/_runner.py`` for the interface an experiment module implements.
+A config names one by its short name (``experiment: fmmc``); ``eigjax list`` shows them,
+and ``eigjax run fmmc`` runs the shipped config of the same name. Inside this package,
+modules import each other relatively (``from ._graphs import ...``): the repository keeps
+the folder at its root, an installed eigjax has it under its own namespace.
+
+See ``eigjax/app/_runner.py`` for the interface an experiment module implements, and
+``eigjax/app/_shipped.py`` for how a config's ``experiment:`` name is resolved.
 """

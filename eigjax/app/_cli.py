@@ -1,5 +1,13 @@
 """The ``eigjax`` command line: ``eigjax run CONFIG``, ``eigjax list``, ``eigjax check``.
 
+``eigjax run`` takes a config file or the name of a shipped config (``eigjax run fmmc``;
+an existing file of that name comes first), applies the config's ``smoke:`` overlay with
+``--smoke`` and the ``--set`` overrides on top. While it imports the experiment, the current
+directory and the config file's folder are importable, as the current directory is under
+``python -m eigjax``: a config can name the user's module beside it (``experiment: mymod``).
+How ``experiment:`` names resolve (shipped short names first) is in
+``eigjax.app._shipped``.
+
 Exit codes: 0 success; 2 invalid config or arguments (nothing written); 3 the run cannot
 go on from what is on disk: it stopped on a non-finite objective (the last good checkpoint
 is kept), or a file in the output directory is damaged, missing or a link eigjax did not
@@ -10,78 +18,96 @@ create (the message names it); 1 any other error. A reader that closes the pipe 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
-import pkgutil
 import sys
 
 RUN_EXAMPLES = """examples:
-  eigjax run configs/seed_example3.yaml
-  eigjax run configs/fmmc.yaml --set problem.graph.n=8 --set optimizer.learning_rate=0.05
-  eigjax run configs/fmmc.yaml --out runs/fmmc_a --resume
-  eigjax run configs/seed_example3.yaml --sweep seed=0,1,2 --sweep optimizer.learning_rate=0.1,0.01
+  eigjax run seed_example3                  # a shipped config, by name (eigjax list shows them)
+  eigjax run fmmc --smoke                   # its smoke overlay: a tiny run of the same config
+  eigjax run fmmc --set problem.graph.n=8 --set optimizer.learning_rate=0.05
+  eigjax run my_config.yaml --out runs/mine --resume
+  eigjax run seed_example3 --sweep seed=0,1,2 --sweep optimizer.learning_rate=0.1,0.01
 """
 
 
-def _configs_dir() -> pathlib.Path:
-    here = pathlib.Path.cwd() / "configs"
-    if here.is_dir():
-        return here
-    return pathlib.Path(__file__).resolve().parents[1] / "configs"
-
-
-def _header(path: pathlib.Path) -> str:
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line.startswith("#"):
-            text = line.lstrip("#").strip()
-            if text and not text.lower().startswith("run:"):
-                return text
-        elif line:
-            break
-    return ""
-
-
 def cmd_list(args) -> int:
-    import importlib
+    """Every shipped experiment (short name, first doc line) and config (name, header)."""
+    from ._shipped import BATCH_EVAL, header, import_shipped, shipped_configs, shipped_experiments
 
-    try:
-        import experiments
-    except ImportError:
-        experiments = None
-    print("experiments:")
-    if experiments is not None:
-        for info in sorted(pkgutil.iter_modules(experiments.__path__), key=lambda m: m.name):
-            if info.name.startswith("_"):
-                continue
-            mod = importlib.import_module(f"experiments.{info.name}")
-            doc = (mod.__doc__ or "").strip().splitlines()
-            print(f"  experiments.{info.name:<28} {doc[0] if doc else ''}")
-    print("configs:")
-    cdir = _configs_dir()
-    for path in sorted(cdir.rglob("*.yaml")):
-        rel = os.path.relpath(path, pathlib.Path.cwd())
-        print(f"  {rel:<38} {_header(path)}")
+    print("experiments (a config names one as experiment: NAME):")
+    print(f"  {BATCH_EVAL:<24} the chunked, sharded batch evaluator (built in: eigjax.app._batch)")
+    for name in shipped_experiments():
+        doc = (import_shipped(name).__doc__ or "").strip().splitlines()
+        print(f"  {name:<24} {doc[0] if doc else ''}")
+    print("configs (eigjax run NAME; --smoke for a tiny run of the same config):")
+    for name, entry in shipped_configs().items():
+        print(f"  {name:<24} {header(entry.read_text())}")
     return 0
 
 
-def cmd_run(args) -> int:
-    from ._config import ConfigError, apply_overrides, load_yaml, resolve, sweep_points
-    from ._runner import NonFiniteObjective, StateError
+def _load_config(args) -> tuple[dict, str]:
+    """The raw config ``eigjax run`` was given (a file, or a shipped config's name) with its
+    smoke overlay applied or dropped and the ``--set`` overrides on top; and its file name."""
+    import importlib.resources
 
+    from ._config import ConfigError, apply_overrides, load_yaml
+    from ._shipped import apply_smoke, shipped_configs
+
+    path = pathlib.Path(args.config)
+    if not path.is_file() and os.sep not in args.config:
+        shipped = shipped_configs()
+        if args.config not in shipped:
+            raise ConfigError(
+                f"config {args.config!r}: no such file, and no shipped config has that name (shipped: {', '.join(shipped)})"
+            )
+        with importlib.resources.as_file(shipped[args.config]) as file:
+            raw = load_yaml(file)
+        name = f"{args.config}.yaml"
+    else:
+        raw, name = load_yaml(path), path.name
+    return apply_overrides(apply_smoke(raw, args.smoke), args.set or []), name
+
+
+@contextlib.contextmanager
+def _importable(config: str):
+    """The current directory at the front of ``sys.path`` (where ``python -m eigjax`` has it)
+    and the config file's folder right after it, while a run imports and runs its experiment,
+    so a config can name the user's module beside it or where they run eigjax. A shipped
+    config, given by name, adds only the current directory. Both are taken out afterwards."""
+    cwd, added = os.getcwd(), []
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+        added.append(cwd)
+    if pathlib.Path(config).is_file():
+        folder = os.path.dirname(os.path.abspath(config))
+        if folder not in sys.path:
+            sys.path.insert(sys.path.index(cwd) + 1, folder)
+            added.append(folder)
     try:
-        raw = apply_overrides(load_yaml(args.config), args.set or [])
-        if raw.get("experiment") == "batch_eval":
-            return _run_batch(raw, args)
-        cfg, module, problem = resolve(raw)
-        sweep = sweep_points(args.sweep) if args.sweep else None
-        out = args.out or os.path.join("runs", pathlib.Path(args.config).stem)
-        from ._runner import run
+        yield
+    finally:
+        for folder in added:
+            if folder in sys.path:
+                sys.path.remove(folder)
 
-        if sweep:
-            from ._config import set_dotted  # noqa: F401  (validated inside run before writing)
-        summaries = run(cfg, module, problem, out, resume=args.resume, sweep=sweep, progress=not args.no_progress,
-                        label=pathlib.Path(args.config).name)
+
+def cmd_run(args) -> int:
+    from ._config import ConfigError, resolve, sweep_points
+    from ._runner import NonFiniteObjective, StateError, run
+    from ._shipped import BATCH_EVAL
+
+    out = args.out or os.path.join("runs", pathlib.Path(args.config).stem)
+    try:
+        with _importable(args.config):
+            raw, name = _load_config(args)
+            if raw.get("experiment") == BATCH_EVAL:
+                return _run_batch(raw, args, out)
+            cfg, module, problem = resolve(raw)
+            sweep = sweep_points(args.sweep) if args.sweep else None
+            summaries = run(cfg, module, problem, out, resume=args.resume, sweep=sweep, progress=not args.no_progress,
+                            label=name)
     except ConfigError as exc:
         print(f"eigjax run: invalid config: {exc}", file=sys.stderr)
         return 2
@@ -115,7 +141,7 @@ def _summary_lines(s: dict) -> str:
     return "\n".join(lines)
 
 
-def _run_batch(raw: dict, args) -> int:
+def _run_batch(raw: dict, args, out: str) -> int:
     """``experiment: batch_eval``: the chunked, sharded batch evaluator (eigjax/app/_batch.py)."""
     from ._batch import BatchConfigError, BatchRunError, run_batch_eval, summary_line, validate_config
 
@@ -126,7 +152,6 @@ def _run_batch(raw: dict, args) -> int:
     if args.sweep:
         print("eigjax run: invalid config: --sweep: not supported for experiment batch_eval", file=sys.stderr)
         return 2
-    out = args.out or os.path.join("runs", pathlib.Path(args.config).stem)
     batch = raw.get("batch") or {}
     if not isinstance(batch, dict):
         print(f"eigjax run: invalid config: batch: expected a mapping, got {batch!r}", file=sys.stderr)
@@ -169,17 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=RUN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("config", help="path to a YAML config (see configs/)")
+    run.add_argument("config", help="a YAML config file, or the name of a shipped config (eigjax list shows them)")
     run.add_argument("--out", help="output directory (default: runs/<config name>)")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value; dotted keys, YAML values (repeatable)")
     run.add_argument("--sweep", action="append", metavar="KEY=V1,V2,...", help="run the grid of these values (repeatable)")
+    run.add_argument("--smoke", action="store_true", help="apply the config's smoke: overlay (a tiny run of the same config)")
     run.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output directory")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
     lst = sub.add_parser(
         "list",
         help="list the experiments and configs that ship",
-        description="List the experiment modules and the configs, one line each.",
+        description="List the shipped experiments (by the short name a config gives) and the shipped configs "
+        "(by the name `eigjax run NAME` takes), one line each.",
         epilog="example:\n  eigjax list\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

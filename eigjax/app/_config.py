@@ -2,7 +2,7 @@
 
 A config is a YAML mapping with these keys (all checked; unknown keys are errors)::
 
-    experiment: experiments.seed_example3   # import path of the experiment module
+    experiment: seed_example3               # a shipped experiment's name, or your module's import path
     seed: 0                                 # PRNG seed (int)
     steps: 100                              # optimisation steps (int >= 1)
     precision: float32                      # float32 | float64
@@ -332,19 +332,33 @@ INTERFACE = {
 }
 
 
-def import_experiment(path):
+def import_experiment(name):
     """Import the module a config names and check it against the experiment interface.
 
-    Importing runs the module's code (a config is code, like a Python script); the
-    interface is checked right after, so a module that is not an experiment is refused
-    with one message before the runner calls anything in it or writes anything.
+    ``name`` is a shipped experiment's short name (``fmmc`` -> ``eigjax.experiments.fmmc``)
+    or else the import path of the user's own module; shipped short names come first
+    (``eigjax.app._shipped.experiment_module_name``). Importing runs the module's code (a
+    config is code, like a Python script); the interface is checked right after, so a
+    module that is not an experiment is refused with one message before the runner calls
+    anything in it or writes anything.
     """
-    if not isinstance(path, str) or not _MODULE_PATH.fullmatch(path):
-        raise ConfigError(f"experiment: expected a module import path such as experiments.fmmc, got {_describe(path)}")
+    # delayed: eigjax.app._shipped imports this module (ConfigError, set_dotted)
+    from ._shipped import experiment_module_name, shipped_experiments
+
+    if not isinstance(name, str) or not _MODULE_PATH.fullmatch(name):
+        raise ConfigError(
+            f"experiment: expected a shipped experiment's name (such as fmmc) or a module import path, got {_describe(name)}"
+        )
+    path = experiment_module_name(name)
     try:
         module = importlib.import_module(path)
     except ImportError as exc:
-        raise ConfigError(f"experiment: cannot import module {path!r} ({short_text(exc, 300)})") from None
+        shipped = ", ".join(shipped_experiments())
+        raise ConfigError(
+            f"experiment: cannot import module {path!r} ({short_text(exc, 300)}); "
+            f"shipped experiments: {shipped}; a module of your own is found from the current directory, "
+            "the config's folder or sys.path"
+        ) from None
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the module's own code raised
         raise ConfigError(
             f"experiment: importing module {path!r} raised {type(exc).__name__}: {short_text(exc, 300)}"
@@ -446,6 +460,12 @@ def _check_optimizer(opt: dict) -> None:
 
 def resolve(raw: dict):
     """Validate a raw config; return (resolved config dict, experiment module, Problem instance)."""
+    if "smoke" in raw:
+        # The smoke: overlay is applied by `eigjax run --smoke` before this, or dropped (checked)
+        # here: it is never part of the resolved config. Delayed: _shipped imports this module.
+        from ._shipped import split_smoke
+
+        raw, _ = split_smoke(raw)
     unknown = sorted(set(raw) - set(TOP_LEVEL))
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown key; expected one of {sorted(TOP_LEVEL)}")

@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 
 from eigjax.app import _cli as cli
-from experiments import _graphs, fastest_mixing_process, fmmc
+from eigjax.app._shipped import import_shipped
+
+# eigjax.experiments (installed, or the checkout's experiments/ when run from a source tree)
+_graphs, fastest_mixing_process, fmmc = (import_shipped(m) for m in ("_graphs", "fastest_mixing_process", "fmmc"))
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

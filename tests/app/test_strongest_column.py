@@ -1,4 +1,4 @@
-"""Keller's strongest column (experiments/strongest_column.py): the runner reaches the discrete optimum,
+"""Keller's strongest column (eigjax.experiments.strongest_column): the runner reaches the discrete optimum,
 which is Keller's closed-form profile, with ratio to the uniform column near 4/3; gradients match finite differences.
 
 Independent oracles: Keller's closed form ``a = (4/3) sin^2(theta)``,
@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 
 from eigjax.app import _cli as cli
-from experiments import strongest_column as sc
+from eigjax.app._shipped import import_shipped
+
+sc = import_shipped("strongest_column")  # eigjax.experiments.strongest_column
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SMOKE = ROOT / "configs" / "smoke" / "strongest_column.yaml"
-N = 50  # the smoke config's n; the in-test checks use the same size (one compile each)
+SMOKE = [str(ROOT / "configs" / "strongest_column.yaml"), "--smoke"]
+N = 50  # the smoke overlay's n; the in-test checks use the same size (one compile each)
 
 objective = jax.jit(sc.objective)
 grad = jax.jit(jax.grad(sc.objective))
@@ -46,7 +48,7 @@ def keller_discrete(n):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("strongest_column") / "out"
-    assert cli.main(["run", str(SMOKE), "--out", str(out), "--no-progress"]) == 0
+    assert cli.main(["run", *SMOKE, "--out", str(out), "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return out, summary, rows
@@ -56,7 +58,7 @@ def test_smoke_config_runs_and_writes_outputs(smoke_run):
     out, s, rows = smoke_run
     for name in ["config.yaml", "metrics.jsonl", "summary.json", "params.npz", "objective.png", "eigenvalues.png", "checkpoint.npz"]:
         assert (out / name).is_file(), name
-    assert s["experiment"] == "experiments.strongest_column" and s["maximize"] is True and s["steps"] == 20
+    assert s["experiment"] == "strongest_column" and s["maximize"] is True and s["steps"] == 20
     assert [r["step"] for r in rows] == [0, 10, 20]
     r = s["result"]
     lam_u = sc.uniform_eigenvalue(N)
@@ -141,7 +143,7 @@ def test_inverse_buckling_load_is_convex_in_the_area():
 
 
 def test_invalid_problem_is_a_config_error(tmp_path, capsys):
-    assert cli.main(["run", str(SMOKE), "--out", str(tmp_path / "o"), "--set", "problem.n=1"]) == 2
+    assert cli.main(["run", *SMOKE, "--out", str(tmp_path / "o"), "--set", "problem.n=1"]) == 2
     assert "n: expected an integer >= 2" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
