@@ -79,6 +79,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _files
+from ._distributed import maybe_initialize
 from ._errors import BatchConfigError, short_repr
 
 _TEST_DELAY = float(os.environ.get("EIGJAX_BATCH_TEST_DELAY", "0") or 0)
@@ -438,20 +439,6 @@ def _fingerprint(cfg, count, n, dtype):
                        "dtype": str(dtype), "file": stamp, **({"stream": stream} if stream else {})},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _maybe_init_distributed():
-    env = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
-    if all(k in os.environ for k in env) and int(os.environ["JAX_NUM_PROCESSES"]) > 1:
-        try:
-            jax.distributed.initialize(
-                coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-                num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-                process_id=int(os.environ["JAX_PROCESS_ID"]),
-            )
-        except RuntimeError as e:  # already initialised
-            if "already" not in str(e):
-                raise
 
 
 def _accuracy(cfg, src, outs, sample):
@@ -875,7 +862,7 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
         of memory); ``exit_code`` 2 when nothing was written, 3 when finished work is kept.
     """
     cfg = validate_config(cfg)
-    _maybe_init_distributed()
+    maybe_initialize()
     pid, nproc = jax.process_index(), jax.process_count()
     src = _Source(cfg["input"])  # raises on a bad file before anything is written
     if src.dtype in (np.float64, np.complex128):

@@ -67,12 +67,14 @@ def cmd_list(args) -> int:
 
 def cmd_run(args) -> int:
     from ._config import ConfigError, apply_overrides, load_yaml, resolve, sweep_points
+    from ._distributed import maybe_initialize
     from ._runner import NonFiniteObjective, StateError
 
     try:
         raw = apply_overrides(load_yaml(args.config), args.set or [])
         if raw.get("experiment") == "batch_eval":
             return _run_batch(raw, args)
+        maybe_initialize()  # jax.distributed (a sweep's groups split over processes), before JAX computes
         cfg, module, problem = resolve(raw)
         sweep = sweep_points(args.sweep) if args.sweep else None
         out = args.out or os.path.join("runs", pathlib.Path(args.config).stem)

@@ -18,8 +18,19 @@ executes exactly the same compiled chunks on exactly the same state as an uninte
 run and ends with bit-identical parameters. A non-finite objective stops the run, names
 the step, and keeps the last good checkpoint. Every finished run stops at its step budget
 (there is no convergence test); ``summary.json`` says so (``stopped_by``, ``note``,
-``last_interval_change``) and records what this process ran (``this_process``: a resumed
-run's times and steps/s cover the resumed steps only).
+``last_interval_change``) and records what this process ran (``this_process``: its index, and a
+resumed run's times and steps/s cover the resumed steps only).
+
+Several processes (``jax.distributed``, :mod:`eigjax.app._distributed`: set
+``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` > 1 and ``JAX_PROCESS_ID`` for each, with
+``--out`` on a filesystem all of them see): process ``k`` of ``P`` runs a sweep's vmapped
+groups ``k, k + P, ...`` (a single run: process 0), each exactly as one process would, so
+the results are the same bits. Every process checks every group before anything is
+written; when all have finished, each reads the others' summaries and process 0 writes
+the sweep summary. When a process stops (a non-finite objective, a damaged file), the
+others finish their own groups and stop too, each with one message (exit 3). A group's state lives in its own directory, so
+``--resume`` continues with any process count, one included
+(``tests/app/test_distributed_sweep.py``).
 
 The steps of a group (:func:`run_group`): :func:`prepare_group` (data, initial parameters
 and optimiser state, output checks; writes nothing), :func:`_open_outputs` (directories,
@@ -66,6 +77,7 @@ from ._checkpoint import (
 from ._checkpoint import npz_bytes as _npz_bytes
 from ._checkpoint import save_checkpoint as _save_checkpoint
 from ._config import resolve, set_dotted
+from ._distributed import failed_processes, maybe_initialize
 from ._errors import ConfigError, NonFiniteObjective, StateError  # noqa: F401 (re-exported: the CLI, tests)
 from ._experiment import check_outputs
 from ._files import atomic_write_bytes, atomic_write_text
@@ -159,8 +171,6 @@ def prepare_group(module, problem, points: list[Point], *, state_dir: str, label
 def execute_group(group: Group, *, resume: bool, progress: bool = True) -> list[dict]:
     """Run a prepared group to its step budget (from its checkpoint with ``resume``) and
     write its summaries, parameters and plots; returns each point's summary."""
-    import optax  # noqa: F401  (imported here so `eigjax --help` stays fast)
-
     t_start = time.perf_counter() - group.setup_s
     state = _open_outputs(group, resume)
     with _MetricsLog(group) as log:
@@ -177,6 +187,8 @@ def execute_group(group: Group, *, resume: bool, progress: bool = True) -> list[
 def _open_outputs(group: Group, resume: bool) -> _State:
     """Make the output directories, remove temporaries a killed run left, then restore the
     checkpoint (``resume``) or start fresh; write each point's ``config.yaml``."""
+    if group.points[0].name:  # a sweep's group directory, inside --out
+        ensure_own_dir(group.state_dir)
     for p in group.points:
         if p.name:  # a sweep point's directory, inside --out
             ensure_own_dir(p.out_dir)
@@ -460,6 +472,7 @@ def _summary(group: Group, state: _State, timing: dict, i: int, obj: float, ref,
         "compile_time_s": timing["compile_s"],
         "steps_per_s": (ran / loop_s) if ran and loop_s > 0 else None,
         "this_process": {
+            "process_index": jax.process_index(),  # under jax.distributed: which process ran this group
             "first_step": first_step,
             "steps": ran,
             "note": "wall_time_s, compile_time_s and steps_per_s cover this process only"
@@ -527,10 +540,15 @@ def run(cfg: dict, module, problem, out_dir: str, *, resume: bool = False, sweep
         progress: bool = True, label: str | None = None) -> list[dict]:
     """Run one config, or a grid of overrides of it (``sweep``: a list of {dotted key: value}).
 
-    ``label`` (the config file's name, say) goes into the plots' titles."""
+    Every group is prepared and checked before anything is written. Under jax.distributed
+    (:mod:`eigjax.app._distributed`), process ``k`` of ``P`` runs the vmapped groups ``k,
+    k + P, ...`` and reads the others' summaries back once all have finished; process 0
+    writes the sweep summary. ``label`` (the config file's name, say) goes into the plots'
+    titles. Returns each point's summary."""
+    pid, nproc = maybe_initialize()
     if not sweep:
         group = prepare_group(module, problem, [Point(cfg, out_dir)], state_dir=out_dir, label=label)
-        return execute_group(group, resume=resume, progress=progress)
+        return _execute([([0], group)], 1, resume=resume, progress=progress, pid=pid, nproc=nproc)
     resolved = _resolve_points(cfg, sweep)
     names = _point_names(sweep)
     plan = _plan_groups(resolved, names, out_dir)
@@ -540,13 +558,43 @@ def run(cfg: dict, module, problem, out_dir: str, *, resume: bool = False, sweep
     if any(r[1]["precision"] == "float64" for r in resolved):
         jax.config.update("jax_enable_x64", True)  # for every group alike, whatever their order
     groups = [(idx, prepare_group(m, pr, points, state_dir=d, label=label)) for idx, m, pr, points, d in plan]
-    summaries: list[dict | None] = [None] * len(resolved)
     os.makedirs(out_dir, exist_ok=True)  # --out itself is the user's (it may be a link they made)
-    for idx, group in groups:
-        ensure_own_dir(group.state_dir)
-        for i, s in zip(idx, execute_group(group, resume=resume, progress=progress)):
-            summaries[i] = s
-    _write_sweep_summary(out_dir, names, sweep, summaries)
+    summaries = _execute(groups, len(resolved), resume=resume, progress=progress, pid=pid, nproc=nproc)
+    if pid == 0:
+        _write_sweep_summary(out_dir, names, sweep, summaries)
+    return summaries
+
+
+def _execute(groups: list[tuple[list[int], Group]], npoints: int, *, resume: bool, progress: bool, pid: int,
+             nproc: int) -> list[dict]:
+    """Run this process's groups (every ``nproc``-th from ``pid``); under jax.distributed,
+    wait for the others (a process that failed stops all of them, each with one message)
+    and read their points' ``summary.json`` back. Returns every point's summary."""
+    summaries: list[dict | None] = [None] * npoints
+    failure = None
+    try:
+        for n, (idx, group) in enumerate(groups):
+            if n % nproc == pid:
+                for i, s in zip(idx, execute_group(group, resume=resume, progress=progress)):
+                    summaries[i] = s
+    except Exception as exc:  # reported to the other processes, then raised
+        if nproc == 1:
+            raise
+        failure = exc
+    if nproc > 1:
+        failed = failed_processes(nproc, failure is not None)
+        if failure is not None:
+            raise failure
+        if failed:
+            raise StateError(
+                f"process(es) {', '.join(map(str, failed))} of {nproc} stopped (see their message); this process's "
+                "groups finished and are kept: fix the cause and rerun every process with --resume"
+            )
+        for n, (idx, group) in enumerate(groups):
+            if n % nproc != pid:
+                for i, p in zip(idx, group.points):
+                    with open(os.path.join(p.out_dir, "summary.json")) as f:
+                        summaries[i] = json.load(f)
     return summaries  # type: ignore[return-value]
 
 
