@@ -24,8 +24,10 @@ a fingerprint of the config and refuses to resume a different one.
 The output directory. A run holds ``batch_eval.lock`` (a non-blocking ``flock``, naming
 the holder's pid) for its whole life: a second run on the same directory is refused,
 not interleaved. No file is written through a symbolic link: a link at any output name
-is refused before anything is written. Errors are one line (:class:`BatchConfigError`
-for the config and input, :class:`BatchRunError` for the directory and the machine).
+is refused before anything is written. Errors are one line (:class:`BatchConfigError`, the
+runner's ``ConfigError`` under its batch name, for the config and input: ``batch_eval config
+key `<key>`: expected <what>, got <value>``; :class:`BatchRunError` for the directory and
+the machine).
 
 Generators are deterministic per row and counter-based: row ``i``'s normals come from
 Threefry hashes of the counters ``(i, j)`` under ``PRNGKey(seed)`` (:func:`_normals`),
@@ -77,15 +79,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _files
+from ._distributed import maybe_initialize
+from ._errors import BatchConfigError, short_repr
 
 _TEST_DELAY = float(os.environ.get("EIGJAX_BATCH_TEST_DELAY", "0") or 0)
 # Test hook (tests/app/test_distributed.py): "K:N" makes process K SIGKILL itself right after
 # its N-th chunk of this run is on disk and recorded, a deterministic "host died mid-run".
 _TEST_KILL_AFTER = os.environ.get("EIGJAX_BATCH_TEST_KILL_AFTER", "")
-
-
-class BatchConfigError(ValueError):
-    """Invalid batch-evaluation config: names the key, what was expected, what was given."""
 
 
 class BatchRunError(RuntimeError):
@@ -118,7 +118,9 @@ _DEFAULTS = {
 
 
 def _err(key, expected, given):
-    return BatchConfigError(f"batch_eval config: key `{key}` must be {expected}; got {given!r}.")
+    """``BatchConfigError("batch_eval config key `<key>`: expected <expected>, got <given>")``."""
+    got = repr(given) if isinstance(given, str) else short_repr(given)  # paths whole: they name the file
+    return BatchConfigError(f"batch_eval config key `{key}`: expected {expected}, got {got}")
 
 
 def validate_config(cfg: dict) -> dict:
@@ -439,20 +441,6 @@ def _fingerprint(cfg, count, n, dtype):
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _maybe_init_distributed():
-    env = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
-    if all(k in os.environ for k in env) and int(os.environ["JAX_NUM_PROCESSES"]) > 1:
-        try:
-            jax.distributed.initialize(
-                coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-                num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-                process_id=int(os.environ["JAX_PROCESS_ID"]),
-            )
-        except RuntimeError as e:  # already initialised
-            if "already" not in str(e):
-                raise
-
-
 def _accuracy(cfg, src, outs, sample):
     """Residual / orthogonality / eigenvalue error on the sampled rows (float64 NumPy)."""
     if len(sample) == 0:
@@ -669,7 +657,7 @@ class _Progress:
         if fp != self.fp:
             raise BatchConfigError(
                 f"batch_eval: cannot resume: the config or the input file (its size or modification "
-                f"time) differs from the run in {path}.")
+                f"time) differs from the run in {path}")
         if not all(0 <= c < self.nchunks for c in done):
             raise BatchRunError(f"{path} is damaged: done_chunks must lie in 0..{self.nchunks - 1}; "
                                 f"found {sorted(done)[:3]}...{sorted(done)[-3:]}", 2)
@@ -690,7 +678,7 @@ class _Progress:
             first = records[min(records)]
             raise BatchConfigError(
                 f"batch_eval: {first} exists; pass --resume (resume=True) to continue that run, "
-                "or use a new output directory (--out).")
+                "or use a new output directory (--out)")
         mine: set[int] = set()
         for k, path in sorted(records.items()):
             done, was = self.parse(path)
@@ -698,7 +686,7 @@ class _Progress:
                 raise BatchConfigError(
                     f"batch_eval: cannot resume: the run in {self.dir} was made by {was} process(es) "
                     f"({os.path.basename(path)}), this one has {self.nproc} (JAX_NUM_PROCESSES); resume it with "
-                    f"JAX_NUM_PROCESSES={was}, or use a new output directory (--out).")
+                    f"JAX_NUM_PROCESSES={was}, or use a new output directory (--out)")
             if k == self.pid:
                 mine = done
         return {c for c in mine if c % self.nproc == self.pid}
@@ -874,7 +862,7 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
         of memory); ``exit_code`` 2 when nothing was written, 3 when finished work is kept.
     """
     cfg = validate_config(cfg)
-    _maybe_init_distributed()
+    maybe_initialize()
     pid, nproc = jax.process_index(), jax.process_count()
     src = _Source(cfg["input"])  # raises on a bad file before anything is written
     if src.dtype in (np.float64, np.complex128):

@@ -34,7 +34,13 @@ RUN_EXAMPLES = """examples:
 
 def cmd_list(args) -> int:
     """Every shipped experiment (short name, first doc line) and config (name, header)."""
-    from ._shipped import BATCH_EVAL, header, import_shipped, shipped_configs, shipped_experiments
+    from ._shipped import (
+        BATCH_EVAL,
+        header,
+        import_shipped,
+        shipped_configs,
+        shipped_experiments,
+    )
 
     print("experiments (a config names one as experiment: NAME):")
     print(f"  {BATCH_EVAL:<24} the chunked, sharded batch evaluator (built in: eigjax.app._batch)")
@@ -52,8 +58,8 @@ def _load_config(args) -> tuple[dict, str]:
     smoke overlay applied or dropped and the ``--set`` overrides on top; and its file name."""
     import importlib.resources
 
-    from ._config import ConfigError, apply_overrides, load_yaml
-    from ._shipped import apply_smoke, shipped_configs
+    from ._config import ConfigError, apply_overrides, apply_smoke, load_yaml
+    from ._shipped import shipped_configs
 
     path = pathlib.Path(args.config)
     if not path.is_file() and os.sep not in args.config:
@@ -95,6 +101,7 @@ def _importable(config: str):
 
 def cmd_run(args) -> int:
     from ._config import ConfigError, resolve, sweep_points
+    from ._distributed import maybe_initialize
     from ._runner import NonFiniteObjective, StateError, run
     from ._shipped import BATCH_EVAL
 
@@ -104,6 +111,7 @@ def cmd_run(args) -> int:
             raw, name = _load_config(args)
             if raw.get("experiment") == BATCH_EVAL:
                 return _run_batch(raw, args, out)
+            maybe_initialize()  # jax.distributed (a sweep's groups split over processes), before JAX computes
             cfg, module, problem = resolve(raw)
             sweep = sweep_points(args.sweep) if args.sweep else None
             summaries = run(cfg, module, problem, out, resume=args.resume, sweep=sweep, progress=not args.no_progress,
@@ -143,7 +151,13 @@ def _summary_lines(s: dict) -> str:
 
 def _run_batch(raw: dict, args, out: str) -> int:
     """``experiment: batch_eval``: the chunked, sharded batch evaluator (eigjax/app/_batch.py)."""
-    from ._batch import BatchConfigError, BatchRunError, run_batch_eval, summary_line, validate_config
+    from ._batch import (
+        BatchConfigError,
+        BatchRunError,
+        run_batch_eval,
+        summary_line,
+        validate_config,
+    )
 
     extra = sorted(set(raw) - {"experiment", "batch"})
     if extra:

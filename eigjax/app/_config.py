@@ -17,14 +17,15 @@ A config is a YAML mapping with these keys (all checked; unknown keys are errors
     checkpoint_every: 50                    # checkpoint every N steps (a multiple of log_every)
     problem: {...}                          # validated by the experiment's own ``Problem`` schema
 
-Every problem raises :class:`ConfigError`, whose message names the key, what was
-expected and what was given (values shortened to about 200 characters); the CLI turns it
+Every problem raises :class:`ConfigError` (``eigjax.app._errors``), whose message names
+the key, what was expected and what was given (values shortened to about 200 characters); the CLI turns it
 into exit code 2.
 
 **A config is code.** ``experiment:`` names a Python module that is imported, and so
 executed, before anything else is checked: run only configs you would run as a Python
-script. Right after the import the module is checked against the experiment interface
-(:func:`import_experiment`). YAML aliases may add at most ``MAX_ALIAS_NODES`` values to a
+script. Right after the import the module is checked against the experiment interface,
+:class:`eigjax.app._experiment.Experiment`, and its ``Problem`` fields against the types a
+config can give (:func:`import_experiment`, :func:`schema_problems`). YAML aliases may add at most ``MAX_ALIAS_NODES`` values to a
 config (an "alias bomb", a few hundred bytes expanding to billions of values, is refused
 as it is read), and recursive aliases are refused.
 """
@@ -38,18 +39,17 @@ import inspect
 import itertools
 import math
 import re
-import reprlib
 import types
 import typing
 from typing import Any
 
-import numpy as np
 import yaml
 
-
-class ConfigError(ValueError):
-    """An invalid config: the message names the key, the expected and the given value."""
-
+from ._errors import MAX_MESSAGE_VALUE, ConfigError, short_repr, short_text  # noqa: F401 (re-exported)
+from ._errors import describe as _describe
+from ._experiment import interface_problems
+from ._optim import make_optimizer, optax_promotion
+from ._shipped import experiment_module_name, shipped_experiments
 
 TOP_LEVEL = {
     "experiment": str,
@@ -69,29 +69,7 @@ def _type_name(t) -> str:
     return getattr(t, "__name__", str(t))
 
 
-MAX_MESSAGE_VALUE = 200  # characters of a value quoted in an error message
 MAX_ALIAS_NODES = 100_000  # values that YAML aliases may add to a config
-
-_REPR = reprlib.Repr()
-_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 4, 12, 12, 12
-_REPR.maxstring, _REPR.maxother, _REPR.maxlong = MAX_MESSAGE_VALUE, MAX_MESSAGE_VALUE, 60
-
-
-def short_repr(value, limit: int = MAX_MESSAGE_VALUE) -> str:
-    """``repr(value)`` cut to about ``limit`` characters, without building the whole repr
-    (a config value can be huge: a long list, or a YAML alias expanded many times)."""
-    text = _REPR.repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def short_text(text, limit: int = MAX_MESSAGE_VALUE) -> str:
-    """``str(text)`` on one line, cut to ``limit`` characters (a message quoting another)."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _describe(value) -> str:
-    return f"{short_repr(value)} ({type(value).__name__})"
 
 
 class AliasLimitError(yaml.YAMLError):
@@ -288,6 +266,38 @@ def _check_type(key: str, value, expected) -> Any:
     raise TypeError(f"unsupported schema type {expected!r} for {key}")
 
 
+_SCHEMA_TYPES = "int, float, str, bool, list, dict, Any, Optional[...], Literal[...], list[...]"
+
+
+def _supported(expected) -> bool:
+    """Whether :func:`_check_type` can check a value against the annotation ``expected``."""
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        return all(a is type(None) or _supported(a) for a in typing.get_args(expected))
+    if origin is typing.Literal:
+        return True
+    if origin in (list, tuple):
+        return all(a is Any or a is Ellipsis or _supported(a) for a in typing.get_args(expected)[:1])
+    if origin is dict:
+        return True
+    return expected is Any or expected in (int, float, str, bool, list, dict)
+
+
+def schema_problems(cls) -> list[str]:
+    """The fields of a ``Problem`` dataclass whose types a config cannot give (empty if none)."""
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        return []  # reported by the interface check
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception as exc:  # noqa: BLE001 - a forward reference that does not resolve, say
+        return [f"Problem: expected field annotations that resolve, got {type(exc).__name__}: {short_text(exc)}"]
+    return [
+        f"Problem.{f.name}: expected a field type a config can give ({_SCHEMA_TYPES}), got {short_repr(hints[f.name])}"
+        for f in dataclasses.fields(cls)
+        if f.name in hints and not _supported(hints[f.name])
+    ]
+
+
 def build_dataclass(cls, values: dict, prefix: str):
     """Instantiate a dataclass schema from a mapping, checking keys and types."""
     if not isinstance(values, dict):
@@ -318,20 +328,6 @@ def build_dataclass(cls, values: dict, prefix: str):
 
 _MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
-# The experiment interface (documented in eigjax/app/_runner.py): name -> (required, arguments).
-INTERFACE = {
-    "Problem": (True, None),
-    "setup": (True, ("problem", "dtype")),
-    "init_params": (True, ("data", "key")),
-    "objective": (True, ("params", "data")),
-    "loss": (False, ("params", "data", "step")),
-    "project": (False, ("params", "data")),
-    "metrics": (False, ("params", "data")),
-    "reference": (False, ("problem", "data")),
-    "result": (False, ("params", "data", "problem")),
-}
-
-
 def import_experiment(name):
     """Import the module a config names and check it against the experiment interface.
 
@@ -342,9 +338,6 @@ def import_experiment(name):
     module that is not an experiment is refused with one message before the runner calls
     anything in it or writes anything.
     """
-    # delayed: eigjax.app._shipped imports this module (ConfigError, set_dotted)
-    from ._shipped import experiment_module_name, shipped_experiments
-
     if not isinstance(name, str) or not _MODULE_PATH.fullmatch(name):
         raise ConfigError(
             f"experiment: expected a shipped experiment's name (such as fmmc) or a module import path, got {_describe(name)}"
@@ -363,44 +356,14 @@ def import_experiment(name):
         raise ConfigError(
             f"experiment: importing module {path!r} raised {type(exc).__name__}: {short_text(exc, 300)}"
         ) from None
-    problems = _interface_problems(module)
+    problems = interface_problems(module) or schema_problems(module.Problem)
     if problems:
         where = getattr(module, "__file__", None) or "no file"
         raise ConfigError(
             f"experiment: module {path!r} ({where}) is not an eigjax experiment: {'; '.join(problems)} "
-            "(the interface is documented in eigjax/app/_runner.py)"
+            "(the interface: eigjax.app._experiment.Experiment)"
         )
     return module
-
-
-def _interface_problems(module) -> list[str]:
-    problems = []
-    missing = [name for name, (required, _) in INTERFACE.items() if required and not hasattr(module, name)]
-    if missing:
-        problems.append(f"missing {', '.join(missing)}")
-    problem_cls = getattr(module, "Problem", None)
-    if problem_cls is not None and not (isinstance(problem_cls, type) and dataclasses.is_dataclass(problem_cls)):
-        problems.append(f"Problem must be a dataclass, got {_describe(problem_cls)}")
-    for name, (_, args) in INTERFACE.items():
-        if args is None or not hasattr(module, name):
-            continue
-        fn = getattr(module, name)
-        want = f"a function {name}({', '.join(args)})"
-        if not callable(fn):
-            problems.append(f"{name} must be {want}, got {_describe(fn)}")
-            continue
-        try:
-            sig = inspect.signature(fn)
-        except (TypeError, ValueError):  # a builtin without a signature: cannot tell
-            continue
-        try:
-            sig.bind(*args)
-        except TypeError:
-            problems.append(f"{name} must be {want}, got {name}{sig}")
-    maximize = getattr(module, "MAXIMIZE", False)
-    if not isinstance(maximize, (bool, np.bool_)):
-        problems.append(f"MAXIMIZE must be True or False, got {_describe(maximize)}")
-    return problems
 
 
 def _check_optimizer(opt: dict) -> None:
@@ -436,8 +399,6 @@ def _check_optimizer(opt: dict) -> None:
     # Build it once, so a bad value (say a string where a number belongs) fails here, clearly.
     import jax.numpy as jnp
 
-    from ._runner import make_optimizer, optax_promotion
-
     lr = opt.get("learning_rate")
     if isinstance(lr, (int, float)) and not isinstance(lr, bool) and not (math.isfinite(lr) and lr > 0):
         raise ConfigError(f"optimizer.learning_rate: expected a number > 0, got {short_repr(lr)}")
@@ -448,7 +409,7 @@ def _check_optimizer(opt: dict) -> None:
         # init and one update: optax reads most hyperparameters only when it updates
         # (the extra arguments are those of line-search optimizers such as lbfgs)
         x = jnp.ones(1)
-        with optax_promotion():  # as the runner calls optax (see eigjax.app._runner.optax_promotion)
+        with optax_promotion():  # as the runner calls optax (see eigjax.app._optim.optax_promotion)
             state = optimizer.init(x)
             optimizer.update(x, state, x, value=jnp.sum(x**2) / 2, grad=x, value_fn=lambda p: jnp.sum(p**2) / 2)
     except ConfigError:
@@ -462,9 +423,7 @@ def resolve(raw: dict):
     """Validate a raw config; return (resolved config dict, experiment module, Problem instance)."""
     if "smoke" in raw:
         # The smoke: overlay is applied by `eigjax run --smoke` before this, or dropped (checked)
-        # here: it is never part of the resolved config. Delayed: _shipped imports this module.
-        from ._shipped import split_smoke
-
+        # here: it is never part of the resolved config.
         raw, _ = split_smoke(raw)
     unknown = sorted(set(raw) - set(TOP_LEVEL))
     if unknown:
@@ -491,3 +450,46 @@ def resolve(raw: dict):
     problem = build_dataclass(module.Problem, cfg["problem"], "problem")
     cfg["problem"] = dataclasses.asdict(problem)
     return cfg, module, problem
+
+
+# --- smoke overlays: one `smoke:` mapping per config (eigjax run NAME --smoke) ---
+
+
+def split_smoke(raw: dict) -> tuple[dict, dict]:
+    """(the config without its ``smoke:`` key, the overlay) with the overlay checked.
+
+    Raises:
+      ConfigError: the overlay is not a mapping of dotted keys, or one of its keys names
+        no key that the config states (message ``smoke.KEY: ...``).
+    """
+    raw = dict(raw)
+    overlay = raw.pop("smoke", None)
+    if overlay is None:
+        return raw, {}
+    if not isinstance(overlay, dict):
+        raise ConfigError(f"smoke: expected a mapping of dotted keys to values (as --set takes them), got {short_repr(overlay)}")
+    for key in overlay:
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"smoke: expected dotted keys such as steps or problem.n, got {short_repr(key)}")
+        node, parts = raw, key.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                where = ".".join(parts[:i]) or "the config"
+                raise ConfigError(
+                    f"smoke.{key}: the config states no {'.'.join(parts[: i + 1])} (an overlay changes values of "
+                    f"the config, it adds no keys); {where} has {sorted(node) if isinstance(node, dict) else 'no keys'}"
+                )
+            node = node[part]
+    return raw, overlay
+
+
+def apply_smoke(raw: dict, smoke: bool) -> dict:
+    """The config with its ``smoke:`` overlay applied (``smoke=True``) or dropped."""
+    base, overlay = split_smoke(raw)
+    base = copy.deepcopy(base)  # set_dotted writes into nested mappings
+    if smoke:
+        if not overlay:
+            raise ConfigError("--smoke: this config has no smoke: overlay")
+        for key, value in overlay.items():
+            set_dotted(base, key, value)
+    return base

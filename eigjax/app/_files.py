@@ -1,8 +1,8 @@
 """Safe file writes for the application (batch evaluator, runner): atomic, no symlinks.
 
 - :func:`atomic_write_bytes` (``_text``, ``_json``): readers see the old or the new file,
-  never a torn one, whatever moment the process dies at; with ``fsync=True`` (the
-  default) also after a power loss. A temporary file in the same directory, created with
+  never a torn one, whatever moment the process dies at, and after a power loss too. A
+  temporary file in the same directory, created with
   ``O_EXCL | O_NOFOLLOW`` under an unpredictable name (so a planted link is never written
   through), is written, flushed, fsync'd, ``os.replace``d over the target (which replaces
   a link at the target, never its referent), and the directory is fsync'd.
@@ -14,7 +14,8 @@
 - :class:`DirLock`: a non-blocking ``flock`` on a lock file naming its holder's pid.
 - :func:`remove_temps`: clean up the temporary files of a writer killed mid-write.
 
-Only the standard library; usable by ``eigjax.app._runner`` as well.
+The one implementation of these for the application: the runner (checkpoints, summaries,
+plots, ``metrics.jsonl``) and the batch evaluator both use it. Only the standard library.
 """
 
 from __future__ import annotations
@@ -73,14 +74,15 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str, data: bytes, *, fsync: bool = True) -> None:
+def atomic_write_bytes(path: str, data: bytes) -> None:
     """Replace ``path`` by ``data`` atomically (see the module docstring).
+
+    The file is fsync'd before the rename and its directory after it, so the new content
+    survives a power loss as well as a killed process.
 
     Args:
       path: the file to write; a symbolic link there is replaced, never followed.
       data: the new content.
-      fsync: flush the file and its directory to disk (survives a power loss as well as a
-        killed process). ``False`` keeps atomicity against a killed process only.
 
     Raises:
       OSError: as raised by the filesystem (``ENOSPC`` for a full disk); the temporary file
@@ -98,8 +100,7 @@ def atomic_write_bytes(path: str, data: bytes, *, fsync: bool = True) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            if fsync:
-                os.fsync(f.fileno())
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -107,8 +108,7 @@ def atomic_write_bytes(path: str, data: bytes, *, fsync: bool = True) -> None:
         except OSError:
             pass
         raise
-    if fsync:
-        fsync_dir(directory)
+    fsync_dir(directory)
 
 
 def remove_temps(path: str) -> list[str]:
@@ -133,12 +133,12 @@ def remove_temps(path: str) -> list[str]:
     return removed
 
 
-def atomic_write_text(path: str, text: str, *, fsync: bool = True) -> None:
-    atomic_write_bytes(path, text.encode(), fsync=fsync)
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
 
 
-def atomic_write_json(path: str, obj: Any, *, fsync: bool = True) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", fsync=fsync)
+def atomic_write_json(path: str, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def allocate(fd: int, size: int) -> None:

@@ -1,244 +1,87 @@
 """The experiment runner behind ``eigjax run``.
 
-An **experiment** is any importable module with this interface (see ``experiments/`` for
-examples; a user's own module works the same way, named by its import path)::
+An experiment is a module implementing :class:`eigjax.app._experiment.Experiment` (its
+docstring lists the interface; ``experiments/`` holds examples). The config names it by
+import path; ``eigjax.app._config`` imports it and checks it against the interface.
 
-    Problem                       a dataclass: the typed schema of the config's ``problem:``
-                                  block (fields with defaults; an optional ``validate()``
-                                  raising ValueError for bad values)
-    setup(problem, dtype)         -> data: a pytree of constant arrays for the problem
-    init_params(data, key)        -> params: the initial parameter pytree
-    objective(params, data)       -> scalar: the reported objective
-    MAXIMIZE = False              optional: the objective is maximised
-    loss(params, data, step)      optional: what the optimiser minimises (default: the
-                                  objective, negated if MAXIMIZE); may anneal with step;
-                                  may return (loss, objective) to share one eigensolve
-    project(params, data)         optional: applied after every update (constraints)
-    metrics(params, data)         optional: dict of extra arrays logged every log_every
-                                  steps; a vector under "eigenvalues" is plotted (a complex
-                                  one as real parts, imaginary parts and the complex plane)
-    reference(problem, data)      optional: the known optimum (closed form / published), or None
-    result(params, data, problem) optional: a JSON-able dict stored in summary.json
+How a run proceeds: the config is validated completely before anything is written, and so
+are the experiment's outputs (``objective`` and ``loss`` must return real scalars, checked
+with ``jax.eval_shape`` on the initial parameters of every group before the output
+directory is made); the optimiser is ``optax.inject_hyperparams(optax.<name>)`` so numeric
+hyperparameters live in the optimiser state; steps run in jit-compiled chunks of
+``log_every`` steps inside ``lax.scan``. A sweep whose points differ only in ``seed`` or
+numeric optimiser hyperparameters runs as one ``vmap``-ped program (a single run is the
+one-point case); a sweep that uses ``float64`` anywhere runs all its groups with x64
+enabled. Chunk boundaries are multiples of ``log_every`` counted from step 0, so a run
+resumed from a checkpoint (taken every ``checkpoint_every`` steps, written atomically)
+executes exactly the same compiled chunks on exactly the same state as an uninterrupted
+run and ends with bit-identical parameters. A non-finite objective stops the run, names
+the step, and keeps the last good checkpoint. Every finished run stops at its step budget
+(there is no convergence test); ``summary.json`` says so (``stopped_by``, ``note``,
+``last_interval_change``) and records what this process ran (``this_process``: its index, and a
+resumed run's times and steps/s cover the resumed steps only).
 
-The module is imported by ``eigjax.app._config.import_experiment`` (importing runs its code: a
-config is code) and checked against this interface right after the import (names, that
-``Problem`` is a dataclass, that each function takes these arguments), before anything
-is written.
+Several processes (``jax.distributed``, :mod:`eigjax.app._distributed`: set
+``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` > 1 and ``JAX_PROCESS_ID`` for each, with
+``--out`` on a filesystem all of them see): process ``k`` of ``P`` runs a sweep's vmapped
+groups ``k, k + P, ...`` (a single run: process 0), each exactly as one process would, so
+the results are the same bits. Every process checks every group before anything is
+written; when all have finished, each reads the others' summaries and process 0 writes
+the sweep summary. When a process stops (a non-finite objective, a damaged file), the
+others finish their own groups and stop too, each with one message (exit 3). A group's state lives in its own directory, so
+``--resume`` continues with any process count, one included
+(``tests/app/test_distributed_sweep.py``).
 
-How a run proceeds: the config is validated completely before anything is written; the
-optimiser is ``optax.inject_hyperparams(optax.<name>)`` so numeric hyperparameters live in
-the optimiser state; steps run in jit-compiled chunks of ``log_every`` steps inside
-``lax.scan``. A sweep whose points differ only in ``seed`` or numeric optimiser
-hyperparameters runs as one ``vmap``-ped program (a single run is the one-point case).
-Chunk boundaries are multiples of ``log_every`` counted from step 0, so a run resumed from
-a checkpoint (taken every ``checkpoint_every`` steps, written atomically) executes exactly
-the same compiled chunks on exactly the same state as an uninterrupted run and ends with
-bit-identical parameters. A non-finite objective stops the run, names the step, and keeps
-the last good checkpoint. Every finished run stops at its step budget (there is no
-convergence test); ``summary.json`` says so (``stopped_by``, ``note``,
-``last_interval_change``) and records what this process ran (``this_process``: a resumed
-run's times and steps/s cover the resumed steps only).
+The steps of a group (:func:`run_group`): :func:`prepare_group` (data, initial parameters
+and optimiser state, output checks; writes nothing), :func:`_open_outputs` (directories,
+then restore the checkpoint or start fresh), :class:`_Chunks` (compile), :func:`_run_chunks`
+(the loop: log, checkpoint), :func:`_finish` (summaries, parameters, plots).
 
-Files: every file is written whole (a temporary in the same directory, fsynced, renamed
-over the target, the directory fsynced), except ``metrics.jsonl``, appended row by row and
-fsynced before each checkpoint records its size; it is opened with ``O_NOFOLLOW``, so a
-symbolic link planted at its path is refused (:class:`StateError`), never written through.
-A damaged or missing state file on ``--resume`` is a :class:`StateError` naming the file.
+Files, in ``--out`` (a sweep: one directory per point, ``point_<i>_<overrides>``, and
+one per vmapped group, ``group_<g>``, holding its checkpoint; ``sweep_summary.md`` and
+``.json`` at the top): ``config.yaml`` (the resolved config), ``metrics.jsonl`` (a row
+every ``log_every`` steps), ``checkpoint.npz``, ``summary.json``, ``params.npz``,
+``objective.png`` and ``eigenvalues.png`` (:mod:`eigjax.app._plots`). Every file is
+written whole (:func:`eigjax.app._files.atomic_write_bytes`: a temporary in the same
+directory, fsynced, renamed over the target, the directory fsynced), except
+``metrics.jsonl``, appended row by row and fsynced before each checkpoint records its
+size; it is opened with ``O_NOFOLLOW``, so a symbolic link planted at its path is refused
+(:class:`StateError`), never written through. A damaged or missing state file on
+``--resume`` is a :class:`StateError` naming the file (:mod:`eigjax.app._checkpoint`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import json
 import os
 import sys
-import tempfile
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import yaml
 
-from ._config import ConfigError, short_repr, short_text
-
-
-class NonFiniteObjective(RuntimeError):
-    """The objective became NaN or inf; the message names the step."""
-
-
-class StateError(RuntimeError):
-    """A file in the output directory cannot be used (damaged, missing, or a link eigjax
-    did not create): the message names the file. The CLI exits with code 3."""
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def _file_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _file_mode()
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a torn one.
-
-    A temporary file in the same directory (created exclusively, so never through a
-    planted link), written, flushed and fsynced, then ``os.replace``-d over ``path`` (which
-    replaces a link at ``path`` rather than writing through it), then the directory is
-    fsynced so the rename itself survives a crash of the machine, not only of the process.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; results are ordinary files (0666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def _open_own_file(path: str, mode: str):
-    """Open a file eigjax wrote itself for appending (``"a"``) or resizing (``"r+b"``),
-    never through a symbolic link (``O_NOFOLLOW``): a link at that path was not made by
-    eigjax, and writing through it would change a file outside the output directory."""
-    flags = {"a": os.O_WRONLY | os.O_APPEND, "r+b": os.O_RDWR}[mode]
-    try:
-        fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
-        raise StateError(f"{path} is missing; rerun without --resume to start over") from None
-    except OSError as exc:
-        if os.path.islink(path):
-            raise StateError(
-                f"{path} is a symbolic link (to {os.readlink(path)}); eigjax writes only files it created "
-                "and never through a link: remove the link or use another --out"
-            ) from None
-        raise StateError(f"{path} cannot be opened for writing: {exc}") from None
-    return os.fdopen(fd, "a" if mode == "a" else "r+b")
-
-
-def _ensure_own_dir(path: str) -> None:
-    """Create ``path`` as a directory, refusing a symbolic link in its place (a sweep's
-    point and group directories live inside ``--out``; a link would redirect them)."""
-    if os.path.islink(path):
-        raise StateError(
-            f"{path} is a symbolic link (to {os.readlink(path)}); eigjax writes only into directories it "
-            "created: remove the link or use another --out"
-        )
-    os.makedirs(path, exist_ok=True)
-
-
-def _npz_bytes(arrays: dict) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (jax.Array, np.ndarray, np.generic)):
-        arr = np.asarray(x)
-        if np.iscomplexobj(arr):
-            return {"real": _jsonable(arr.real), "imag": _jsonable(arr.imag)}
-        return arr.tolist()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    return x
-
-
-# ----------------------------------------------------------------------------- optimizer
-
-_VMAPPABLE_PREFIX = "optimizer."
-
-
-def is_vmappable(key: str, value) -> bool:
-    """Sweep keys that can share one compiled program: the seed and float hyperparameters."""
-    if key == "seed":
-        return isinstance(value, int) and not isinstance(value, bool)
-    return (
-        key.startswith(_VMAPPABLE_PREFIX)
-        and key.count(".") == 1
-        and isinstance(value, float)
-        and key != "optimizer.name"
-    )
-
-
-def optax_promotion():
-    """Standard dtype promotion around optax's own code (construction, init, update).
-
-    optax is not clean under ``jax.numpy_dtype_promotion("strict")`` (its schedules
-    and updates mix float32 constants with float64 values), while eigjax's library
-    functions and its experiments are. The runner is an application: it lets optax
-    promote as it was written to, and keeps the user's setting everywhere else.
-    """
-    return jax.numpy_dtype_promotion("standard")
-
-
-def make_optimizer(opt_cfg: dict):
-    with optax_promotion():
-        return _make_optimizer(opt_cfg)
-
-
-def _make_optimizer(opt_cfg: dict):
-    import optax
-
-    name = opt_cfg["name"]
-    kwargs = {k: v for k, v in opt_cfg.items() if k not in ("name", "schedule")}
-    sched = opt_cfg.get("schedule")
-    if sched:
-        sargs = {k: v for k, v in sched.items() if k != "name"}
-        kwargs["learning_rate"] = getattr(optax.schedules, sched["name"])(**sargs)
-    # Floats (given or default) become injected (traced, vmappable) hyperparameters;
-    # everything else (ints such as memory sizes, bools, None, objects) is static.
-    import inspect
-
-    static = []
-    for pname, param in inspect.signature(getattr(optax, name)).parameters.items():
-        value = kwargs.get(pname, param.default)
-        if not (isinstance(value, float) or callable(value)):
-            static.append(pname)
-    try:
-        return optax.inject_hyperparams(getattr(optax, name), static_args=static)(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(
-            f"optimizer: optax.{name} rejected its arguments {short_repr(kwargs)}: {short_text(exc, 300)}"
-        ) from None
-
-
-# ----------------------------------------------------------------------------- the run
+from . import _plots
+from ._checkpoint import (
+    check_resumable,
+    ensure_own_dir,
+    fingerprint,
+    load_checkpoint,
+    open_own_file,
+    remove_temporaries,
+    truncate_metrics,
+)
+from ._checkpoint import npz_bytes as _npz_bytes
+from ._checkpoint import save_checkpoint as _save_checkpoint
+from ._config import resolve, set_dotted
+from ._distributed import failed_processes, maybe_initialize
+from ._errors import ConfigError, NonFiniteObjective, StateError  # noqa: F401 (re-exported: the CLI, tests)
+from ._experiment import check_outputs
+from ._files import atomic_write_bytes, atomic_write_text
+from ._optim import is_vmappable, make_optimizer, optax_promotion
 
 
 @dataclasses.dataclass
@@ -250,9 +93,218 @@ class Point:
     name: str | None = None  # the sweep point's name (None for a single run)
 
 
-def _device_string() -> str:
-    devs = jax.devices()
-    return f"{devs[0].platform}:{devs[0].device_kind} x{len(devs)}"
+@dataclasses.dataclass
+class Group:
+    """Points that share everything but seed / float hyperparameters, ready to run as one
+    vmapped program: the problem's data and every point's initial state, stacked."""
+
+    module: object
+    problem: object
+    points: list[Point]
+    state_dir: str  # where the checkpoint lives (--out, or the sweep's group directory)
+    data: object
+    opt: object  # point 0's optimiser: the points differ only in injected hyperparameters
+    params: object  # initial parameters, stacked over the points
+    opt_state: object
+    setup_s: float  # seconds prepare_group took (counted in wall_time_s)
+    label: str | None = None
+
+    @property
+    def cfg(self) -> dict:
+        return self.points[0].cfg
+
+    @property
+    def maximize(self) -> bool:
+        return bool(getattr(self.module, "MAXIMIZE", False))
+
+    @property
+    def ckpt_path(self) -> str:
+        return os.path.join(self.state_dir, "checkpoint.npz")
+
+    @property
+    def metrics_paths(self) -> list[str]:
+        return [os.path.join(p.out_dir, "metrics.jsonl") for p in self.points]
+
+
+@dataclasses.dataclass
+class _State:
+    """Where a group is: the stacked parameters and optimiser state after ``step`` steps,
+    each point's best objective so far, and the step a resumed run started from."""
+
+    params: object
+    opt_state: object
+    step: int
+    best: list[float]
+    resumed_from: int | None = None
+
+
+# ----------------------------------------------------------------------------- a group
+
+
+def run_group(module, problem, points: list[Point], *, state_dir: str, resume: bool, progress: bool = True,
+              label: str | None = None) -> list[dict]:
+    """Run points that share everything but seed / float hyperparameters, as one vmapped program."""
+    group = prepare_group(module, problem, points, state_dir=state_dir, label=label)
+    return execute_group(group, resume=resume, progress=progress)
+
+
+def prepare_group(module, problem, points: list[Point], *, state_dir: str, label: str | None = None) -> Group:
+    """Set up the problem's data, every point's initial parameters and optimiser state, and
+    check the experiment's outputs on them (:func:`eigjax.app._experiment.check_outputs`).
+    Writes nothing; raises ConfigError for outputs the runner cannot optimise."""
+    t_start = time.perf_counter()
+    cfg0 = points[0].cfg
+    if cfg0["precision"] == "float64":
+        jax.config.update("jax_enable_x64", True)
+    dtype = jnp.float64 if cfg0["precision"] == "float64" else jnp.float32
+    data = module.setup(problem, dtype)
+    opts = [make_optimizer(p.cfg["optimizer"]) for p in points]
+    params_list = [module.init_params(data, jax.random.PRNGKey(p.cfg["seed"])) for p in points]
+    check_outputs(module, data, params_list[0])
+    with optax_promotion():
+        states = [o.init(pp) for o, pp in zip(opts, params_list)]
+    stack = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
+    return Group(module, problem, points, state_dir, data, opts[0], stack(params_list), stack(states),
+                 time.perf_counter() - t_start, label)
+
+
+def execute_group(group: Group, *, resume: bool, progress: bool = True) -> list[dict]:
+    """Run a prepared group to its step budget (from its checkpoint with ``resume``) and
+    write its summaries, parameters and plots; returns each point's summary."""
+    t_start = time.perf_counter() - group.setup_s
+    state = _open_outputs(group, resume)
+    with _MetricsLog(group) as log:
+        if state.step == 0:
+            log.initial(state.params)
+        t_compile = time.perf_counter()
+        chunks = _Chunks(group, state)
+        compile_s = time.perf_counter() - t_compile
+        steps_run, loop_s = _run_chunks(group, state, chunks, log, progress)
+    timing = {"wall": time.perf_counter() - t_start, "compile_s": compile_s, "loop_s": loop_s, "steps_run": steps_run}
+    return _finish(group, state, timing)
+
+
+def _open_outputs(group: Group, resume: bool) -> _State:
+    """Make the output directories, remove temporaries a killed run left, then restore the
+    checkpoint (``resume``) or start fresh; write each point's ``config.yaml``."""
+    if group.points[0].name:  # a sweep's group directory, inside --out
+        ensure_own_dir(group.state_dir)
+    for p in group.points:
+        if p.name:  # a sweep point's directory, inside --out
+            ensure_own_dir(p.out_dir)
+        else:  # --out itself: the user's (it may be a link they made)
+            os.makedirs(p.out_dir, exist_ok=True)
+        remove_temporaries(p.out_dir)
+    remove_temporaries(group.state_dir)
+    if resume and os.path.lexists(group.ckpt_path):
+        state = _restore(group)
+    else:
+        state = _start_fresh(group, resume)
+    steps = group.cfg["steps"]
+    if state.resumed_from is not None and state.resumed_from >= steps:
+        print(f"eigjax run: --resume: the checkpoint in {group.state_dir} is at the last step ({steps}); "
+              "nothing left to run, rewriting the summary", file=sys.stderr)
+    for p in group.points:
+        atomic_write_text(os.path.join(p.out_dir, "config.yaml"), yaml.safe_dump(p.cfg, sort_keys=False))
+    return state
+
+
+def _restore(group: Group) -> _State:
+    """The state in the group's checkpoint; each ``metrics.jsonl`` cut back to its rows."""
+    params, opt_state, step, best, sizes = load_checkpoint(
+        group.ckpt_path, group.state_dir, fingerprint(group.points), (group.params, group.opt_state), len(group.points))
+    truncate_metrics(group.metrics_paths, sizes, group.ckpt_path)
+    return _State(params, opt_state, step, best, resumed_from=step)
+
+
+def _start_fresh(group: Group, resume: bool) -> _State:
+    """Step 0: empty ``metrics.jsonl`` files; a previous run's summary, parameters and
+    checkpoint removed (they describe another run)."""
+    if resume:
+        print(f"eigjax run: --resume: no checkpoint in {group.state_dir}, nothing to resume; starting at step 0",
+              file=sys.stderr)
+    for p, path in zip(group.points, group.metrics_paths):
+        for stale in ("summary.json", "params.npz"):
+            if os.path.lexists(os.path.join(p.out_dir, stale)):
+                os.remove(os.path.join(p.out_dir, stale))
+        atomic_write_text(path, "")
+    if os.path.lexists(group.ckpt_path):
+        os.remove(group.ckpt_path)
+    worst = -np.inf if group.maximize else np.inf
+    return _State(group.params, group.opt_state, 0, [worst for _ in group.points])
+
+
+class _MetricsLog:
+    """The group's ``metrics.jsonl`` files, open for appending (never through a link):
+    one row per point every ``log_every`` steps, flushed whole."""
+
+    def __init__(self, group: Group):
+        self.group = group
+        self.files = []
+        try:
+            for path in group.metrics_paths:
+                self.files.append(open_own_file(path, "a"))
+        except BaseException:
+            self.close()
+            raise
+        metrics = getattr(group.module, "metrics", None)
+        data = group.data
+        self.metrics = None if metrics is None else jax.jit(jax.vmap(lambda p: metrics(p, data)))
+        self.objective = jax.jit(jax.vmap(lambda p: group.module.objective(p, data)))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+    def initial(self, params) -> None:
+        """Row 0: the objective (checked finite) and metrics of the initial parameters."""
+        obj0 = np.asarray(self.objective(params))
+        _check_finite(obj0, self.group.points, 0, self.group.ckpt_path)
+        self.write(0, obj0, self.metrics(params) if self.metrics is not None else {})
+
+    def write(self, at_step: int, objs_end, extra) -> None:
+        extra = jax.device_get(extra)
+        for i, f in enumerate(self.files):
+            row = {"step": at_step, "objective": float(objs_end[i])}
+            row.update({k: _jsonable(np.asarray(v)[i]) for k, v in extra.items()})
+            f.write(json.dumps(row) + "\n")
+            f.flush()  # whole rows reach the file before any checkpoint records its size
+
+    def sync(self) -> None:
+        """fsync every file: the rows a checkpoint counts are on disk before it is."""
+        for f in self.files:
+            os.fsync(f.fileno())
+
+
+class _Chunks:
+    """The group's chunk programs, compiled ahead of time, by length (at most two: ``log_every``
+    and a shorter last chunk). Building it compiles the first chunk the run needs."""
+
+    def __init__(self, group: Group, state: _State):
+        self.group, self.compiled = group, {}
+        self.args = (state.params, state.opt_state, state.step)  # shapes and types to compile for
+        if state.step < group.cfg["steps"]:
+            self.executable(self.length(state.step))
+
+    def length(self, at: int) -> int:
+        return min(self.group.cfg["log_every"], self.group.cfg["steps"] - at)
+
+    def executable(self, length: int):
+        if length not in self.compiled:
+            g = self.group
+            self.compiled[length] = _chunk_fn(g.module, g.opt, g.data, length).lower(*self.args).compile()
+        return self.compiled[length]
+
+    def dispatch(self, params, opt_state, at: int):
+        """Start the chunk at step ``at`` (asynchronously); returns (length, its outputs)."""
+        length = self.length(at)
+        return length, self.executable(length)(params, opt_state, at)
 
 
 def _chunk_fn(module, opt, data, length: int):
@@ -296,274 +348,60 @@ def _chunk_fn(module, opt, data, length: int):
     return jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)))
 
 
-def _metrics_fn(module, data):
-    metrics = getattr(module, "metrics", None)
-    if metrics is None:
-        return None
-    return jax.jit(jax.vmap(lambda p: metrics(p, data)))
-
-
-def run_group(module, problem, points: list[Point], *, state_dir: str, resume: bool, progress: bool = True,
-              label: str | None = None) -> list[dict]:
-    """Run points that share everything but seed / float hyperparameters, as one vmapped program."""
-    import optax  # noqa: F401  (imported here so `eigjax --help` stays fast)
-
-    cfg0 = points[0].cfg
-    if cfg0["precision"] == "float64":
-        jax.config.update("jax_enable_x64", True)
-    dtype = jnp.float64 if cfg0["precision"] == "float64" else jnp.float32
-    steps, log_every, ckpt_every = cfg0["steps"], cfg0["log_every"], cfg0["checkpoint_every"]
-    maximize = bool(getattr(module, "MAXIMIZE", False))
-
-    t_start = time.perf_counter()
-    data = module.setup(problem, dtype)
-    opts = [make_optimizer(p.cfg["optimizer"]) for p in points]
-    opt = opts[0]
-
-    def init_one(key, i):
-        params = module.init_params(data, key)
-        return params
-
-    params_list = [init_one(jax.random.PRNGKey(p.cfg["seed"]), i) for i, p in enumerate(points)]
-    with optax_promotion():
-        states = [o.init(pp) for o, pp in zip(opts, params_list)]
-    stack = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
-    params, opt_state = stack(params_list), stack(states)
-    step = 0
-    best = [np.inf if not maximize else -np.inf for _ in points]
-    metrics_path = [os.path.join(p.out_dir, "metrics.jsonl") for p in points]
-    ckpt_path = os.path.join(state_dir, "checkpoint.npz")
-    fingerprint = _fingerprint(points)
-
-    resumed_from = None
-    for p in points:
-        if p.name:  # a sweep point's directory, inside --out
-            _ensure_own_dir(p.out_dir)
-        else:  # --out itself: the user's (it may be a link they made)
-            os.makedirs(p.out_dir, exist_ok=True)
-        _remove_temporaries(p.out_dir)
-    _remove_temporaries(state_dir)
-    if resume and os.path.lexists(ckpt_path):
-        params, opt_state, step, best, sizes = _load_checkpoint(ckpt_path, state_dir, fingerprint, (params, opt_state), len(points))
-        for path, size in zip(metrics_path, sizes):
-            with _open_own_file(path, "r+b") as f:
-                have = os.fstat(f.fileno()).st_size
-                if have < size:
-                    raise StateError(
-                        f"{path} is damaged: {have} bytes, but the checkpoint {ckpt_path} was written when it held "
-                        f"{size}; rerun without --resume to start over"
-                    )
-                f.truncate(size)
-        resumed_from = step
-    else:
-        if resume:
-            print(f"eigjax run: --resume: no checkpoint in {state_dir}, nothing to resume; starting at step 0",
-                  file=sys.stderr)
-        for p, path in zip(points, metrics_path):
-            for stale in ("summary.json", "params.npz"):
-                if os.path.lexists(os.path.join(p.out_dir, stale)):
-                    os.remove(os.path.join(p.out_dir, stale))
-            atomic_write_text(path, "")
-        if os.path.lexists(ckpt_path):
-            os.remove(ckpt_path)
-    if resumed_from is not None and resumed_from >= steps:
-        print(f"eigjax run: --resume: the checkpoint in {state_dir} is at the last step ({steps}); "
-              "nothing left to run, rewriting the summary", file=sys.stderr)
-    for p in points:
-        atomic_write_text(os.path.join(p.out_dir, "config.yaml"), yaml.safe_dump(p.cfg, sort_keys=False))
-
-    metrics = _metrics_fn(module, data)
-    objective = jax.jit(jax.vmap(lambda p: module.objective(p, data)))
-
-    mfiles = [_open_own_file(path, "a") for path in metrics_path]  # closed in the finally below
-
-    def log_rows(at_step, objs_end, extra):
-        extra = jax.device_get(extra)
-        for i, f in enumerate(mfiles):
-            row = {"step": at_step, "objective": float(objs_end[i])}
-            row.update({k: _jsonable(np.asarray(v)[i]) for k, v in extra.items()})
-            f.write(json.dumps(row) + "\n")
-            f.flush()  # whole rows reach the file before any checkpoint records its size
-
-    if step == 0:
-        obj0 = np.asarray(objective(params))
-        try:
-            _check_finite(obj0, points, 0, ckpt_path)
-        except NonFiniteObjective:
-            for f in mfiles:
-                f.close()
-            raise
-        log_rows(0, obj0, metrics(params) if metrics is not None else {})
-
-    compiled = {}  # chunk length -> AOT-compiled executable (at most two lengths)
-
-    def executable(length):
-        if length not in compiled:
-            compiled[length] = _chunk_fn(module, opt, data, length).lower(params, opt_state, step).compile()
-        return compiled[length]
-
-    def dispatch(params, opt_state, at):
-        length = min(log_every, steps - at)
-        return length, executable(length)(params, opt_state, at)
-
-    t_compile = time.perf_counter()
-    if step < steps:
-        executable(min(log_every, steps - step))
-    compile_s = time.perf_counter() - t_compile
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        desc = module.__name__.rsplit(".", 1)[-1]
-        if len(points) > 1 or points[0].name:
-            desc = f"{os.path.basename(state_dir)} ({len(points)} point{'s' if len(points) > 1 else ''})"
-        if resumed_from:  # tqdm's rate and ETA count the steps of this process only
-            desc += f", resumed at step {resumed_from}"
-        bar = tqdm(total=steps, initial=step, desc=desc, unit="step", dynamic_ncols=True)
+def _run_chunks(group: Group, state: _State, chunks: _Chunks, log: _MetricsLog, progress: bool) -> tuple[int, float]:
+    """Run chunks from ``state.step`` to the step budget, updating ``state``: check each
+    chunk's objectives, log a row, checkpoint every ``checkpoint_every`` steps and at the
+    end. Returns (steps run by this process, seconds)."""
+    steps, ckpt_every = group.cfg["steps"], group.cfg["checkpoint_every"]
+    fp = fingerprint(group.points)
+    bar = _progress_bar(group, state) if progress else None
     t_loop = time.perf_counter()
-    steps_this_process = 0
-    pending = dispatch(params, opt_state, step) if step < steps else None
+    steps_run = 0
+    pending = chunks.dispatch(state.params, state.opt_state, state.step) if state.step < steps else None
     try:
         while pending is not None:
             length, (new_params, new_state, objs, obj_end, extra) = pending
             # Dispatch the next chunk before reading this one back (JAX dispatch is
             # asynchronous), so the device works while the host logs. If this chunk turns
             # out non-finite, the next one is simply dropped.
-            nxt = step + length
-            pending = dispatch(new_params, new_state, nxt) if nxt < steps else None
+            nxt = state.step + length
+            pending = chunks.dispatch(new_params, new_state, nxt) if nxt < steps else None
             objs, obj_end = np.asarray(objs), np.asarray(obj_end)
-            _check_finite(objs, points, step, ckpt_path)
-            _check_finite(obj_end, points, nxt, ckpt_path)
-            params, opt_state, step = new_params, new_state, nxt
-            steps_this_process += length
-            for i in range(len(points)):
-                seen = np.concatenate([objs[i], obj_end[i : i + 1]])
-                best[i] = float(max(best[i], seen.max()) if maximize else min(best[i], seen.min()))
-            log_rows(step, obj_end, extra)
+            _check_finite(objs, group.points, state.step, group.ckpt_path)
+            _check_finite(obj_end, group.points, nxt, group.ckpt_path)
+            state.params, state.opt_state, state.step = new_params, new_state, nxt
+            steps_run += length
+            _update_best(state.best, objs, obj_end, group.maximize)
+            log.write(state.step, obj_end, extra)
             if bar is not None:
                 bar.update(length)
                 bar.set_postfix(objective=f"{float(obj_end[0]):.6g}")
-            if step % ckpt_every == 0 or step == steps:
-                for f in mfiles:  # the rows the checkpoint counts are on disk before it is
-                    os.fsync(f.fileno())
-                _save_checkpoint(ckpt_path, params, opt_state, step, best, metrics_path, fingerprint)
+            if state.step % ckpt_every == 0 or state.step == steps:
+                log.sync()
+                _save_checkpoint(group.ckpt_path, state.params, state.opt_state, state.step, state.best,
+                                 group.metrics_paths, fp)
     finally:
-        for f in mfiles:
-            f.close()
         if bar is not None:
             bar.close()
-    loop_s = time.perf_counter() - t_loop
-    wall = time.perf_counter() - t_start
-
-    summaries = []
-    final_obj = np.asarray(objective(params))
-    reference = getattr(module, "reference", None)
-    ref = reference(problem, data) if reference is not None else None
-    ref = None if ref is None else float(ref)
-    result_fn = getattr(module, "result", None)
-    first_step = resumed_from or 0
-    for i, p in enumerate(points):
-        p_i = jax.tree_util.tree_map(lambda x: x[i], params)
-        obj = float(final_obj[i])
-        gap = None if ref is None else (ref - obj if maximize else obj - ref)
-        rows = _read_rows(metrics_path[i])
-        change = None
-        if len(rows) >= 2 and rows[-1]["step"] == steps:
-            change = {"steps": rows[-1]["step"] - rows[-2]["step"], "objective": rows[-1]["objective"] - rows[-2]["objective"]}
-        summary = {
-            "experiment": p.cfg["experiment"],
-            **({"point": p.name} if p.name else {}),
-            "objective": obj,
-            "best_objective": best[i],
-            "reference": ref,
-            "gap": gap,
-            "maximize": maximize,
-            "steps": steps,
-            # The runner has no convergence test: every finished run stops at its step budget.
-            "stopped_by": "max_steps",
-            "note": f"the run stopped after its step budget (steps: {steps}), not on a convergence test; "
-                    "gap is the distance to the reference at that point",
-            "last_interval_change": change,
-            "seed": p.cfg["seed"],
-            "precision": p.cfg["precision"],
-            "wall_time_s": wall,
-            "compile_time_s": compile_s,
-            "steps_per_s": (steps_this_process / loop_s) if steps_this_process and loop_s > 0 else None,
-            "this_process": {
-                "first_step": first_step,
-                "steps": steps_this_process,
-                "note": "wall_time_s, compile_time_s and steps_per_s cover this process only"
-                        + (f" (resumed at step {first_step})" if resumed_from is not None else ""),
-            },
-            "device": _device_string(),
-            "result": _jsonable(result_fn(p_i, data, problem)) if result_fn is not None else {},
-        }
-        leaves = {f"{'/'.join(str(k) for k in path)}": np.asarray(v) for path, v in _flatten_with_names(p_i)}
-        atomic_write_bytes(os.path.join(p.out_dir, "params.npz"), _npz_bytes(leaves))
-        title = f"experiment {p.cfg['experiment']}" + (f",  config {label}" if label else "") + (f",  {p.name}" if p.name else "")
-        _plots(p.out_dir, rows, ref, title=title, maximize=maximize)
-        atomic_write_text(os.path.join(p.out_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
-        summaries.append(summary)
-    return summaries
+    return steps_run, time.perf_counter() - t_loop
 
 
-def _flatten_with_names(tree):
-    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    out = []
-    for path, leaf in flat:
-        name = "".join(
-            str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) + "/" for k in path
-        ).rstrip("/")
-        out.append(((name or "params",), leaf))
-    return out
+def _progress_bar(group: Group, state: _State):
+    from tqdm.auto import tqdm
+
+    desc = group.module.__name__.rsplit(".", 1)[-1]
+    n = len(group.points)
+    if n > 1 or group.points[0].name:
+        desc = f"{os.path.basename(group.state_dir)} ({n} point{'s' if n > 1 else ''})"
+    if state.resumed_from:  # tqdm's rate and ETA count the steps of this process only
+        desc += f", resumed at step {state.resumed_from}"
+    return tqdm(total=group.cfg["steps"], initial=state.step, desc=desc, unit="step", dynamic_ncols=True)
 
 
-_OUR_FILES = ("checkpoint.npz", "metrics.jsonl", "summary.json", "params.npz", "config.yaml",
-              "objective.png", "eigenvalues.png", "sweep_summary.md", "sweep_summary.json")
-
-
-def _remove_temporaries(directory: str) -> None:
-    """Remove the temporary files of atomic writes that a killed run left behind."""
-    if not os.path.isdir(directory):
-        return
-    for name in os.listdir(directory):
-        if name.endswith(".tmp") and any(name.startswith(f".{ours}.") for ours in _OUR_FILES):
-            path = os.path.join(directory, name)
-            if os.path.isfile(path) and not os.path.islink(path):
-                with contextlib.suppress(OSError):
-                    os.remove(path)
-
-
-def _load_checkpoint(path, state_dir, fingerprint, template, npoints):
-    """(params, opt_state, step, best, metrics sizes) from ``path``; StateError if damaged,
-    ConfigError if it was written for another config."""
-    def damaged(why):
-        return StateError(f"checkpoint {path} is damaged ({why}); rerun without --resume to start over")
-
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            _check_fingerprint(z, state_dir, fingerprint)
-            leaves, treedef = jax.tree_util.tree_flatten(template)
-            loaded = []
-            for i, leaf in enumerate(leaves):
-                arr = z[f"leaf_{i}"]
-                if arr.shape != leaf.shape:
-                    raise damaged(f"leaf_{i} has shape {arr.shape}, expected {leaf.shape}")
-                loaded.append(jnp.asarray(arr, dtype=leaf.dtype))
-            if f"leaf_{len(leaves)}" in z.files:
-                raise damaged(f"it holds more than the {len(leaves)} arrays of this config's state")
-            step = int(z["step"])
-            best = [float(b) for b in z["best"]]
-            sizes = [int(s) for s in z["metrics_bytes"]]
-    except (StateError, ConfigError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - zipfile, numpy and KeyError all signal a damaged file
-        raise damaged(f"{type(exc).__name__}: {short_text(exc, 200)}") from None
-    if len(best) != npoints or len(sizes) != npoints or step < 0:
-        raise damaged(f"step {step}, {len(best)} best values and {len(sizes)} metrics sizes for {npoints} points")
-    params, opt_state = jax.tree_util.tree_unflatten(treedef, loaded)
-    return params, opt_state, step, best, sizes
+def _update_best(best: list[float], objs, obj_end, maximize: bool) -> None:
+    for i in range(len(best)):
+        seen = np.concatenate([objs[i], obj_end[i : i + 1]])
+        best[i] = float(max(best[i], seen.max()) if maximize else min(best[i], seen.min()))
 
 
 def _check_finite(values, points, step, ckpt_path):
@@ -583,118 +421,74 @@ def _check_finite(values, points, step, ckpt_path):
         )
 
 
-def _save_checkpoint(path, params, opt_state, step, best, metrics_path, fingerprint):
-    leaves = jax.tree_util.tree_leaves((params, opt_state))
-    arrays = {f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
-    arrays.update(
-        step=np.asarray(step),
-        best=np.asarray(best, dtype=np.float64),
-        metrics_bytes=np.asarray([os.path.getsize(p) for p in metrics_path]),
-        fingerprint=np.asarray(fingerprint),
-    )
-    atomic_write_bytes(path, _npz_bytes(arrays))
+def _finish(group: Group, state: _State, timing: dict) -> list[dict]:
+    """Each point's ``summary.json``, ``params.npz`` and plots; returns the summaries."""
+    module, problem, data = group.module, group.problem, group.data
+    final_obj = np.asarray(jax.jit(jax.vmap(lambda p: module.objective(p, data)))(state.params))
+    reference = getattr(module, "reference", None)
+    ref = reference(problem, data) if reference is not None else None
+    ref = None if ref is None else float(ref)
+    result_fn = getattr(module, "result", None)
+    summaries = []
+    for i, p in enumerate(group.points):
+        p_i = jax.tree_util.tree_map(lambda x, i=i: x[i], state.params)
+        rows = _read_rows(group.metrics_paths[i])
+        summary = _summary(group, state, timing, i, float(final_obj[i]), ref, rows)
+        summary["result"] = _jsonable(result_fn(p_i, data, problem)) if result_fn is not None else {}
+        leaves = {f"{'/'.join(str(k) for k in path)}": np.asarray(v) for path, v in _flatten_with_names(p_i)}
+        atomic_write_bytes(os.path.join(p.out_dir, "params.npz"), _npz_bytes(leaves))
+        _write_plots(group, p, rows, ref)
+        atomic_write_text(os.path.join(p.out_dir, "summary.json"), json.dumps(summary, indent=2) + "\n")
+        summaries.append(summary)
+    return summaries
 
 
-def _read_rows(metrics_path: str) -> list[dict]:
-    with open(metrics_path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+def _summary(group: Group, state: _State, timing: dict, i: int, obj: float, ref, rows: list[dict]) -> dict:
+    """Point ``i``'s summary.json (without ``result``): the objective and the gap to the
+    reference, why the run stopped, and what this process ran."""
+    p, steps, maximize = group.points[i], group.cfg["steps"], group.maximize
+    gap = None if ref is None else (ref - obj if maximize else obj - ref)
+    change = None
+    if len(rows) >= 2 and rows[-1]["step"] == steps:
+        change = {"steps": rows[-1]["step"] - rows[-2]["step"], "objective": rows[-1]["objective"] - rows[-2]["objective"]}
+    first_step, ran, loop_s = state.resumed_from or 0, timing["steps_run"], timing["loop_s"]
+    return {
+        "experiment": p.cfg["experiment"],
+        **({"point": p.name} if p.name else {}),
+        "objective": obj,
+        "best_objective": state.best[i],
+        "reference": ref,
+        "gap": gap,
+        "maximize": maximize,
+        "steps": steps,
+        # The runner has no convergence test: every finished run stops at its step budget.
+        "stopped_by": "max_steps",
+        "note": f"the run stopped after its step budget (steps: {steps}), not on a convergence test; "
+                "gap is the distance to the reference at that point",
+        "last_interval_change": change,
+        "seed": p.cfg["seed"],
+        "precision": p.cfg["precision"],
+        "wall_time_s": timing["wall"],
+        "compile_time_s": timing["compile_s"],
+        "steps_per_s": (ran / loop_s) if ran and loop_s > 0 else None,
+        "this_process": {
+            "process_index": jax.process_index(),  # under jax.distributed: which process ran this group
+            "first_step": first_step,
+            "steps": ran,
+            "note": "wall_time_s, compile_time_s and steps_per_s cover this process only"
+                    + (f" (resumed at step {first_step})" if state.resumed_from is not None else ""),
+        },
+        "device": _device_string(),
+    }
 
 
-def _eigenvalue_rows(rows: list[dict]) -> np.ndarray:
-    """The logged "eigenvalues" as a (rows, k) array, complex when they were logged as
-    {"real": ..., "imag": ...} (eig-based experiments)."""
-    def one(v):
-        if isinstance(v, dict):
-            return np.asarray(v["real"], dtype=float).ravel() + 1j * np.asarray(v["imag"], dtype=float).ravel()
-        return np.asarray(v, dtype=float).ravel()
-
-    return np.asarray([one(r["eigenvalues"]) for r in rows])
-
-
-def _plots(out_dir: str, rows: list[dict], reference, *, title: str, maximize: bool = False) -> None:
-    """objective.png (objective, reference line, gap on a log axis) and eigenvalues.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not rows:
-        return
-    steps = np.asarray([r["step"] for r in rows])
-    obj = np.asarray([np.nan if r["objective"] is None else r["objective"] for r in rows], dtype=float)
-    fig = _objective_figure(plt, steps, obj, reference, title, maximize)
-    _save_fig(fig, os.path.join(out_dir, "objective.png"), title)
-    plt.close(fig)
-    if "eigenvalues" in rows[0]:
-        fig = _eigenvalue_figure(plt, steps, _eigenvalue_rows(rows), title)
-        _save_fig(fig, os.path.join(out_dir, "eigenvalues.png"), title)
-        plt.close(fig)
-
-
-def _objective_figure(plt, steps, obj, reference, title, maximize):
-    if reference is None:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        axes = [ax]
-    else:
-        fig, axes = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
-    ax = axes[0]
-    ax.plot(steps, obj, marker=".", label="objective" + (" (maximised)" if maximize else " (minimised)"))
-    if reference is not None:
-        ax.axhline(reference, color="k", ls="--", lw=1, label=f"reference {reference:.8g}")
-    ax.set_ylabel("objective")
-    ax.set_title("objective per logged step")
-    ax.legend(loc="best")
-    if reference is not None:
-        gap = (reference - obj) if maximize else (obj - reference)
-        ax = axes[1]
-        pos, neg = gap > 0, gap < 0
-        if pos.any():
-            ax.semilogy(steps[pos], gap[pos], marker=".", label="gap to the reference")
-        if neg.any():
-            ax.semilogy(steps[neg], -gap[neg], marker="x", ls="none", color="C3",
-                        label="beyond the reference (|gap|)")
-        if not (pos.any() or neg.any()):  # every logged objective equals the reference
-            ax.semilogy(steps, np.ones_like(steps, dtype=float), alpha=0)
-            ax.text(0.5, 0.5, "objective equals the reference", transform=ax.transAxes, ha="center")
-        ax.set_yscale("log")
-        ax.set_ylabel("gap (log scale)")
-        ax.set_title("gap = " + ("reference - objective" if maximize else "objective - reference"))
-        ax.legend(loc="best")
-        ax.grid(True, which="major", alpha=0.3)
-    axes[-1].set_xlabel("step")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def _eigenvalue_figure(plt, steps, ev, title):
-    k = ev.shape[1]
-    labels = [f"λ{i + 1}" for i in range(k)]
-    legend = dict(loc="best", fontsize="small", ncol=max(1, (k + 7) // 8)) if k <= 24 else None
-    if np.iscomplexobj(ev):  # eig-based experiments: real and imaginary parts, and the complex plane
-        fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-        for i in range(k):
-            axes[0].plot(steps, ev[:, i].real, lw=1, label=labels[i])
-            axes[1].plot(steps, ev[:, i].imag, lw=1, label=labels[i])
-            line, = axes[2].plot(ev[:, i].real, ev[:, i].imag, lw=1, marker=".", ms=3, label=labels[i])
-            axes[2].plot(ev[-1, i].real, ev[-1, i].imag, "o", color=line.get_color(), ms=6)
-        axes[0].set(xlabel="step", ylabel="Re λ", title="real parts")
-        axes[1].set(xlabel="step", ylabel="Im λ", title="imaginary parts")
-        axes[2].set(xlabel="Re λ", ylabel="Im λ", title="complex plane (dot: last step)")
-        axes[2].axvline(0, color="k", lw=0.5)
-        axes[2].axhline(0, color="k", lw=0.5)
-    else:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        axes = [ax]
-        for i in range(k):
-            ax.plot(steps, ev[:, i], lw=1, label=labels[i])
-        ax.set(xlabel="step", ylabel="eigenvalue", title=f"logged eigenvalues ({k})")
-    if legend is not None:
-        for ax in axes:
-            ax.legend(**legend)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+def _write_plots(group: Group, p: Point, rows: list[dict], ref) -> None:
+    """objective.png and eigenvalues.png of point ``p`` (:mod:`eigjax.app._plots`)."""
+    title = (f"experiment {p.cfg['experiment']}" + (f",  config {group.label}" if group.label else "")
+             + (f",  {p.name}" if p.name else ""))
+    for name, fig in _plots.figures(rows, ref, title=title, maximize=group.maximize):
+        _save_fig(fig, os.path.join(p.out_dir, name), title)
+        _plots.pyplot().close(fig)
 
 
 def _save_fig(fig, path, title=None):
@@ -703,81 +497,145 @@ def _save_fig(fig, path, title=None):
     atomic_write_bytes(path, buf.getvalue())
 
 
-# ----------------------------------------------------------------------------- sweeps
+def _device_string() -> str:
+    devs = jax.devices()
+    return f"{devs[0].platform}:{devs[0].device_kind} x{len(devs)}"
 
 
-def _fingerprint(points) -> str:
-    """What a checkpoint was written for: the resolved configs of its points."""
-    return json.dumps([p.cfg for p in points], sort_keys=True)
+def _read_rows(metrics_path: str) -> list[dict]:
+    with open(metrics_path) as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
-def _check_fingerprint(z, state_dir: str, fingerprint: str) -> None:
-    """Raise ConfigError if the open checkpoint ``z`` was written for other configs."""
-    if str(z["fingerprint"]) != fingerprint:
-        raise ConfigError(
-            f"--resume: the checkpoint in {state_dir} was written for a different config; "
-            "rerun without --resume or use another --out"
-        )
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (jax.Array, np.ndarray, np.generic)):
+        arr = np.asarray(x)
+        if np.iscomplexobj(arr):
+            return {"real": _jsonable(arr.real), "imag": _jsonable(arr.imag)}
+        return arr.tolist()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
 
 
-def check_resumable(state_dir: str, points) -> None:
-    """Raise ConfigError if ``state_dir`` holds a checkpoint written for other configs, or
-    StateError if it is damaged (a sweep checks every group this way before any runs)."""
-    ckpt_path = os.path.join(state_dir, "checkpoint.npz")
-    if not os.path.lexists(ckpt_path):
-        return
-    try:
-        with np.load(ckpt_path, allow_pickle=False) as z:
-            _check_fingerprint(z, state_dir, _fingerprint(points))
-    except ConfigError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a damaged file
-        raise StateError(
-            f"checkpoint {ckpt_path} is damaged ({type(exc).__name__}: {short_text(exc, 200)}); "
-            "rerun without --resume to start over"
-        ) from None
+def _flatten_with_names(tree):
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    out = []
+    for path, leaf in flat:
+        name = "".join(
+            str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) + "/" for k in path
+        ).rstrip("/")
+        out.append(((name or "params",), leaf))
+    return out
+
+
+# ----------------------------------------------------------------------------- runs and sweeps
 
 
 def run(cfg: dict, module, problem, out_dir: str, *, resume: bool = False, sweep: list[dict] | None = None,
         progress: bool = True, label: str | None = None) -> list[dict]:
     """Run one config, or a grid of overrides of it (``sweep``: a list of {dotted key: value}).
 
-    ``label`` (the config file's name, say) goes into the plots' titles."""
-    from ._config import resolve, set_dotted
-
+    Every group is prepared and checked before anything is written. Under jax.distributed
+    (:mod:`eigjax.app._distributed`), process ``k`` of ``P`` runs the vmapped groups ``k,
+    k + P, ...`` and reads the others' summaries back once all have finished; process 0
+    writes the sweep summary. ``label`` (the config file's name, say) goes into the plots'
+    titles. Returns each point's summary."""
+    pid, nproc = maybe_initialize()
     if not sweep:
-        return run_group(module, problem, [Point(cfg, out_dir)], state_dir=out_dir, resume=resume, progress=progress,
-                         label=label)
-    # Resolve every point first, so a bad value fails before anything is written.
+        group = prepare_group(module, problem, [Point(cfg, out_dir)], state_dir=out_dir, label=label)
+        return _execute([([0], group)], 1, resume=resume, progress=progress, pid=pid, nproc=nproc)
+    resolved = _resolve_points(cfg, sweep)
+    names = _point_names(sweep)
+    plan = _plan_groups(resolved, names, out_dir)
+    if resume:  # refuse before any group runs or any directory is made
+        for _, _, _, points, state_dir in plan:
+            check_resumable(state_dir, points)
+    if any(r[1]["precision"] == "float64" for r in resolved):
+        jax.config.update("jax_enable_x64", True)  # for every group alike, whatever their order
+    groups = [(idx, prepare_group(m, pr, points, state_dir=d, label=label)) for idx, m, pr, points, d in plan]
+    os.makedirs(out_dir, exist_ok=True)  # --out itself is the user's (it may be a link they made)
+    summaries = _execute(groups, len(resolved), resume=resume, progress=progress, pid=pid, nproc=nproc)
+    if pid == 0:
+        _write_sweep_summary(out_dir, names, sweep, summaries)
+    return summaries
+
+
+def _execute(groups: list[tuple[list[int], Group]], npoints: int, *, resume: bool, progress: bool, pid: int,
+             nproc: int) -> list[dict]:
+    """Run this process's groups (every ``nproc``-th from ``pid``); under jax.distributed,
+    wait for the others (a process that failed stops all of them, each with one message)
+    and read their points' ``summary.json`` back. Returns every point's summary."""
+    summaries: list[dict | None] = [None] * npoints
+    failure = None
+    try:
+        for n, (idx, group) in enumerate(groups):
+            if n % nproc == pid:
+                for i, s in zip(idx, execute_group(group, resume=resume, progress=progress)):
+                    summaries[i] = s
+    except Exception as exc:  # reported to the other processes, then raised
+        if nproc == 1:
+            raise
+        failure = exc
+    if nproc > 1:
+        failed = failed_processes(nproc, failure is not None)
+        if failure is not None:
+            raise failure
+        if failed:
+            raise StateError(
+                f"process(es) {', '.join(map(str, failed))} of {nproc} stopped (see their message); this process's "
+                "groups finished and are kept: fix the cause and rerun every process with --resume"
+            )
+        for n, (idx, group) in enumerate(groups):
+            if n % nproc != pid:
+                for i, p in zip(idx, group.points):
+                    with open(os.path.join(p.out_dir, "summary.json")) as f:
+                        summaries[i] = json.load(f)
+    return summaries  # type: ignore[return-value]
+
+
+def _resolve_points(cfg: dict, sweep: list[dict]) -> list[tuple]:
+    """(overrides, resolved config, module, problem) of every sweep point, all validated
+    before anything is written."""
     resolved = []
     for overrides in sweep:
         raw = json.loads(json.dumps(cfg))
         for key, value in overrides.items():
             set_dotted(raw, key, value)
         resolved.append((overrides, *resolve(raw)))
+    return resolved
+
+
+def _point_names(sweep: list[dict]) -> list[str]:
+    names = []
+    for i, overrides in enumerate(sweep):
+        point = ",".join(f"{k}={v}" for k, v in overrides.items()).replace("/", "_")
+        names.append(f"point_{i:03d}_{point}")
+    return names
+
+
+def _plan_groups(resolved: list[tuple], names: list[str], out_dir: str) -> list[tuple]:
+    """Split the points into vmapped groups: points whose overrides differ only in
+    vmappable keys (:func:`eigjax.app._optim.is_vmappable`) share one. Returns
+    ``(point indices, module, problem, points, group directory)`` per group."""
     groups: dict[str, list[int]] = {}
     for i, (overrides, *_rest) in enumerate(resolved):
         static = {k: v for k, v in overrides.items() if not is_vmappable(k, v)}
         groups.setdefault(json.dumps(static, sort_keys=True), []).append(i)
-    names = []
-    for i, (overrides, *_rest) in enumerate(resolved):
-        point = ",".join(f"{k}={v}" for k, v in overrides.items()).replace("/", "_")
-        names.append(f"point_{i:03d}_{point}")
     plan = []
     for g, idx in enumerate(groups.values()):
-        _, gcfg, gmodule, gproblem = resolved[idx[0]]
+        _, _, gmodule, gproblem = resolved[idx[0]]
         points = [Point(resolved[i][1], os.path.join(out_dir, names[i]), names[i]) for i in idx]
         plan.append((idx, gmodule, gproblem, points, os.path.join(out_dir, f"group_{g:03d}")))
-    if resume:  # refuse before any group runs or any directory is made
-        for *_, points, state_dir in plan:
-            check_resumable(state_dir, points)
-    summaries: list[dict | None] = [None] * len(resolved)
-    os.makedirs(out_dir, exist_ok=True)  # --out itself is the user's (it may be a link they made)
-    for idx, gmodule, gproblem, points, state_dir in plan:
-        _ensure_own_dir(state_dir)
-        group = run_group(gmodule, gproblem, points, state_dir=state_dir, resume=resume, progress=progress, label=label)
-        for i, s in zip(idx, group):
-            summaries[i] = s
+    return plan
+
+
+def _write_sweep_summary(out_dir: str, names: list[str], sweep: list[dict], summaries: list[dict]) -> None:
+    """sweep_summary.md (a table: point, overrides, objective, best, gap) and sweep_summary.json."""
     lines = ["| point | " + " | ".join(sweep[0]) + " | objective | best | gap |", "|---" * (len(sweep[0]) + 4) + "|"]
     for name, overrides, s in zip(names, sweep, summaries):
         gap = "" if s["gap"] is None else f"{s['gap']:.3e}"
@@ -789,4 +647,3 @@ def run(cfg: dict, module, problem, out_dir: str, *, resume: bool = False, sweep
         os.path.join(out_dir, "sweep_summary.json"),
         json.dumps([{"point": n, "overrides": o, **s} for n, o, s in zip(names, sweep, summaries)], indent=2) + "\n",
     )
-    return summaries  # type: ignore[return-value]

@@ -28,7 +28,6 @@ the resolved config.
 
 from __future__ import annotations
 
-import copy
 import importlib
 import importlib.resources
 import importlib.util
@@ -37,8 +36,6 @@ import pkgutil
 import sys
 import types
 from importlib.resources.abc import Traversable
-
-from ._config import ConfigError, set_dotted, short_repr
 
 BATCH_EVAL = "batch_eval"  # the built-in batch evaluator's experiment name
 EXPERIMENTS = "eigjax.experiments"
@@ -138,43 +135,3 @@ def header(text: str) -> str:
 
 
 # ----------------------------------------------------------------------------- smoke overlays
-
-
-def split_smoke(raw: dict) -> tuple[dict, dict]:
-    """(the config without its ``smoke:`` key, the overlay) with the overlay checked.
-
-    Raises:
-      ConfigError: the overlay is not a mapping of dotted keys, or one of its keys names
-        no key that the config states (message ``smoke.KEY: ...``).
-    """
-    raw = dict(raw)
-    overlay = raw.pop("smoke", None)
-    if overlay is None:
-        return raw, {}
-    if not isinstance(overlay, dict):
-        raise ConfigError(f"smoke: expected a mapping of dotted keys to values (as --set takes them), got {short_repr(overlay)}")
-    for key in overlay:
-        if not isinstance(key, str) or not key:
-            raise ConfigError(f"smoke: expected dotted keys such as steps or problem.n, got {short_repr(key)}")
-        node, parts = raw, key.split(".")
-        for i, part in enumerate(parts):
-            if not isinstance(node, dict) or part not in node:
-                where = ".".join(parts[:i]) or "the config"
-                raise ConfigError(
-                    f"smoke.{key}: the config states no {'.'.join(parts[: i + 1])} (an overlay changes values of "
-                    f"the config, it adds no keys); {where} has {sorted(node) if isinstance(node, dict) else 'no keys'}"
-                )
-            node = node[part]
-    return raw, overlay
-
-
-def apply_smoke(raw: dict, smoke: bool) -> dict:
-    """The config with its ``smoke:`` overlay applied (``smoke=True``) or dropped."""
-    base, overlay = split_smoke(raw)
-    base = copy.deepcopy(base)  # set_dotted writes into nested mappings
-    if smoke:
-        if not overlay:
-            raise ConfigError("--smoke: this config has no smoke: overlay")
-        for key, value in overlay.items():
-            set_dotted(base, key, value)
-    return base

@@ -18,7 +18,7 @@ import yaml
 
 from eigjax.app import _cli as cli
 from eigjax.app._config import load_yaml
-from eigjax.app._shipped import apply_smoke
+from eigjax.app._config import apply_smoke
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
