@@ -23,6 +23,7 @@ import yaml
 
 from eigjax.app import _cli as cli
 from eigjax.app import _runner
+from eigjax.app._config import apply_smoke, load_yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SWEEP = ["--sweep", "seed=0,1", "--sweep", "optimizer.name=adam,sgd"]  # 2 groups (adam, sgd) of 2 seeds
@@ -30,7 +31,7 @@ SWEEP = ["--sweep", "seed=0,1", "--sweep", "optimizer.name=adam,sgd"]  # 2 group
 
 def config(tmp_path) -> str:
     """The smoke seed_example3 config in float64 (x64 on here and in the subprocesses alike)."""
-    cfg = yaml.safe_load((ROOT / "configs" / "smoke" / "seed_example3.yaml").read_text())
+    cfg = apply_smoke(load_yaml(ROOT / "configs" / "seed_example3.yaml"), smoke=True)
     cfg.update(precision="float64", steps=20, log_every=5, checkpoint_every=5)
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
