@@ -23,9 +23,9 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from _timing import medians  # noqa: E402
 
 import eigjax  # noqa: E402
-from _timing import medians  # noqa: E402
 
 
 def timed_pair(f1, f2, *args, repeats):
@@ -44,9 +44,7 @@ def cases(n):
 
         return loss
 
-    lax_eig = lambda a: tuple(
-        jax.lax.linalg.eig(a, compute_left_eigenvectors=False, enable_eigvec_derivs=True)
-    )
+    lax_eig = lambda a: tuple(jax.lax.linalg.eig(a, compute_left_eigenvectors=False, enable_eigvec_derivs=True))
     return {
         "forward eig": (lambda a: tuple(eigjax.eig(a)), lambda a: tuple(jnp.linalg.eig(a))),
         "value_and_grad (eigenvectors)": (

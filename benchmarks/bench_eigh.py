@@ -14,15 +14,16 @@ Usage:
 from __future__ import annotations
 
 import argparse
+
 import jax
 
 jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from _timing import medians  # noqa: E402
 
 import eigjax  # noqa: E402
-from _timing import medians  # noqa: E402
 
 
 def make_fns(eigh):

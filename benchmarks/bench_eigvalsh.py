@@ -91,8 +91,10 @@ def main():
     args = parser.parse_args()
 
     dev = jax.devices()[0]
-    print(f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}, jax {jax.__version__}, "
-          f"median of {args.repeats} interleaved rounds (wall; process CPU in brackets)")
+    print(
+        f"device: {dev.platform} {dev.device_kind} x{jax.device_count()}, jax {jax.__version__}, "
+        f"median of {args.repeats} interleaved rounds (wall; process CPU in brackets)"
+    )
     fns = functions(args.variants)
     names = list(fns)
     r = np.random.default_rng(0)
@@ -109,9 +111,13 @@ def main():
         wall, cpu = timings(fns, a, args.repeats)
         cells = [f"{fmt(wall[k])} [{fmt(cpu[k])}]" for k in names]
         ratio_jnp = f"{wall['jnp.eigvalsh'] / wall['eigjax.eigvalsh']:.2f}x [{cpu['jnp.eigvalsh'] / cpu['eigjax.eigvalsh']:.2f}x]"
-        ratio_eigh = f"{wall['eigjax.eigh'] / wall['eigjax.eigvalsh']:.2f}x [{cpu['eigjax.eigh'] / cpu['eigjax.eigvalsh']:.2f}x]"
-        print(f"| {dtype} | {'x'.join(map(str, shape))} | " + " | ".join(cells) + f" | {ratio_jnp} | {ratio_eigh} |",
-              flush=True)
+        ratio_eigh = (
+            f"{wall['eigjax.eigh'] / wall['eigjax.eigvalsh']:.2f}x [{cpu['eigjax.eigh'] / cpu['eigjax.eigvalsh']:.2f}x]"
+        )
+        print(
+            f"| {dtype} | {'x'.join(map(str, shape))} | " + " | ".join(cells) + f" | {ratio_jnp} | {ratio_eigh} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -146,7 +146,12 @@ def small_table(rng, bw: float, budget: float) -> None:
     emit("|---|---|---|---|---|---|---|---|---|---|")
     jnp_eigh = jax.vmap(jnp.linalg.eigh)
     # targets first (float32, 1e6), then the rest
-    rows = [(n, b, d) for d in (np.float32, np.float64) for b in (10**6 // SCALE, 10**4 // SCALE) for n in (2, 3, 4, 8, 16, 32)]
+    rows = [
+        (n, b, d)
+        for d in (np.float32, np.float64)
+        for b in (10**6 // SCALE, 10**4 // SCALE)
+        for n in (2, 3, 4, 8, 16, 32)
+    ]
     if ARGS.focus:
         rows = [(n, b, d) for d in (np.float32, np.float64) for b in (10**6, 10**5) for n in (2, 3, 4, 8)]
     for n, batch, dtype in rows:
@@ -187,7 +192,7 @@ def variants(rng, budget: float) -> None:
         if n <= 4:
             fns["entries"] = jax.jit(lambda x: eigjax.internal.eigh_small_accel(x, method="entries"))
         t = timed(fns, a)
-        cell = lambda k: f"{t[k] * 1e3:.3f}" if k in t else "-"  # noqa: E731
+        cell = lambda k, t=t: f"{t[k] * 1e3:.3f}" if k in t else "-"
         emit(f"| {n} | {cell('entries')} | {cell('tiled')} |")
 
 
@@ -197,7 +202,11 @@ def large(rng, budget: float) -> None:
     emit("")
     emit("| problem | eigjax | jnp | eigjax / jnp |")
     emit("|---|---|---|---|")
-    for n, dtype in ((1024 // SCALE**0.5, np.float32), (1024 // SCALE**0.5, np.float64), (4096 // SCALE**0.5, np.float32)):
+    for n, dtype in (
+        (1024 // SCALE**0.5, np.float32),
+        (1024 // SCALE**0.5, np.float64),
+        (4096 // SCALE**0.5, np.float32),
+    ):
         n = int(n)
         if time.perf_counter() - T0 > budget:
             emit(f"| eigh n = {n} {np.dtype(dtype).name} value-and-grad | skipped (time budget) | | |")
@@ -210,7 +219,10 @@ def large(rng, budget: float) -> None:
             },
             a,
         )
-        emit(f"| eigh n = {n} {np.dtype(dtype).name} value-and-grad | {t['e'] * 1e3:.1f} | {t['j'] * 1e3:.1f} | {t['e'] / t['j']:.2f} |")
+        emit(
+            f"| eigh n = {n} {np.dtype(dtype).name} value-and-grad "
+            f"| {t['e'] * 1e3:.1f} | {t['j'] * 1e3:.1f} | {t['e'] / t['j']:.2f} |"
+        )
     if time.perf_counter() - T0 > budget:
         emit("| eig n = 256 forward | skipped (time budget) | | |")
         return
@@ -241,7 +253,9 @@ if __name__ == "__main__":
     ARGS = p.parse_args()
     SCALE = 1000 if ARGS.smoke else 1
     dev = jax.devices()[0]
-    emit(f"# eigjax GPU benchmark: {dev.device_kind} ({dev.platform}), jax {jax.__version__}, {time.strftime('%Y-%m-%d')}")
+    emit(
+        f"# eigjax GPU benchmark: {dev.device_kind} ({dev.platform}), jax {jax.__version__}, {time.strftime('%Y-%m-%d')}"
+    )
     emit("")
     rng = np.random.default_rng(0)
     check_correctness(rng)

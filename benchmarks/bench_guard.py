@@ -22,9 +22,9 @@ jax.config.update("jax_enable_x64", True)
 
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from _timing import medians  # noqa: E402
 
 import eigjax  # noqa: E402
-from _timing import medians  # noqa: E402
 
 
 def make_fns(check):
@@ -58,8 +58,10 @@ def main():
             a = jnp.asarray((a + a.T) / 2, args.dtype)
             for op in ("vg_vals", "vg_vecs"):
                 t = medians({"off": off[op], "on": on[op]}, a, repeats=args.repeats)
-                print(f"| {kind} | {n} | {op} | {1e3 * t['off']:.3f} | {1e3 * t['on']:.3f} | {t['on'] / t['off']:.3f} |",
-                      flush=True)
+                print(
+                    f"| {kind} | {n} | {op} | {1e3 * t['off']:.3f} | {1e3 * t['on']:.3f} | {t['on'] / t['off']:.3f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

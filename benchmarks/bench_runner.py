@@ -39,6 +39,7 @@ def hand_written(cfg, module, problem, mode):
     state = opt.init(params)
     user_loss = getattr(module, "loss", None)
     project = getattr(module, "project", lambda p, d: p)
+
     def loss(p, s):
         if user_loss is None:
             return module.objective(p, data)
@@ -72,7 +73,8 @@ def runner(config):
     with tempfile.TemporaryDirectory() as out:
         subprocess.run(
             [sys.executable, "-m", "eigjax", "run", config, "--out", out, "--no-progress"],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
         with open(f"{out}/summary.json") as f:
             return json.load(f)["steps_per_s"]

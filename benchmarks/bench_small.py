@@ -22,13 +22,14 @@ Usage:
 from __future__ import annotations
 
 import argparse
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import median_time, medians
 
 import eigjax
 from eigjax.internal import eigh_small
-from _timing import median_time, medians
 
 
 def copy_bandwidth(repeats):

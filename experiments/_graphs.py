@@ -49,7 +49,8 @@ def make_graph(spec) -> tuple[int, np.ndarray]:
         n = _int(spec, "n", 2)
         edges = spec["edges"]
         if not isinstance(edges, list) or not all(
-            isinstance(e, list) and len(e) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in e) for e in edges
+            isinstance(e, list) and len(e) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in e)
+            for e in edges
         ):
             raise ValueError(f"graph.edges: expected a list of [i, j] integer pairs, got {reprlib.repr(edges)}")
         for i, j in edges:
@@ -59,7 +60,9 @@ def make_graph(spec) -> tuple[int, np.ndarray]:
     else:
         family = spec.get("family")
         if family not in FAMILIES:
-            raise ValueError(f"graph.family: expected one of {sorted(FAMILIES)} (or n + edges), got {reprlib.repr(family)}")
+            raise ValueError(
+                f"graph.family: expected one of {sorted(FAMILIES)} (or n + edges), got {reprlib.repr(family)}"
+            )
         extra = sorted(set(spec) - {"family", *FAMILIES[family]})
         if extra:
             raise ValueError(f"graph.{extra[0]}: unknown key for family {family}; expected {list(FAMILIES[family])}")
@@ -150,7 +153,9 @@ class AnnealedGraphProblem:
     def validate(self):
         make_graph(self.graph)
         if not 0 < self.beta_start <= self.beta_end:
-            raise ValueError(f"beta_start, beta_end: expected 0 < beta_start <= beta_end, got {self.beta_start}, {self.beta_end}")
+            raise ValueError(
+                f"beta_start, beta_end: expected 0 < beta_start <= beta_end, got {self.beta_start}, {self.beta_end}"
+            )
         if self.anneal_steps < 1:
             raise ValueError(f"anneal_steps: expected an integer >= 1, got {self.anneal_steps}")
 

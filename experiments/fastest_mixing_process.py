@@ -67,7 +67,7 @@ def loss(theta, data, step):
     lap = laplacian(weights(theta, data), data)
     n = lap.shape[0]
     mu = eigjax.eigvalsh(lap + jnp.full((n, n), 4.0 / n, dtype=lap.dtype))
-    smooth = jax.nn.logsumexp(-beta * mu) / beta   # = -(smooth min of mu): minimised
+    smooth = jax.nn.logsumexp(-beta * mu) / beta  # = -(smooth min of mu): minimised
     return smooth, mu[0]  # mu[0] = lambda_2(L) while lambda_2 < 4: the objective, same solve
 
 

@@ -34,7 +34,6 @@ import eigjax
 
 from ._graphs import EDGE_TRANSITIVE, AnnealedGraphProblem, annealed_beta, degrees, incidence, make_graph
 
-
 Problem = AnnealedGraphProblem
 
 
@@ -50,7 +49,7 @@ def setup(problem: Problem, dtype):
 def weights(theta, data):
     """The feasible weights: ``|theta|`` scaled down on edges touching an overfull vertex."""
     a = jnp.abs(theta)
-    deg = data["absb"] @ a                                    # weighted degree of each vertex
+    deg = data["absb"] @ a  # weighted degree of each vertex
     scale = jnp.maximum(1.0, jnp.max(data["absb"] * deg[:, None], axis=0))
     return a / scale
 

@@ -33,8 +33,12 @@ class Problem:
         if self.n < 1:
             raise ValueError(f"n: expected an integer >= 1, got {self.n}")
         if self.spectrum is not None:
-            if len(self.spectrum) != self.n or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in self.spectrum):
-                raise ValueError(f"spectrum: expected a list of {self.n} numbers (or null), got {reprlib.repr(self.spectrum)}")
+            if len(self.spectrum) != self.n or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in self.spectrum
+            ):
+                raise ValueError(
+                    f"spectrum: expected a list of {self.n} numbers (or null), got {reprlib.repr(self.spectrum)}"
+                )
 
 
 def target(problem: Problem) -> np.ndarray:

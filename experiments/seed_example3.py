@@ -20,14 +20,18 @@ class Problem:
         try:
             a = np.asarray(self.a0, dtype=float)
         except (TypeError, ValueError):
-            raise ValueError(f"a0: expected a square matrix (a list of equally long lists of numbers), got {reprlib.repr(self.a0)}") from None
+            raise ValueError(
+                f"a0: expected a square matrix (a list of equally long lists of numbers), got {reprlib.repr(self.a0)}"
+            ) from None
         if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] == 0:
             raise ValueError(f"a0: expected a square matrix (a non-empty list of lists), got shape {a.shape}")
         if not np.all(np.isfinite(a)):
             raise ValueError(f"a0: expected finite numbers, got {reprlib.repr(self.a0)}")
         # The objective is bounded below (its minimiser A* = -I/ridge exists) only for ridge > 0.
         if not (np.isfinite(self.ridge) and self.ridge > 0):
-            raise ValueError(f"ridge: expected a number > 0 (the problem is unbounded below otherwise), got {self.ridge}")
+            raise ValueError(
+                f"ridge: expected a number > 0 (the problem is unbounded below otherwise), got {self.ridge}"
+            )
 
 
 def setup(problem: Problem, dtype):

@@ -195,7 +195,7 @@ def discrete_optimum(n: int, *, tol: float = 1e-12, max_iter: int = 500) -> dict
     h = 1.0 / (n + 1)
     a = keller_area(np.arange(1, n + 1) * h)
     a = a / (h * a.sum())
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is reported after the loop)
         y = check_profile(a)["mode"]
         new = np.abs(y) ** (2.0 / 3.0)
         new = new / (h * new.sum())
@@ -204,8 +204,13 @@ def discrete_optimum(n: int, *, tol: float = 1e-12, max_iter: int = 500) -> dict
         if change <= tol:
             break
     chk = check_profile(a)
-    return {"lambda_1": chk["lambda_1"], "area": a, "kkt_residual": chk["kkt_residual"], "iterations": it,
-            "last_change": change}
+    return {
+        "lambda_1": chk["lambda_1"],
+        "area": a,
+        "kkt_residual": chk["kkt_residual"],
+        "iterations": it,
+        "last_change": change,
+    }
 
 
 def check_profile(a) -> dict:

@@ -67,9 +67,7 @@ def central_fd(f, a, da, h=1e-4):
     da = jnp.asarray(da)
     fp1, fm1 = f(a + h * da), f(a - h * da)
     fp2, fm2 = f(a + 2 * h * da), f(a - 2 * h * da)
-    return jax.tree_util.tree_map(
-        lambda p2, p1, m1, m2: (-p2 + 8 * p1 - 8 * m1 + m2) / (12 * h), fp2, fp1, fm1, fm2
-    )
+    return jax.tree_util.tree_map(lambda p2, p1, m1, m2: (-p2 + 8 * p1 - 8 * m1 + m2) / (12 * h), fp2, fp1, fm1, fm2)
 
 
 def jvp(f, a, da):

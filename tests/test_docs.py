@@ -53,7 +53,7 @@ def test_readme_projector_example_holds_as_pasted():
     blocks = BLOCK.findall((ROOT / "README.md").read_text())
     k = next(i for i, b in enumerate(blocks) if "trace_of_projector" in b)
     assert "1e-9" in blocks[k]
-    check = textwrap.dedent('''
+    check = textwrap.dedent("""
         loss = trace_of_projector(eigjax.eigh)
         g = jax.grad(loss)(a)
         rng = np.random.default_rng(5)
@@ -64,10 +64,16 @@ def test_readme_projector_example_holds_as_pasted():
             err = abs(float(jnp.sum(g * e)) - float(fd))
             assert err <= 1e-9 * max(1.0, abs(float(fd))), (str(a.dtype), err)
         print("ok", a.dtype)
-    ''')
+    """)
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_ENABLE_X64")}
-    proc = subprocess.run([sys.executable, "-c", "\n".join(blocks[: k + 1]) + check], cwd=ROOT,
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", "\n".join(blocks[: k + 1]) + check],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0 and "ok float64" in proc.stdout, proc.stderr[-2000:]
 
 

@@ -18,8 +18,12 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-MARKDOWN = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md")),
-            *sorted((ROOT / "benchmarks").glob("*.md"))]
+MARKDOWN = [
+    ROOT / "README.md",
+    ROOT / "BENCHMARKS.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    *sorted((ROOT / "benchmarks").glob("*.md")),
+]
 PYTHON = [*sorted((ROOT / "benchmarks").glob("*.py")), *sorted((ROOT / "scripts").glob("*.py"))]
 
 FENCE = re.compile(r"^(```|~~~)[^\n]*\n(.*?)^\1[ \t]*$", re.S | re.M)
@@ -39,11 +43,22 @@ def private_uses(text: str) -> list[str]:
 
 
 def test_the_patterns_catch_what_they_should():
-    bad = ["from eigjax._diagnostics import run_check", "import eigjax._small", "eigjax._small.eigh_small(a)",
-           "from eigjax.app._runner import make_optimizer", "from eigjax import eigh, _native",
-           "x = eigjax.app._batch.run"]
-    good = ["from eigjax.internal import run_check", "import eigjax.internal", "eigjax.eigh(a)",
-            "from eigjax.app import run_batch_eval", "see eigjax/_eigh.py", "eigjax.internal.eigh_small(a)"]
+    bad = [
+        "from eigjax._diagnostics import run_check",
+        "import eigjax._small",
+        "eigjax._small.eigh_small(a)",
+        "from eigjax.app._runner import make_optimizer",
+        "from eigjax import eigh, _native",
+        "x = eigjax.app._batch.run",
+    ]
+    good = [
+        "from eigjax.internal import run_check",
+        "import eigjax.internal",
+        "eigjax.eigh(a)",
+        "from eigjax.app import run_batch_eval",
+        "see eigjax/_eigh.py",
+        "eigjax.internal.eigh_small(a)",
+    ]
     assert all(private_uses(s) for s in bad)
     assert not any(private_uses(s) for s in good)
 

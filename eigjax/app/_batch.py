@@ -202,11 +202,15 @@ class _Source:
             self.data = _load_input(inp)
             path = inp["path"]
             if self.data.ndim != 3 or self.data.shape[1] != self.data.shape[2] or 0 in self.data.shape:
-                raise _err("input.path", "an array of shape (count, n, n) with count >= 1 and n >= 1",
-                           f"{path}: shape {self.data.shape}")
+                raise _err(
+                    "input.path",
+                    "an array of shape (count, n, n) with count >= 1 and n >= 1",
+                    f"{path}: shape {self.data.shape}",
+                )
             if self.data.dtype.name not in ("float32", "float64", "complex64", "complex128"):
-                raise _err("input.path", "float32, float64, complex64 or complex128 data",
-                           f"{path}: dtype {self.data.dtype}")
+                raise _err(
+                    "input.path", "float32, float64, complex64 or complex128 data", f"{path}: dtype {self.data.dtype}"
+                )
             self.count, self.n = int(self.data.shape[0]), int(self.data.shape[1])
             self.dtype = np.dtype(self.data.dtype)
         else:
@@ -214,7 +218,8 @@ class _Source:
             self.count, self.n = inp["count"], inp["n"]
             self.dtype = np.dtype(inp["dtype"])
             self._gen = jax.jit(
-                lambda rows: _generate(inp["generator"], inp["seed"], self.n, self.dtype, rows.astype(jnp.uint32)))
+                lambda rows: _generate(inp["generator"], inp["seed"], self.n, self.dtype, rows.astype(jnp.uint32))
+            )
         # generated rows are drawn in blocks of at least this many (the caller's chunk), so
         # a short last chunk reuses the compiled generator instead of compiling another
         self.block = 1
@@ -228,7 +233,7 @@ class _Source:
     def take(self, idx: np.ndarray) -> np.ndarray:
         """Rows ``idx`` (sorted indices), in one read or one generator call."""
         if self.data is not None:
-            return np.stack([np.asarray(self.data[int(i): int(i) + 1])[0] for i in idx])
+            return np.stack([np.asarray(self.data[int(i) : int(i) + 1])[0] for i in idx])
         return np.asarray(self._gen(np.asarray(idx, dtype=np.uint32)))
 
 
@@ -258,8 +263,11 @@ def _load_input(inp: dict):
             raise
         npz = path.endswith(".npz")
         hint = "; a compressed .npz member is read into memory whole, a .npy file is memory-mapped" if npz else ""
-        raise BatchRunError(f"not enough memory to read the input {path} ({os.path.getsize(path)} bytes on disk): "
-                            f"{e}{hint}; raise the memory limit (ulimit -v) or split the input", 2) from None
+        raise BatchRunError(
+            f"not enough memory to read the input {path} ({os.path.getsize(path)} bytes on disk): "
+            f"{e}{hint}; raise the memory limit (ulimit -v) or split the input",
+            2,
+        ) from None
 
 
 def _npz_memmap(path: str, key: str) -> np.ndarray | None:
@@ -305,9 +313,12 @@ class _Shards:
         first = self.parts[0]
         for p, a in zip(self.paths, self.parts):
             if a.ndim != 3 or a.shape[1:] != first.shape[1:] or a.dtype != first.dtype:
-                raise _err("input.path", f"shards of one shape (rows, n, n) and one dtype, as the first, "
-                           f"{names[0]}: (rows, {', '.join(map(str, first.shape[1:]))}) {first.dtype}",
-                           f"{p}: shape {a.shape} {a.dtype}")
+                raise _err(
+                    "input.path",
+                    f"shards of one shape (rows, n, n) and one dtype, as the first, "
+                    f"{names[0]}: (rows, {', '.join(map(str, first.shape[1:]))}) {first.dtype}",
+                    f"{p}: shape {a.shape} {a.dtype}",
+                )
         self.dtype = first.dtype
         self.starts = np.cumsum([0] + [a.shape[0] for a in self.parts])
         self.shape = (int(self.starts[-1]), *first.shape[1:])
@@ -319,7 +330,7 @@ class _Shards:
         for i, a in enumerate(self.parts):
             lo, hi = max(start, self.starts[i]), min(stop, self.starts[i + 1])
             if lo < hi:
-                pieces.append(a[lo - self.starts[i]: hi - self.starts[i]])
+                pieces.append(a[lo - self.starts[i] : hi - self.starts[i]])
         if not pieces:
             return np.zeros((0, *self.shape[1:]), self.dtype)
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
@@ -373,7 +384,7 @@ def _generate(kind, seed, n, dtype, rows):
         return (x + jnp.swapaxes(x, -1, -2)) / 2
     q, r = jnp.linalg.qr(x)
     q = q * jnp.where(jnp.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0).astype(dtype)[:, None, :]
-    w = jnp.sort(z[:, n * n:], axis=-1)
+    w = jnp.sort(z[:, n * n :], axis=-1)
     w = w.at[:, 1].set(w[:, 0])  # an exactly repeated eigenvalue (up to rounding of Q)
     a = (q * w[:, None, :]) @ jnp.swapaxes(q, -1, -2)
     return (a + jnp.swapaxes(a, -1, -2)) / 2
@@ -435,9 +446,17 @@ def _fingerprint(cfg, count, n, dtype):
         stamp = [stamps[0][1], stamps[0][2]] if not os.path.isdir(inp["path"]) else stamps
     # the generator's stream (counter-based since issue 17): rows of an older stream are not resumed into
     stream = "threefry-counter-box-muller-1" if "generator" in inp else None
-    blob = json.dumps({"cfg": {k: v for k, v in cfg.items() if k != "progress"}, "count": count, "n": n,
-                       "dtype": str(dtype), "file": stamp, **({"stream": stream} if stream else {})},
-                      sort_keys=True)
+    blob = json.dumps(
+        {
+            "cfg": {k: v for k, v in cfg.items() if k != "progress"},
+            "count": count,
+            "n": n,
+            "dtype": str(dtype),
+            "file": stamp,
+            **({"stream": stream} if stream else {}),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -464,7 +483,9 @@ def _accuracy(cfg, src, outs, sample):
             acc["max_orthogonality_error"] = float(orth.max())
     if cfg["op"] in ("eigh", "eigvalsh"):
         # eigh reads the Hermitian part: a non-Hermitian input shows up here, not as an error
-        acc["max_relative_asymmetry"] = float((np.linalg.norm(a - np.conj(np.swapaxes(a, -1, -2)), axis=(-2, -1)) / anorm).max())
+        acc["max_relative_asymmetry"] = float(
+            (np.linalg.norm(a - np.conj(np.swapaxes(a, -1, -2)), axis=(-2, -1)) / anorm).max()
+        )
         ref = np.linalg.eigvalsh(a)
         acc["max_eigenvalue_error_rel"] = float((np.abs(w.real - ref).max(axis=-1) / anorm).max())
     else:
@@ -493,7 +514,8 @@ class _Output:
         self.rowbytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
         buf = io.BytesIO()
         np.lib.format.write_array_header_1_0(
-            buf, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape})
+            buf, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        )
         self.header = buf.getvalue()  # the bytes np.lib.format.open_memmap writes
         self.size = len(self.header) + self.shape[0] * self.rowbytes
         self.fd: int | None = None
@@ -545,8 +567,10 @@ class _Output:
 
     def __getitem__(self, idx) -> np.ndarray:
         """Rows ``idx`` (an index array), read back from the file."""
-        out = [np.frombuffer(os.pread(self.fd, self.rowbytes, len(self.header) + int(i) * self.rowbytes), self.dtype)
-               for i in np.asarray(idx).reshape(-1)]
+        out = [
+            np.frombuffer(os.pread(self.fd, self.rowbytes, len(self.header) + int(i) * self.rowbytes), self.dtype)
+            for i in np.asarray(idx).reshape(-1)
+        ]
         return np.stack(out).reshape(-1, *self.shape[1:]) if out else np.zeros((0, *self.shape[1:]), self.dtype)
 
     def close(self) -> None:
@@ -587,7 +611,9 @@ def _barrier(nproc: int, name: str) -> None:
             raise BatchRunError(
                 f"process {jax.process_index()} of {nproc} lost contact with the others at {name} ({why}): "
                 "another process has probably died; the chunks recorded in the progress files are kept: "
-                "restart all processes with --resume", 3) from None
+                "restart all processes with --resume",
+                3,
+            ) from None
 
 
 def _agree(nproc: int, failure: Exception | None) -> None:
@@ -602,8 +628,9 @@ def _agree(nproc: int, failure: Exception | None) -> None:
         failed = np.asarray(multihost_utils.process_allgather(np.int32(failure is not None))).reshape(-1)
         if failure is None and failed.any():
             bad = ", ".join(str(k) for k in np.flatnonzero(failed))
-            raise BatchRunError(f"process(es) {bad} of {nproc} refused to start (see their message); "
-                                "nothing was written", 2)
+            raise BatchRunError(
+                f"process(es) {bad} of {nproc} refused to start (see their message); nothing was written", 2
+            )
     if failure is not None:
         raise failure
 
@@ -645,22 +672,31 @@ class _Progress:
             prog = json.loads(raw)
             done, fp = prog["done_chunks"], prog["fingerprint"]
             nproc = prog.get("process_count", 1)  # files written before multi-process runs: one process
-            ok = isinstance(fp, str) and isinstance(done, list) and all(
-                isinstance(c, int) and not isinstance(c, bool) for c in done) and (
-                isinstance(nproc, int) and not isinstance(nproc, bool) and nproc >= 1)
+            ok = (
+                isinstance(fp, str)
+                and isinstance(done, list)
+                and all(isinstance(c, int) and not isinstance(c, bool) for c in done)
+                and (isinstance(nproc, int) and not isinstance(nproc, bool) and nproc >= 1)
+            )
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             ok = False
         if not ok:
             raise BatchRunError(
                 f"{path} is damaged: expected the JSON record {{fingerprint, done_chunks, num_chunks}} of a "
-                f"batch run, found {raw[:60]!r}; restore it, or delete it to recompute every chunk", 2)
+                f"batch run, found {raw[:60]!r}; restore it, or delete it to recompute every chunk",
+                2,
+            )
         if fp != self.fp:
             raise BatchConfigError(
                 f"batch_eval: cannot resume: the config or the input file (its size or modification "
-                f"time) differs from the run in {path}")
+                f"time) differs from the run in {path}"
+            )
         if not all(0 <= c < self.nchunks for c in done):
-            raise BatchRunError(f"{path} is damaged: done_chunks must lie in 0..{self.nchunks - 1}; "
-                                f"found {sorted(done)[:3]}...{sorted(done)[-3:]}", 2)
+            raise BatchRunError(
+                f"{path} is damaged: done_chunks must lie in 0..{self.nchunks - 1}; "
+                f"found {sorted(done)[:3]}...{sorted(done)[-3:]}",
+                2,
+            )
         return set(done), nproc
 
     def read(self, resume: bool, note) -> set[int] | None:
@@ -678,7 +714,8 @@ class _Progress:
             first = records[min(records)]
             raise BatchConfigError(
                 f"batch_eval: {first} exists; pass --resume (resume=True) to continue that run, "
-                "or use a new output directory (--out)")
+                "or use a new output directory (--out)"
+            )
         mine: set[int] = set()
         for k, path in sorted(records.items()):
             done, was = self.parse(path)
@@ -686,26 +723,37 @@ class _Progress:
                 raise BatchConfigError(
                     f"batch_eval: cannot resume: the run in {self.dir} was made by {was} process(es) "
                     f"({os.path.basename(path)}), this one has {self.nproc} (JAX_NUM_PROCESSES); resume it with "
-                    f"JAX_NUM_PROCESSES={was}, or use a new output directory (--out)")
+                    f"JAX_NUM_PROCESSES={was}, or use a new output directory (--out)"
+                )
             if k == self.pid:
                 mine = done
         return {c for c in mine if c % self.nproc == self.pid}
 
     def write(self, done: set[int]) -> None:
         try:
-            _files.atomic_write_json(self.path, {"fingerprint": self.fp, "done_chunks": sorted(done),
-                                                 "num_chunks": self.nchunks, "process_count": self.nproc,
-                                                 "process_index": self.pid})
+            _files.atomic_write_json(
+                self.path,
+                {
+                    "fingerprint": self.fp,
+                    "done_chunks": sorted(done),
+                    "num_chunks": self.nchunks,
+                    "process_count": self.nproc,
+                    "process_index": self.pid,
+                },
+            )
         except OSError as e:
             if e.errno not in _DISK_FULL:
                 raise
             raise BatchRunError(
                 f"disk full writing {self.path} ({e.strerror}); the {len(done)} chunks recorded before are "
-                "kept: free space and run again with --resume", 3) from None
+                "kept: free space and run again with --resume",
+                3,
+            ) from None
 
 
-def _prepare_outputs(outs: dict, done: set, fresh: bool, chunk: int, progress: _Progress, note,
-                     pid: int, nproc: int) -> set:
+def _prepare_outputs(
+    outs: dict, done: set, fresh: bool, chunk: int, progress: _Progress, note, pid: int, nproc: int
+) -> set:
     """Open the output files (created on a fresh run, checked and repaired on a resumed one).
 
     Returns the finished chunks whose rows are all on disk. A chunk listed in ``progress``
@@ -744,10 +792,16 @@ def _prepare_outputs(outs: dict, done: set, fresh: bool, chunk: int, progress: _
                 for f in created:
                     os.unlink(f.path)
             total = sum(f.size for f in outs.values())
-            then = ("the finished rows are kept: free space and run again with --resume" if not fresh
-                    else "free space and run again")
-            raise BatchRunError(f"disk full: cannot reserve {failed.size} bytes for {failed.path} ({e.strerror}); "
-                                f"the outputs need {total} bytes in all; nothing was computed; {then}", 3) from None
+            then = (
+                "the finished rows are kept: free space and run again with --resume"
+                if not fresh
+                else "free space and run again"
+            )
+            raise BatchRunError(
+                f"disk full: cannot reserve {failed.size} bytes for {failed.path} ({e.strerror}); "
+                f"the outputs need {total} bytes in all; nothing was computed; {then}",
+                3,
+            ) from None
     _barrier(nproc, "eigjax_batch_outputs_created")
     if pid != 0:
         for o in outs.values():
@@ -769,8 +823,11 @@ def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
     fn = jax.jit(_make_fn(cfg), in_shardings=sharding, out_shardings=sharding)
     if src.data is None:  # generated input: drawn inside the same program, on the devices (no host copy)
         inp, compute = src.inp, _make_fn(cfg)
-        fn = jax.jit(lambda rows: compute(_generate(inp["generator"], inp["seed"], n, dtype, rows)),
-                     in_shardings=sharding, out_shardings=sharding)
+        fn = jax.jit(
+            lambda rows: compute(_generate(inp["generator"], inp["seed"], n, dtype, rows)),
+            in_shardings=sharding,
+            out_shardings=sharding,
+        )
     eye = np.eye(n, dtype=dtype)
     t0, rows_done = time.perf_counter(), 0
     split = {"input": 0.0, "compute": 0.0, "write": 0.0}  # where this run's time went
@@ -796,7 +853,9 @@ def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
             raise BatchRunError(
                 f"out of memory computing chunk {c} ({stop - start} matrices {n}x{n} {dtype}; {why}): lower "
                 f"chunk_size (now {chunk}) or raise the memory limit; the {len(done)} finished chunks are kept: "
-                "run again with --resume", 3) from None
+                "run again with --resume",
+                3,
+            ) from None
         t = time.perf_counter()
         try:
             for k, o in outs.items():
@@ -808,7 +867,9 @@ def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
                 raise
             raise BatchRunError(
                 f"disk full writing chunk {c} into {os.path.dirname(progress.path)} ({e.strerror}); the "
-                f"{len(done)} finished chunks are kept: free space and run again with --resume", 3) from None
+                f"{len(done)} finished chunks are kept: free space and run again with --resume",
+                3,
+            ) from None
         done.add(c)
         progress.write(done)
         split["write"] += time.perf_counter() - t
@@ -877,8 +938,10 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
     # process 0 merges them into summary.json once every process is done
     summary_path = os.path.join(out_dir, "summary.json" if nproc == 1 else f"summary.{pid}.json")
     lock_path = os.path.join(out_dir, "batch_eval.lock" if pid == 0 else f"batch_eval.{pid}.lock")
-    outs = {k: _Output(os.path.join(out_dir, f"{k}.npy"), (count, *shp), dt)
-            for k, (shp, dt) in _output_specs(cfg, src.n, src.dtype).items()}
+    outs = {
+        k: _Output(os.path.join(out_dir, f"{k}.npy"), (count, *shp), dt)
+        for k, (shp, dt) in _output_specs(cfg, src.n, src.dtype).items()
+    }
     notes: list[str] = []
 
     def note(msg):
@@ -888,8 +951,15 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
     with contextlib.ExitStack() as stack:
         failure, done = None, None
         try:  # every refusal comes before the first barrier, and every process learns of it
-            _refuse_links([*(o.path for o in outs.values()), progress.path, summary_path, lock_path,
-                           os.path.join(out_dir, "summary.json")])
+            _refuse_links(
+                [
+                    *(o.path for o in outs.values()),
+                    progress.path,
+                    summary_path,
+                    lock_path,
+                    os.path.join(out_dir, "summary.json"),
+                ]
+            )
             try:
                 os.makedirs(out_dir, exist_ok=True)
             except OSError as e:
@@ -932,7 +1002,11 @@ def _finish(cfg, src, outs, done, progress, summary_path, notes, note, resumed, 
         bar.close()
     devices = jax.local_devices()
     summary = {
-        "op": cfg["op"], "rows": count, "n": src.n, "dtype": str(src.dtype), "chunks": nchunks,
+        "op": cfg["op"],
+        "rows": count,
+        "n": src.n,
+        "dtype": str(src.dtype),
+        "chunks": nchunks,
         "resumed": resumed,
         "chunks_this_run": len(mine),
         "rows_this_run": rows_done,
@@ -941,9 +1015,14 @@ def _finish(cfg, src, outs, done, progress, summary_path, notes, note, resumed, 
         "matrices_per_second": rows_done / seconds if rows_done and seconds > 0 else None,  # this run's rows
         # this run's time: reading or generating the input, computing (the first chunk's
         # compilation included), writing and flushing the outputs and progress
-        "seconds_input": split["input"], "seconds_compute": split["compute"], "seconds_write": split["write"],
-        "device_kind": devices[0].device_kind, "platform": devices[0].platform, "local_device_count": len(devices),
-        "process_index": pid, "process_count": nproc,
+        "seconds_input": split["input"],
+        "seconds_compute": split["compute"],
+        "seconds_write": split["write"],
+        "device_kind": devices[0].device_kind,
+        "platform": devices[0].platform,
+        "local_device_count": len(devices),
+        "process_index": pid,
+        "process_count": nproc,
         "complete": len(done) == nchunks if nproc == 1 else None,  # a part: process 0 says, for all of them
         "accuracy": {},
         "outputs": {k: os.path.basename(o.path) for k, o in outs.items()},
@@ -977,8 +1056,11 @@ def _write_summary(path: str, summary: dict) -> None:
     except OSError as e:
         if e.errno not in _DISK_FULL:
             raise
-        raise BatchRunError(f"disk full writing {path} ({e.strerror}); every chunk is done and kept: "
-                            "free space and run again with --resume to write the summary", 3) from None
+        raise BatchRunError(
+            f"disk full writing {path} ({e.strerror}); every chunk is done and kept: "
+            "free space and run again with --resume to write the summary",
+            3,
+        ) from None
 
 
 def _merge_parts(cfg, src, outs, progress: _Progress) -> dict:
@@ -1016,9 +1098,20 @@ def _merge_parts(cfg, src, outs, progress: _Progress) -> dict:
     seconds = max((p["seconds_this_run"] for p in parts), default=0.0)
     rows_this_run = sum(p["rows_this_run"] for p in parts)
     first = parts[0] if parts else {}
-    keys = ("process_index", "chunks_this_run", "rows_this_run", "rows_resumed", "seconds_this_run",
-            "matrices_per_second", "seconds_input", "seconds_compute", "seconds_write", "local_device_count",
-            "device_kind", "resumed")
+    keys = (
+        "process_index",
+        "chunks_this_run",
+        "rows_this_run",
+        "rows_resumed",
+        "seconds_this_run",
+        "matrices_per_second",
+        "seconds_input",
+        "seconds_compute",
+        "seconds_write",
+        "local_device_count",
+        "device_kind",
+        "resumed",
+    )
     return {
         **{k: first.get(k) for k in ("op", "rows", "n", "dtype", "chunks", "device_kind", "platform")},
         "resumed": any(p["resumed"] for p in parts),
@@ -1042,11 +1135,15 @@ def summary_line(summary: dict, out_dir: str) -> str:
     """One line for the CLI: rows, this run's throughput (labelled when resumed), where."""
     rows, this, before = summary["rows"], summary["rows_this_run"], summary["rows_resumed"]
     if summary["resumed"] and this == 0:
-        return (f"batch_eval: {rows} matrices, nothing to resume (all {summary['chunks']} chunks were done), "
-                f"outputs in {out_dir}")
+        return (
+            f"batch_eval: {rows} matrices, nothing to resume (all {summary['chunks']} chunks were done), "
+            f"outputs in {out_dir}"
+        )
     rate = summary["matrices_per_second"]
     rate = "-" if rate is None else f"{rate:.3g}"
     if before:
-        return (f"batch_eval: {rows} matrices ({this} computed by this run, {before} resumed from disk), "
-                f"{rate} matrices/s over this run's {this}, outputs in {out_dir}")
+        return (
+            f"batch_eval: {rows} matrices ({this} computed by this run, {before} resumed from disk), "
+            f"{rate} matrices/s over this run's {this}, outputs in {out_dir}"
+        )
     return f"batch_eval: {rows} matrices, {rate} matrices/s, outputs in {out_dir}"

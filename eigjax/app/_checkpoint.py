@@ -25,8 +25,17 @@ import numpy as np
 from . import _files
 from ._errors import ConfigError, StateError, short_text
 
-OUR_FILES = ("checkpoint.npz", "metrics.jsonl", "summary.json", "params.npz", "config.yaml",
-             "objective.png", "eigenvalues.png", "sweep_summary.md", "sweep_summary.json")
+OUR_FILES = (
+    "checkpoint.npz",
+    "metrics.jsonl",
+    "summary.json",
+    "params.npz",
+    "config.yaml",
+    "objective.png",
+    "eigenvalues.png",
+    "sweep_summary.md",
+    "sweep_summary.json",
+)
 
 
 def open_own_file(path: str, mode: str):
@@ -114,6 +123,7 @@ def check_resumable(state_dir: str, points) -> None:
 def load_checkpoint(path, state_dir, expected_fingerprint, template, npoints):
     """(params, opt_state, step, best, metrics sizes) from ``path``; StateError if damaged,
     ConfigError if it was written for another config."""
+
     def damaged(why):
         return StateError(f"checkpoint {path} is damaged ({why}); rerun without --resume to start over")
 

@@ -114,8 +114,9 @@ def cmd_run(args) -> int:
             maybe_initialize()  # jax.distributed (a sweep's groups split over processes), before JAX computes
             cfg, module, problem = resolve(raw)
             sweep = sweep_points(args.sweep) if args.sweep else None
-            summaries = run(cfg, module, problem, out, resume=args.resume, sweep=sweep, progress=not args.no_progress,
-                            label=name)
+            summaries = run(
+                cfg, module, problem, out, resume=args.resume, sweep=sweep, progress=not args.no_progress, label=name
+            )
     except ConfigError as exc:
         print(f"eigjax run: invalid config: {exc}", file=sys.stderr)
         return 2
@@ -137,15 +138,19 @@ def _summary_lines(s: dict) -> str:
     name = f"{s['point']}: " if s.get("point") else ""
     lines = [f"{name}{s['experiment']}: objective {s['objective']:.10g}  best {s['best_objective']:.10g}{ref}"]
     change = s.get("last_interval_change")
-    moved = f"; the objective changed by {change['objective']:.3e} over its last {change['steps']} steps" if change else ""
+    moved = (
+        f"; the objective changed by {change['objective']:.3e} over its last {change['steps']} steps" if change else ""
+    )
     lines.append(f"  stopped by the step budget (steps: {s['steps']}), not by a convergence test{moved}")
     proc = s.get("this_process") or {}
     if proc.get("first_step") and not proc.get("steps"):
         lines.append(f"  resumed at step {proc['first_step']}: nothing left to run (summary and plots rewritten)")
     elif proc.get("first_step"):
         rate = f", {s['steps_per_s']:.3g} steps/s" if s.get("steps_per_s") else ""
-        lines.append(f"  resumed at step {proc['first_step']}: this process ran steps {proc['first_step']}-{s['steps']}"
-                     f" ({proc['steps']} steps{rate}; wall and compile times cover these only)")
+        lines.append(
+            f"  resumed at step {proc['first_step']}: this process ran steps {proc['first_step']}-{s['steps']}"
+            f" ({proc['steps']} steps{rate}; wall and compile times cover these only)"
+        )
     return "\n".join(lines)
 
 
@@ -161,7 +166,10 @@ def _run_batch(raw: dict, args, out: str) -> int:
 
     extra = sorted(set(raw) - {"experiment", "batch"})
     if extra:
-        print(f"eigjax run: invalid config: {extra[0]}: unknown key for experiment batch_eval; expected batch", file=sys.stderr)
+        print(
+            f"eigjax run: invalid config: {extra[0]}: unknown key for experiment batch_eval; expected batch",
+            file=sys.stderr,
+        )
         return 2
     if args.sweep:
         print("eigjax run: invalid config: --sweep: not supported for experiment batch_eval", file=sys.stderr)
@@ -210,9 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("config", help="a YAML config file, or the name of a shipped config (eigjax list shows them)")
     run.add_argument("--out", help="output directory (default: runs/<config name>)")
-    run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value; dotted keys, YAML values (repeatable)")
-    run.add_argument("--sweep", action="append", metavar="KEY=V1,V2,...", help="run the grid of these values (repeatable)")
-    run.add_argument("--smoke", action="store_true", help="apply the config's smoke: overlay (a tiny run of the same config)")
+    run.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config value; dotted keys, YAML values (repeatable)",
+    )
+    run.add_argument(
+        "--sweep", action="append", metavar="KEY=V1,V2,...", help="run the grid of these values (repeatable)"
+    )
+    run.add_argument(
+        "--smoke", action="store_true", help="apply the config's smoke: overlay (a tiny run of the same config)"
+    )
     run.add_argument("--resume", action="store_true", help="continue from the checkpoint in the output directory")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)

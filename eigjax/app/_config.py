@@ -328,6 +328,7 @@ def build_dataclass(cls, values: dict, prefix: str):
 
 _MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
+
 def import_experiment(name):
     """Import the module a config names and check it against the experiment interface.
 
@@ -374,10 +375,12 @@ def _check_optimizer(opt: dict) -> None:
     name = opt["name"]
     factory = getattr(optax, name, None) if isinstance(name, str) else None
     if factory is None or not callable(factory) or not isinstance(name, str) or name.startswith("_"):
-        raise ConfigError(f"optimizer.name: expected the name of an optax optimizer (e.g. adam, sgd, lbfgs), got {_describe(name)}")
+        raise ConfigError(
+            f"optimizer.name: expected the name of an optax optimizer (e.g. adam, sgd, lbfgs), got {_describe(name)}"
+        )
     params = inspect.signature(factory).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    for key, value in opt.items():
+    for key in opt:
         if key in ("name", "schedule"):
             continue
         if key not in params and not accepts_any:
@@ -385,15 +388,22 @@ def _check_optimizer(opt: dict) -> None:
     if "schedule" in opt and opt["schedule"] is not None:
         sched = opt["schedule"]
         if not isinstance(sched, dict) or "name" not in sched:
-            raise ConfigError(f"optimizer.schedule: expected a mapping with a 'name' (an optax schedule), got {_describe(sched)}")
+            raise ConfigError(
+                f"optimizer.schedule: expected a mapping with a 'name' (an optax schedule), got {_describe(sched)}"
+            )
         sname = str(sched["name"])
         sfactory = None if sname.startswith("_") else getattr(optax.schedules, sname, None)
         if sfactory is None or not callable(sfactory):
-            raise ConfigError(f"optimizer.schedule.name: expected the name of an optax schedule (e.g. cosine_decay_schedule, exponential_decay), got {_describe(sched['name'])}")
+            raise ConfigError(
+                "optimizer.schedule.name: expected the name of an optax schedule "
+                f"(e.g. cosine_decay_schedule, exponential_decay), got {_describe(sched['name'])}"
+            )
         sparams = inspect.signature(sfactory).parameters
         for key in sched:
             if key != "name" and key not in sparams:
-                raise ConfigError(f"optimizer.schedule.{key}: unknown keyword for optax.{sched['name']}; expected one of {sorted(sparams)}")
+                raise ConfigError(
+                    f"optimizer.schedule.{key}: unknown keyword for optax.{sched['name']}; expected one of {sorted(sparams)}"
+                )
         if "learning_rate" in opt:
             raise ConfigError("optimizer: give either learning_rate or schedule, not both")
     # Build it once, so a bad value (say a string where a number belongs) fails here, clearly.
@@ -416,7 +426,9 @@ def _check_optimizer(opt: dict) -> None:
         raise
     except Exception as exc:  # noqa: BLE001 - optax raises many kinds; report which key set it off
         given = {k: v for k, v in opt.items() if k != "name"}
-        raise ConfigError(f"optimizer: optax.{name} cannot be built from {short_repr(given)}: {type(exc).__name__}: {short_text(exc, 300)}") from None
+        raise ConfigError(
+            f"optimizer: optax.{name} cannot be built from {short_repr(given)}: {type(exc).__name__}: {short_text(exc, 300)}"
+        ) from None
 
 
 def resolve(raw: dict):
@@ -467,7 +479,9 @@ def split_smoke(raw: dict) -> tuple[dict, dict]:
     if overlay is None:
         return raw, {}
     if not isinstance(overlay, dict):
-        raise ConfigError(f"smoke: expected a mapping of dotted keys to values (as --set takes them), got {short_repr(overlay)}")
+        raise ConfigError(
+            f"smoke: expected a mapping of dotted keys to values (as --set takes them), got {short_repr(overlay)}"
+        )
     for key in overlay:
         if not isinstance(key, str) or not key:
             raise ConfigError(f"smoke: expected dotted keys such as steps or problem.n, got {short_repr(key)}")

@@ -23,8 +23,11 @@ def maybe_initialize() -> tuple[int, int]:
     It must run before anything starts JAX's backend: ``eigjax run`` calls it before the
     config is resolved (resolving builds the optimiser once, which computes).
     """
-    if (all(k in os.environ for k in _ENV) and int(os.environ["JAX_NUM_PROCESSES"]) > 1
-            and not jax.distributed.is_initialized()):
+    if (
+        all(k in os.environ for k in _ENV)
+        and int(os.environ["JAX_NUM_PROCESSES"]) > 1
+        and not jax.distributed.is_initialized()
+    ):
         try:
             jax.distributed.initialize(
                 coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],

@@ -39,8 +39,10 @@ def _link_message(path: str) -> str:
         target = os.readlink(path)
     except OSError:
         target = "?"
-    return (f"refusing to write through the symbolic link {path} -> {target} "
-            "(expected a regular file or nothing there; remove the link or choose another output directory)")
+    return (
+        f"refusing to write through the symbolic link {path} -> {target} "
+        "(expected a regular file or nothing there; remove the link or choose another output directory)"
+    )
 
 
 def check_not_symlink(path: str) -> None:
@@ -193,9 +195,11 @@ class DirLock:
                 raise
             holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "pid unknown"
             os.close(self.fd)
-            raise LockHeld(errno.EWOULDBLOCK,
-                           f"{path} is locked by another run ({holder}); wait for it to finish or stop it, "
-                           "or use another output directory") from None
+            raise LockHeld(
+                errno.EWOULDBLOCK,
+                f"{path} is locked by another run ({holder}); wait for it to finish or stop it, "
+                "or use another output directory",
+            ) from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"pid {os.getpid()} host {socket.gethostname()}\n".encode(), 0)
 

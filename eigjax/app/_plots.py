@@ -19,6 +19,7 @@ import numpy as np
 def _eigenvalue_rows(rows: list[dict]) -> np.ndarray:
     """The logged "eigenvalues" as a (rows, k) array, complex when they were logged as
     {"real": ..., "imag": ...} (eig-based experiments)."""
+
     def one(v):
         if isinstance(v, dict):
             return np.asarray(v["real"], dtype=float).ravel() + 1j * np.asarray(v["imag"], dtype=float).ravel()
@@ -71,8 +72,7 @@ def _objective_figure(plt, steps, obj, reference, title, maximize):
         if pos.any():
             ax.semilogy(steps[pos], gap[pos], marker=".", label="gap to the reference")
         if neg.any():
-            ax.semilogy(steps[neg], -gap[neg], marker="x", ls="none", color="C3",
-                        label="beyond the reference (|gap|)")
+            ax.semilogy(steps[neg], -gap[neg], marker="x", ls="none", color="C3", label="beyond the reference (|gap|)")
         if not (pos.any() or neg.any()):  # every logged objective equals the reference
             ax.semilogy(steps, np.ones_like(steps, dtype=float), alpha=0)
             ax.text(0.5, 0.5, "objective equals the reference", transform=ax.transAxes, ha="center")
@@ -96,7 +96,7 @@ def _eigenvalue_figure(plt, steps, ev, title):
         for i in range(k):
             axes[0].plot(steps, ev[:, i].real, lw=1, label=labels[i])
             axes[1].plot(steps, ev[:, i].imag, lw=1, label=labels[i])
-            line, = axes[2].plot(ev[:, i].real, ev[:, i].imag, lw=1, marker=".", ms=3, label=labels[i])
+            (line,) = axes[2].plot(ev[:, i].real, ev[:, i].imag, lw=1, marker=".", ms=3, label=labels[i])
             axes[2].plot(ev[-1, i].real, ev[-1, i].imag, "o", color=line.get_color(), ms=6)
         axes[0].set(xlabel="step", ylabel="Re λ", title="real parts")
         axes[1].set(xlabel="step", ylabel="Im λ", title="imaginary parts")

@@ -141,8 +141,16 @@ class _State:
 # ----------------------------------------------------------------------------- a group
 
 
-def run_group(module, problem, points: list[Point], *, state_dir: str, resume: bool, progress: bool = True,
-              label: str | None = None) -> list[dict]:
+def run_group(
+    module,
+    problem,
+    points: list[Point],
+    *,
+    state_dir: str,
+    resume: bool,
+    progress: bool = True,
+    label: str | None = None,
+) -> list[dict]:
     """Run points that share everything but seed / float hyperparameters, as one vmapped program."""
     group = prepare_group(module, problem, points, state_dir=state_dir, label=label)
     return execute_group(group, resume=resume, progress=progress)
@@ -164,8 +172,18 @@ def prepare_group(module, problem, points: list[Point], *, state_dir: str, label
     with optax_promotion():
         states = [o.init(pp) for o, pp in zip(opts, params_list)]
     stack = lambda xs: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *xs)  # noqa: E731
-    return Group(module, problem, points, state_dir, data, opts[0], stack(params_list), stack(states),
-                 time.perf_counter() - t_start, label)
+    return Group(
+        module,
+        problem,
+        points,
+        state_dir,
+        data,
+        opts[0],
+        stack(params_list),
+        stack(states),
+        time.perf_counter() - t_start,
+        label,
+    )
 
 
 def execute_group(group: Group, *, resume: bool, progress: bool = True) -> list[dict]:
@@ -202,8 +220,11 @@ def _open_outputs(group: Group, resume: bool) -> _State:
         state = _start_fresh(group, resume)
     steps = group.cfg["steps"]
     if state.resumed_from is not None and state.resumed_from >= steps:
-        print(f"eigjax run: --resume: the checkpoint in {group.state_dir} is at the last step ({steps}); "
-              "nothing left to run, rewriting the summary", file=sys.stderr)
+        print(
+            f"eigjax run: --resume: the checkpoint in {group.state_dir} is at the last step ({steps}); "
+            "nothing left to run, rewriting the summary",
+            file=sys.stderr,
+        )
     for p in group.points:
         atomic_write_text(os.path.join(p.out_dir, "config.yaml"), yaml.safe_dump(p.cfg, sort_keys=False))
     return state
@@ -212,7 +233,8 @@ def _open_outputs(group: Group, resume: bool) -> _State:
 def _restore(group: Group) -> _State:
     """The state in the group's checkpoint; each ``metrics.jsonl`` cut back to its rows."""
     params, opt_state, step, best, sizes = load_checkpoint(
-        group.ckpt_path, group.state_dir, fingerprint(group.points), (group.params, group.opt_state), len(group.points))
+        group.ckpt_path, group.state_dir, fingerprint(group.points), (group.params, group.opt_state), len(group.points)
+    )
     truncate_metrics(group.metrics_paths, sizes, group.ckpt_path)
     return _State(params, opt_state, step, best, resumed_from=step)
 
@@ -221,8 +243,10 @@ def _start_fresh(group: Group, resume: bool) -> _State:
     """Step 0: empty ``metrics.jsonl`` files; a previous run's summary, parameters and
     checkpoint removed (they describe another run)."""
     if resume:
-        print(f"eigjax run: --resume: no checkpoint in {group.state_dir}, nothing to resume; starting at step 0",
-              file=sys.stderr)
+        print(
+            f"eigjax run: --resume: no checkpoint in {group.state_dir}, nothing to resume; starting at step 0",
+            file=sys.stderr,
+        )
     for p, path in zip(group.points, group.metrics_paths):
         for stale in ("summary.json", "params.npz"):
             if os.path.lexists(os.path.join(p.out_dir, stale)):
@@ -332,7 +356,11 @@ def _chunk_fn(module, opt, data, length: int):
         (value, obj), grads = jax.value_and_grad(loss_and_objective, has_aux=True)(params, step)
         with optax_promotion():  # optax's code only; the losses above keep the user's setting
             updates, opt_state = opt.update(
-                grads, opt_state, params, value=value, grad=grads,
+                grads,
+                opt_state,
+                params,
+                value=value,
+                grad=grads,
                 value_fn=lambda p: loss_and_objective(p, step)[0],
             )
             params = optax.apply_updates(params, updates)
@@ -378,8 +406,9 @@ def _run_chunks(group: Group, state: _State, chunks: _Chunks, log: _MetricsLog, 
                 bar.set_postfix(objective=f"{float(obj_end[0]):.6g}")
             if state.step % ckpt_every == 0 or state.step == steps:
                 log.sync()
-                _save_checkpoint(group.ckpt_path, state.params, state.opt_state, state.step, state.best,
-                                 group.metrics_paths, fp)
+                _save_checkpoint(
+                    group.ckpt_path, state.params, state.opt_state, state.step, state.best, group.metrics_paths, fp
+                )
     finally:
         if bar is not None:
             bar.close()
@@ -450,7 +479,10 @@ def _summary(group: Group, state: _State, timing: dict, i: int, obj: float, ref,
     gap = None if ref is None else (ref - obj if maximize else obj - ref)
     change = None
     if len(rows) >= 2 and rows[-1]["step"] == steps:
-        change = {"steps": rows[-1]["step"] - rows[-2]["step"], "objective": rows[-1]["objective"] - rows[-2]["objective"]}
+        change = {
+            "steps": rows[-1]["step"] - rows[-2]["step"],
+            "objective": rows[-1]["objective"] - rows[-2]["objective"],
+        }
     first_step, ran, loop_s = state.resumed_from or 0, timing["steps_run"], timing["loop_s"]
     return {
         "experiment": p.cfg["experiment"],
@@ -464,7 +496,7 @@ def _summary(group: Group, state: _State, timing: dict, i: int, obj: float, ref,
         # The runner has no convergence test: every finished run stops at its step budget.
         "stopped_by": "max_steps",
         "note": f"the run stopped after its step budget (steps: {steps}), not on a convergence test; "
-                "gap is the distance to the reference at that point",
+        "gap is the distance to the reference at that point",
         "last_interval_change": change,
         "seed": p.cfg["seed"],
         "precision": p.cfg["precision"],
@@ -476,7 +508,7 @@ def _summary(group: Group, state: _State, timing: dict, i: int, obj: float, ref,
             "first_step": first_step,
             "steps": ran,
             "note": "wall_time_s, compile_time_s and steps_per_s cover this process only"
-                    + (f" (resumed at step {first_step})" if state.resumed_from is not None else ""),
+            + (f" (resumed at step {first_step})" if state.resumed_from is not None else ""),
         },
         "device": _device_string(),
     }
@@ -484,8 +516,11 @@ def _summary(group: Group, state: _State, timing: dict, i: int, obj: float, ref,
 
 def _write_plots(group: Group, p: Point, rows: list[dict], ref) -> None:
     """objective.png and eigenvalues.png of point ``p`` (:mod:`eigjax.app._plots`)."""
-    title = (f"experiment {p.cfg['experiment']}" + (f",  config {group.label}" if group.label else "")
-             + (f",  {p.name}" if p.name else ""))
+    title = (
+        f"experiment {p.cfg['experiment']}"
+        + (f",  config {group.label}" if group.label else "")
+        + (f",  {p.name}" if p.name else "")
+    )
     for name, fig in _plots.figures(rows, ref, title=title, maximize=group.maximize):
         _save_fig(fig, os.path.join(p.out_dir, name), title)
         _plots.pyplot().close(fig)
@@ -526,9 +561,7 @@ def _flatten_with_names(tree):
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
     out = []
     for path, leaf in flat:
-        name = "".join(
-            str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) + "/" for k in path
-        ).rstrip("/")
+        name = "".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) + "/" for k in path).rstrip("/")
         out.append(((name or "params",), leaf))
     return out
 
@@ -536,8 +569,17 @@ def _flatten_with_names(tree):
 # ----------------------------------------------------------------------------- runs and sweeps
 
 
-def run(cfg: dict, module, problem, out_dir: str, *, resume: bool = False, sweep: list[dict] | None = None,
-        progress: bool = True, label: str | None = None) -> list[dict]:
+def run(
+    cfg: dict,
+    module,
+    problem,
+    out_dir: str,
+    *,
+    resume: bool = False,
+    sweep: list[dict] | None = None,
+    progress: bool = True,
+    label: str | None = None,
+) -> list[dict]:
     """Run one config, or a grid of overrides of it (``sweep``: a list of {dotted key: value}).
 
     Every group is prepared and checked before anything is written. Under jax.distributed
@@ -565,8 +607,9 @@ def run(cfg: dict, module, problem, out_dir: str, *, resume: bool = False, sweep
     return summaries
 
 
-def _execute(groups: list[tuple[list[int], Group]], npoints: int, *, resume: bool, progress: bool, pid: int,
-             nproc: int) -> list[dict]:
+def _execute(
+    groups: list[tuple[list[int], Group]], npoints: int, *, resume: bool, progress: bool, pid: int, nproc: int
+) -> list[dict]:
     """Run this process's groups (every ``nproc``-th from ``pid``); under jax.distributed,
     wait for the others (a process that failed stops all of them, each with one message)
     and read their points' ``summary.json`` back. Returns every point's summary."""
@@ -640,7 +683,9 @@ def _write_sweep_summary(out_dir: str, names: list[str], sweep: list[dict], summ
     for name, overrides, s in zip(names, sweep, summaries):
         gap = "" if s["gap"] is None else f"{s['gap']:.3e}"
         lines.append(
-            f"| {name} | " + " | ".join(str(v) for v in overrides.values()) + f" | {s['objective']:.8g} | {s['best_objective']:.8g} | {gap} |"
+            f"| {name} | "
+            + " | ".join(str(v) for v in overrides.values())
+            + f" | {s['objective']:.8g} | {s['best_objective']:.8g} | {gap} |"
         )
     atomic_write_text(os.path.join(out_dir, "sweep_summary.md"), "\n".join(lines) + "\n")
     atomic_write_text(

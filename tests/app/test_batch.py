@@ -125,21 +125,27 @@ def test_file_inputs_and_ops(tmp_path):
     np.save(tmp_path / "s.npy", s)
     np.savez(tmp_path / "g.npz", mats=x)
     base = {"chunk_size": 5, "progress": False, "sample_checks": 13}
-    out = run_batch_eval({**base, "op": "eigvalsh", "input": {"path": str(tmp_path / "s.npy")}},
-                         str(tmp_path / "o1"))
+    out = run_batch_eval({**base, "op": "eigvalsh", "input": {"path": str(tmp_path / "s.npy")}}, str(tmp_path / "o1"))
     np.testing.assert_allclose(load(tmp_path / "o1", "eigenvalues"), np.linalg.eigvalsh(s), atol=1e-12)
     assert out["accuracy"]["max_eigenvalue_error_rel"] < 1e-13
     assert not os.path.exists(tmp_path / "o1" / "eigenvectors.npy")
-    out = run_batch_eval({**base, "op": "eig", "input": {"path": str(tmp_path / "g.npz"), "key": "mats"}},
-                         str(tmp_path / "o2"))
+    out = run_batch_eval(
+        {**base, "op": "eig", "input": {"path": str(tmp_path / "g.npz"), "key": "mats"}}, str(tmp_path / "o2")
+    )
     w = load(tmp_path / "o2", "eigenvalues")
     want = np.linalg.eigvals(x)
     for wi, ri in zip(w, want):  # same multiset of eigenvalues
         assert np.abs(wi[:, None] - ri[None, :]).min(axis=1).max() < 1e-10
     assert out["accuracy"]["max_relative_residual"] < 1e-12
-    out = run_batch_eval({**base, "op": "eigvals", "grad_loss": "sum_squares",
-                          "input": {"generator": "planted_degenerate", "n": 3, "count": 7, "dtype": "float64"}},
-                         str(tmp_path / "o3"))
+    out = run_batch_eval(
+        {
+            **base,
+            "op": "eigvals",
+            "grad_loss": "sum_squares",
+            "input": {"generator": "planted_degenerate", "n": 3, "count": 7, "dtype": "float64"},
+        },
+        str(tmp_path / "o3"),
+    )
     w = load(tmp_path / "o3", "eigenvalues")
     srt = np.sort(w.real, axis=-1)
     assert np.all(np.abs(srt[:, 1] - srt[:, 0]) < 1e-12)  # the planted double eigenvalue
@@ -157,8 +163,10 @@ def test_file_inputs_and_ops(tmp_path):
         ({"input": {"path": "/nonexistent.npy"}}, "input.path"),
         ({"input": {"generator": "random_symmetric", "n": 2, "count": 1}, "grad_loss": "x"}, "grad_loss"),
         ({"input": {"generator": "random_symmetric", "n": 2, "count": 1}, "chunks": 3}, "chunks"),
-        ({"op": "eigvalsh", "vectors": True, "input": {"generator": "random_symmetric", "n": 2, "count": 1}},
-         "vectors"),
+        (
+            {"op": "eigvalsh", "vectors": True, "input": {"generator": "random_symmetric", "n": 2, "count": 1}},
+            "vectors",
+        ),
     ],
 )
 def test_config_errors_name_the_key(cfg, key):
@@ -182,8 +190,10 @@ def test_float64_input_is_computed_in_float64_and_nan_rows_are_reported(tmp_path
     ok = [0, 1, 3, 4, 5, 6]
     np.testing.assert_allclose(w[ok], np.linalg.eigvalsh(x[ok]), atol=1e-13)
     assert s["accuracy"]["sample_rows_not_finite"] == 1 and s["accuracy"]["max_relative_residual"] < 1e-14
-    s = run_batch_eval({**base, "input": {"generator": "random_symmetric", "n": 3, "count": 5, "dtype": "float64"}},
-                       str(tmp_path / "g"))
+    s = run_batch_eval(
+        {**base, "input": {"generator": "random_symmetric", "n": 3, "count": 5, "dtype": "float64"}},
+        str(tmp_path / "g"),
+    )
     assert s["accuracy"]["max_eigenvalue_error_rel"] < 1e-14
 
 
@@ -191,8 +201,14 @@ def test_resume_refuses_an_input_file_rewritten_in_place(tmp_path):
     r = np.random.default_rng(4)
     x = r.standard_normal((7, 3, 3)).astype(np.float32)
     np.save(tmp_path / "a.npy", x + np.swapaxes(x, -1, -2))
-    cfg = {"op": "eigvalsh", "chunk_size": 3, "vectors": False, "grad_loss": None, "progress": False,
-           "input": {"path": str(tmp_path / "a.npy")}}
+    cfg = {
+        "op": "eigvalsh",
+        "chunk_size": 3,
+        "vectors": False,
+        "grad_loss": None,
+        "progress": False,
+        "input": {"path": str(tmp_path / "a.npy")},
+    }
     run_batch_eval(cfg, str(tmp_path / "o"))
     time.sleep(0.01)
     np.save(tmp_path / "a.npy", 10 * (x + np.swapaxes(x, -1, -2)))  # same shape and dtype
@@ -211,12 +227,20 @@ def test_a_directory_of_npy_shards_is_one_input(tmp_path):
     np.save(tmp_path / "all.npy", x)
     shards = tmp_path / "shards"
     shards.mkdir()
-    for name, (lo, hi) in zip(["part-000.npy", "part-001.npy", "part-002.npy", "part-010.npy"],
-                              [(0, 700), (700, 700), (700, 1200), (1200, 2000)]):
+    for name, (lo, hi) in zip(
+        ["part-000.npy", "part-001.npy", "part-002.npy", "part-010.npy"],
+        [(0, 700), (700, 700), (700, 1200), (1200, 2000)],
+    ):
         np.save(shards / name, x[lo:hi])
     (shards / "README.txt").write_text("not a shard")
-    base = {"op": "eigh", "chunk_size": 300, "vectors": True, "grad_loss": "sum_squares", "progress": False,
-            "sample_checks": 16}
+    base = {
+        "op": "eigh",
+        "chunk_size": 300,
+        "vectors": True,
+        "grad_loss": "sum_squares",
+        "progress": False,
+        "sample_checks": 16,
+    }
     s = run_batch_eval({**base, "input": {"path": str(shards)}}, str(tmp_path / "od"))
     run_batch_eval({**base, "input": {"path": str(tmp_path / "all.npy")}}, str(tmp_path / "of"))
     assert s["rows"] == 2000 and s["complete"]
@@ -233,9 +257,14 @@ def test_a_directory_of_npy_shards_is_one_input(tmp_path):
         run_batch_eval({**base, "input": {"path": str(shards)}}, str(tmp_path / "od"), resume=True)
 
 
-@pytest.mark.parametrize("shape, dtype, what", [((5, 4, 4), np.float64, r"\(5, 4, 4\) float64"),
-                                                ((5, 3, 3), np.float32, r"\(5, 3, 3\) float32"),
-                                                ((5, 9), np.float64, r"\(5, 9\) float64")])
+@pytest.mark.parametrize(
+    "shape, dtype, what",
+    [
+        ((5, 4, 4), np.float64, r"\(5, 4, 4\) float64"),
+        ((5, 3, 3), np.float32, r"\(5, 3, 3\) float32"),
+        ((5, 9), np.float64, r"\(5, 9\) float64"),
+    ],
+)
 def test_mismatched_shards_are_one_error_naming_the_shard(tmp_path, shape, dtype, what):
     np.save(tmp_path / "a.npy", np.zeros((4, 3, 3)))
     np.save(tmp_path / "b.npy", np.zeros(shape, dtype))
@@ -263,8 +292,11 @@ def test_npz_members_stored_uncompressed_are_memory_mapped(tmp_path):
     assert not isinstance(compressed, np.memmap)  # read into memory (documented)
     np.testing.assert_array_equal(compressed, x)
     base = {"op": "eig", "chunk_size": 16, "progress": False, "sample_checks": 4}
-    for name, inp in [("s", {"path": str(tmp_path / "s.npz"), "key": "mats"}),
-                      ("c", {"path": str(tmp_path / "c.npz")}), ("x", {"path": str(tmp_path / "x.npy")})]:
+    for name, inp in [
+        ("s", {"path": str(tmp_path / "s.npz"), "key": "mats"}),
+        ("c", {"path": str(tmp_path / "c.npz")}),
+        ("x", {"path": str(tmp_path / "x.npy")}),
+    ]:
         run_batch_eval({**base, "input": inp}, str(tmp_path / name))
     for name in ("s", "c"):
         np.testing.assert_array_equal(load(tmp_path / name, "eigenvalues"), load(tmp_path / "x", "eigenvalues"))
@@ -292,8 +324,11 @@ def test_generated_rows_do_not_depend_on_chunking(kind, dtype):
     other = _Source({**inp, "seed": 12}).rows(0, 1000)
     assert not np.any(np.all(other == whole, axis=(1, 2)))
     if kind != "planted_degenerate":  # the entries are standard normal (halved sums for symmetric)
-        z = whole.reshape(-1) if kind == "random_general" else (2 * whole)[:, np.triu_indices(4, 1)[0],
-                                                                           np.triu_indices(4, 1)[1]].reshape(-1)
+        z = (
+            whole.reshape(-1)
+            if kind == "random_general"
+            else (2 * whole)[:, np.triu_indices(4, 1)[0], np.triu_indices(4, 1)[1]].reshape(-1)
+        )
         scale = 1.0 if kind == "random_general" else np.sqrt(2)
         assert abs(z.mean()) < 0.05 and abs(z.std() / scale - 1) < 0.05
 

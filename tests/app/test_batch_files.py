@@ -118,7 +118,9 @@ def test_disk_full_at_allocation_is_one_message_before_any_work(tmp_path, monkey
         (real if len(calls) == 1 else _no_space)(fd, size)
 
     monkeypatch.setattr(eigjax.app._files, "allocate", second_file_does_not_fit)
-    with pytest.raises(batch_run_error(), match=r"disk full: cannot reserve 3\d\d\d bytes for .*eigenvectors\.npy") as e:
+    with pytest.raises(
+        batch_run_error(), match=r"disk full: cannot reserve 3\d\d\d bytes for .*eigenvectors\.npy"
+    ) as e:
         run_batch_eval(cfg_gen(), str(out))
     assert e.value.exit_code == 3 and "\n" not in str(e.value)
     assert sorted(os.listdir(out)) == ["batch_eval.lock"]  # nothing half-made is left
@@ -153,8 +155,9 @@ def test_disk_full_on_resume_loses_no_finished_row(tmp_path, monkeypatch, refere
 # ------------------------------------------------------------- item 10: symlinks
 
 
-@pytest.mark.parametrize("name", ["eigenvalues.npy", "eigenvectors.npy", "grad.npy", "progress.json",
-                                  "summary.json", "batch_eval.lock"])
+@pytest.mark.parametrize(
+    "name", ["eigenvalues.npy", "eigenvectors.npy", "grad.npy", "progress.json", "summary.json", "batch_eval.lock"]
+)
 @pytest.mark.parametrize("dangling", [False, True])
 def test_a_symlink_in_out_is_never_written_through(tmp_path, name, dangling):
     """Old code: a fresh run overwrote (or created) the link's target outside --out."""
@@ -188,8 +191,10 @@ def test_a_symlink_planted_before_resume_is_refused(tmp_path):
 # ------------------------------------------------- item 14: one message, nothing written
 
 
-@pytest.mark.parametrize("shape, dtype, what", [((5, 3, 3), np.float16, "float16"), ((5, 0, 0), np.float64, "n >= 1"),
-                                                ((0, 3, 3), np.float64, "count >= 1")])
+@pytest.mark.parametrize(
+    "shape, dtype, what",
+    [((5, 3, 3), np.float16, "float16"), ((5, 0, 0), np.float64, "n >= 1"), ((0, 3, 3), np.float64, "count >= 1")],
+)
 def test_unusable_input_is_refused_before_anything_is_written(tmp_path, shape, dtype, what):
     """Old code: float16 and n = 0 were refused only after the output files existed."""
     np.save(tmp_path / "a.npy", np.zeros(shape, dtype))
@@ -250,11 +255,18 @@ def test_cli_prints_one_line_and_exit_code(tmp_path, capsys):
 def test_two_runs_on_one_out_do_not_interleave(tmp_path):
     """Old code: a second run (or --resume) on the same --out wrote into the same files."""
     out = tmp_path / "o"
-    code = ("import json, sys, jax; jax.config.update('jax_enable_x64', True); "
-            "from eigjax.app._batch import run_batch_eval; run_batch_eval(json.loads(sys.argv[1]), sys.argv[2])")
+    code = (
+        "import json, sys, jax; jax.config.update('jax_enable_x64', True); "
+        "from eigjax.app._batch import run_batch_eval; run_batch_eval(json.loads(sys.argv[1]), sys.argv[2])"
+    )
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "EIGJAX_BATCH_TEST_DELAY": "2"}
-    p = subprocess.Popen([sys.executable, "-c", code, json.dumps(cfg_gen()), str(out)], env=env, cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [sys.executable, "-c", code, json.dumps(cfg_gen()), str(out)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.time() + 120
         while not (out / "progress.json").exists() and time.time() < deadline and p.poll() is None:
@@ -305,13 +317,30 @@ def test_a_real_memory_limit_below_the_input_size(tmp_path):
     import yaml
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump({"experiment": "batch_eval", "batch": {
-        "op": "eigvalsh", "chunk_size": 100, "vectors": False, "input": {"path": str(tmp_path / "big.npz")}}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "experiment": "batch_eval",
+                "batch": {
+                    "op": "eigvalsh",
+                    "chunk_size": 100,
+                    "vectors": False,
+                    "input": {"path": str(tmp_path / "big.npz")},
+                },
+            }
+        )
+    )
     # 80 MB, compressed (so read whole, not memory-mapped): over the 48 MB headroom
     np.savez_compressed(tmp_path / "big.npz", x=np.zeros((1000, 100, 100)))
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    p = subprocess.run([sys.executable, "-c", LIMITED, "run", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"],
-                       env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-c", LIMITED, "run", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2, p.stderr[-2000:]
     assert p.stderr.count("\n") == 1 and "not enough memory" in p.stderr and "big.npz" in p.stderr
     assert not (tmp_path / "o").exists()

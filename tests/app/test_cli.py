@@ -17,14 +17,21 @@ import pytest
 import yaml
 
 from eigjax.app import _cli as cli
-from eigjax.app._config import load_yaml
-from eigjax.app._config import apply_smoke
+from eigjax.app._config import apply_smoke, load_yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 SUMMARY_KEYS = {
-    "experiment", "objective", "best_objective", "reference", "gap", "steps",
-    "wall_time_s", "steps_per_s", "device", "result",
+    "experiment",
+    "objective",
+    "best_objective",
+    "reference",
+    "gap",
+    "steps",
+    "wall_time_s",
+    "steps_per_s",
+    "device",
+    "result",
 }
 
 
@@ -51,7 +58,9 @@ def test_every_config_has_a_smoke_overlay_and_run_headers():
     for path in CONFIGS:
         text, name = path.read_text(), path.stem
         assert f"# Run: eigjax run {name}\n" in text, f"{name}: header must give the exact command"
-        assert re.search(rf"^# Smoke( \(.*\))?: eigjax run {name} --smoke$", text, re.M), f"{name}: header must give the smoke command"
+        assert re.search(rf"^# Smoke( \(.*\))?: eigjax run {name} --smoke$", text, re.M), (
+            f"{name}: header must give the smoke command"
+        )
         assert yaml.safe_load(text).get("smoke"), f"{name}: no smoke: overlay"
         assert smoke_config(name) != apply_smoke(load_yaml(path), smoke=False)
 
@@ -173,7 +182,9 @@ def test_invalid_set_and_sweep_values(tmp_path, capsys):
     assert "steps: expected an integer >= 1, got -1" in capsys.readouterr().err
     assert cli.main(["run", "configs/seed_example3.yaml", "--smoke", "--out", str(out), "--set", "nokey"]) == 2
     assert "--set expects KEY=VALUE" in capsys.readouterr().err
-    code = cli.main(["run", "configs/seed_example3.yaml", "--smoke", "--out", str(out), "--sweep", "precision=float32,float8"])
+    code = cli.main(
+        ["run", "configs/seed_example3.yaml", "--smoke", "--out", str(out), "--sweep", "precision=float32,float8"]
+    )
     assert code == 2 and "precision: expected 'float32' or 'float64', got 'float8'" in capsys.readouterr().err
     assert cli.main(["run", str(tmp_path / "missing.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -192,7 +203,10 @@ def test_invalid_set_and_sweep_values(tmp_path, capsys):
 )
 def test_bad_values_exit_2_before_anything_is_written(setting, message, tmp_path, capsys):
     out = tmp_path / "out"
-    assert cli.main(["run", "configs/seed_example3.yaml", "--smoke", "--out", str(out), "--set", setting, "--no-progress"]) == 2
+    assert (
+        cli.main(["run", "configs/seed_example3.yaml", "--smoke", "--out", str(out), "--set", setting, "--no-progress"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not out.exists()
@@ -224,8 +238,21 @@ def test_smoke_overlay_is_checked_on_every_run_and_applied_only_with_smoke(tmp_p
     assert written["experiment"] == "seed_example3"
     # --smoke, then --set on top of the overlay
     out = tmp_path / "smoke"
-    assert cli.main(["run", "configs/seed_example3.yaml", "--smoke", "--set", "checkpoint_every=20", "--out", str(out),
-                     "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                "configs/seed_example3.yaml",
+                "--smoke",
+                "--set",
+                "checkpoint_every=20",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     written = yaml.safe_load((out / "config.yaml").read_text())
     assert "smoke" not in written and written["steps"] == 20 and written["checkpoint_every"] == 20
 
@@ -263,10 +290,22 @@ def test_run_by_name_from_any_directory_and_unknown_names(tmp_path, capsys, monk
 
 
 def test_batch_config_that_is_not_a_mapping_and_a_sweep_stopped_before_any_checkpoint(tmp_path, capsys):
-    assert cli.main(["run", "configs/batch_eval.yaml", "--smoke", "--out", str(tmp_path / "b"), "--set", "batch=5"]) == 2
+    assert (
+        cli.main(["run", "configs/batch_eval.yaml", "--smoke", "--out", str(tmp_path / "b"), "--set", "batch=5"]) == 2
+    )
     assert "batch: expected a mapping" in capsys.readouterr().err  # was an UnboundLocalError traceback
-    code = cli.main(["run", "configs/seed_example3.yaml", "--smoke", "--out", str(tmp_path / "s"), "--no-progress",
-                     "--sweep", "optimizer.learning_rate=0.1,1e30"])
+    code = cli.main(
+        [
+            "run",
+            "configs/seed_example3.yaml",
+            "--smoke",
+            "--out",
+            str(tmp_path / "s"),
+            "--no-progress",
+            "--sweep",
+            "optimizer.learning_rate=0.1,1e30",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 3 and "no checkpoint had been written yet" in err and "other points" in err
 
@@ -291,8 +330,20 @@ def test_float64_batch_eval_is_computed_in_float64_in_a_fresh_process(tmp_path):
     """The console process starts without x64: float64 batches were computed in float32
     (eigenvalue error 3e-7) while the outputs and summary said float64."""
     out = tmp_path / "b"
-    proc = eigjax("run", "configs/batch_eval.yaml", "--smoke", "--out", str(out), "--no-progress", "--set", "batch.input.count=6",
-                  "--set", "batch.chunk_size=4", "--set", "batch.input.dtype=float64")
+    proc = eigjax(
+        "run",
+        "configs/batch_eval.yaml",
+        "--smoke",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "batch.input.count=6",
+        "--set",
+        "batch.chunk_size=4",
+        "--set",
+        "batch.input.dtype=float64",
+    )
     assert proc.returncode == 0, proc.stderr
     acc = json.loads((out / "summary.json").read_text())["accuracy"]
     assert acc["max_eigenvalue_error_rel"] < 1e-13 and acc["max_relative_residual"] < 1e-13
@@ -326,8 +377,12 @@ def loss(x, data, step):
 def test_non_finite_objective_stops_names_step_keeps_checkpoint(tmp_path):
     (tmp_path / "diverging_exp.py").write_text(textwrap.dedent(DIVERGING))
     cfg = {
-        "experiment": "diverging_exp", "steps": 100, "optimizer": {"name": "sgd", "learning_rate": 1.0},
-        "log_every": 10, "checkpoint_every": 10, "precision": "float64",
+        "experiment": "diverging_exp",
+        "steps": 100,
+        "optimizer": {"name": "sgd", "learning_rate": 1.0},
+        "log_every": 10,
+        "checkpoint_every": 10,
+        "precision": "float64",
     }
     path = tmp_path / "div.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -358,7 +413,9 @@ def test_kill_and_resume_gives_identical_results(tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-m", "eigjax", "run", str(path), "--out", str(out), "--no-progress"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     ckpt = out / "checkpoint.npz"
     deadline = time.time() + 120
@@ -392,8 +449,16 @@ def test_kill_and_resume_gives_identical_results(tmp_path):
 def test_sweep_vmapped_grid_matches_single_runs(tmp_path):
     out = tmp_path / "sweep"
     proc = eigjax(
-        "run", "configs/seed_example3.yaml", "--smoke", "--out", str(out), "--no-progress",
-        "--sweep", "seed=0,1", "--sweep", "optimizer.learning_rate=0.1,0.05",
+        "run",
+        "configs/seed_example3.yaml",
+        "--smoke",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--sweep",
+        "seed=0,1",
+        "--sweep",
+        "optimizer.learning_rate=0.1,0.05",
     )
     assert proc.returncode == 0, proc.stderr
     points = sorted(p for p in out.iterdir() if p.name.startswith("point_"))
@@ -404,8 +469,16 @@ def test_sweep_vmapped_grid_matches_single_runs(tmp_path):
     assert table.count("| point_") == 4
     single = tmp_path / "single"
     proc = eigjax(
-        "run", "configs/seed_example3.yaml", "--smoke", "--out", str(single), "--no-progress",
-        "--set", "optimizer.learning_rate=0.05", "--set", "seed=1",
+        "run",
+        "configs/seed_example3.yaml",
+        "--smoke",
+        "--out",
+        str(single),
+        "--no-progress",
+        "--set",
+        "optimizer.learning_rate=0.05",
+        "--set",
+        "seed=1",
     )
     assert proc.returncode == 0, proc.stderr
     match = [p for p in points if "seed=1" in p.name and "learning_rate=0.05" in p.name]
@@ -476,7 +549,9 @@ def test_atomic_write_fsyncs_file_and_directory_and_ignores_planted_temporaries(
 
     synced = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.path.realpath(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (synced.append(os.path.realpath(f"/proc/self/fd/{fd}")), real_fsync(fd))
+    )
     target = tmp_path / "summary.json"
     victim = tmp_path / "victim.txt"
     victim.write_text("keep")
@@ -489,7 +564,9 @@ def test_atomic_write_fsyncs_file_and_directory_and_ignores_planted_temporaries(
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, not mkstemp's 0600
     assert str(tmp_path) in synced, synced  # the directory (the rename is durable)
     assert len(synced) >= 2  # and the file itself, before the rename
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["summary.json", "victim.txt", f"summary.json.tmp.{os.getpid()}"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["summary.json", "victim.txt", f"summary.json.tmp.{os.getpid()}"]
+    )
 
 
 def alias_bomb(depth=9):
@@ -527,12 +604,20 @@ def test_long_values_are_shortened_in_messages(tmp_path, capsys):
 
 
 NOT_AN_EXPERIMENT = {
-    "wrong_arity_exp": ("import dataclasses\n@dataclasses.dataclass\nclass Problem:\n    pass\n"
-                        "def setup(problem, dtype):\n    return {}\ndef init_params(data, key):\n    return 0.0\n"
-                        "def objective(params):\n    return params\n", "objective must be a function objective(params, data)"),
-    "plain_problem_exp": ("class Problem:\n    pass\nsetup = init_params = objective = lambda a, b: 0\n",
-                          "Problem must be a dataclass"),
-    "raising_exp": ("raise RuntimeError('boom at import')\n", "importing module 'raising_exp' raised RuntimeError: boom at import"),
+    "wrong_arity_exp": (
+        "import dataclasses\n@dataclasses.dataclass\nclass Problem:\n    pass\n"
+        "def setup(problem, dtype):\n    return {}\ndef init_params(data, key):\n    return 0.0\n"
+        "def objective(params):\n    return params\n",
+        "objective must be a function objective(params, data)",
+    ),
+    "plain_problem_exp": (
+        "class Problem:\n    pass\nsetup = init_params = objective = lambda a, b: 0\n",
+        "Problem must be a dataclass",
+    ),
+    "raising_exp": (
+        "raise RuntimeError('boom at import')\n",
+        "importing module 'raising_exp' raised RuntimeError: boom at import",
+    ),
 }
 
 
@@ -554,7 +639,11 @@ def test_empty_experiment_name_is_one_message(tmp_path, capsys):
     path = write_config(tmp_path, experiment="")
     code = cli.main(["run", str(path), "--out", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 2 and "experiment: expected a shipped experiment's name (such as fmmc) or a module import path" in err and len(err.strip().splitlines()) == 1, err
+    assert (
+        code == 2
+        and "experiment: expected a shipped experiment's name (such as fmmc) or a module import path" in err
+        and len(err.strip().splitlines()) == 1
+    ), err
 
 
 @pytest.mark.parametrize("damage", ["corrupt_checkpoint", "missing_metrics", "short_metrics"])
@@ -626,7 +715,9 @@ def test_plots_have_titles_legends_a_log_gap_and_complex_eigenvalues(tmp_path, m
 def test_cli_lines_name_their_sweep_point(tmp_path, capsys):
     """Item 20: a sweep printed the same `experiments.x: objective ...` line for every point."""
     out = tmp_path / "sweep"
-    code = cli.main(["run", "configs/seed_example3.yaml", "--smoke", "--out", str(out), "--no-progress", "--sweep", "seed=0,1"])
+    code = cli.main(
+        ["run", "configs/seed_example3.yaml", "--smoke", "--out", str(out), "--no-progress", "--sweep", "seed=0,1"]
+    )
     stdout = capsys.readouterr().out
     assert code == 0
     lines = [line for line in stdout.splitlines() if "objective" in line and not line.startswith(" ")]
@@ -674,7 +765,9 @@ def test_config_headers_state_the_steps_they_run():
         for smoke, cfg in ((False, load_yaml(path)), (True, smoke_config(path.stem))):
             header = " ".join(line for line in lines if line.startswith("# Smoke") == smoke)
             for said in re.findall(r"(\d+) steps", header):
-                assert int(said) == cfg.get("steps"), f"{path.stem}: header says {said} steps, runs {cfg.get('steps')} (smoke: {smoke})"
+                assert int(said) == cfg.get("steps"), (
+                    f"{path.stem}: header says {said} steps, runs {cfg.get('steps')} (smoke: {smoke})"
+                )
 
 
 def test_sweep_point_directory_that_is_a_link_is_refused(tmp_path, capsys):
@@ -684,11 +777,16 @@ def test_sweep_point_directory_that_is_a_link_is_refused(tmp_path, capsys):
     out = tmp_path / "sweep"
     out.mkdir()
     (out / "point_000_seed=0").symlink_to(outside, target_is_directory=True)
-    code = cli.main(["run", "configs/seed_example3.yaml", "--smoke", "--out", str(out), "--no-progress", "--sweep", "seed=0,1"])
+    code = cli.main(
+        ["run", "configs/seed_example3.yaml", "--smoke", "--out", str(out), "--no-progress", "--sweep", "seed=0,1"]
+    )
     err = capsys.readouterr().err
     assert code == 3 and "point_000_seed=0 is a symbolic link" in err and len(err.strip().splitlines()) == 1, err
     assert list(outside.iterdir()) == []
     # --out itself is the user's: a link they made is fine
     (tmp_path / "link_out").symlink_to(outside, target_is_directory=True)
-    assert cli.main(["run", "configs/seed_example3.yaml", "--smoke", "--out", str(tmp_path / "link_out"), "--no-progress"]) == 0
+    assert (
+        cli.main(["run", "configs/seed_example3.yaml", "--smoke", "--out", str(tmp_path / "link_out"), "--no-progress"])
+        == 0
+    )
     assert (outside / "summary.json").is_file()

@@ -60,8 +60,14 @@ def launch(config, out, nproc, resume=False, env_extra=None, stderr=None):
     port = free_port()
     procs = []
     for k in range(nproc):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                   JAX_NUM_PROCESSES=str(nproc), JAX_PROCESS_ID=str(k), PYTHONPATH=ROOT)
+        env = dict(
+            os.environ,
+            JAX_PLATFORMS="cpu",
+            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+            JAX_NUM_PROCESSES=str(nproc),
+            JAX_PROCESS_ID=str(k),
+            PYTHONPATH=ROOT,
+        )
         env.update(env_extra or {})
         args = [sys.executable, "-m", "eigjax", "run", config, "--out", str(out), "--no-progress"]
         if resume:
@@ -216,8 +222,10 @@ def test_complete_is_checked_against_the_progress_files(tmp_path):
     src = _Source(v["input"])
     prog["done_chunks"] = [3]
     (out / "progress.1.json").write_text(json.dumps(prog))
-    outs = {k: _Output(str(out / f"{k}.npy"), (src.count, *shp), dt)
-            for k, (shp, dt) in _output_specs(v, src.n, src.dtype).items()}
+    outs = {
+        k: _Output(str(out / f"{k}.npy"), (src.count, *shp), dt)
+        for k, (shp, dt) in _output_specs(v, src.n, src.dtype).items()
+    }
     for o in outs.values():
         o.open(create=False)
     try:

@@ -64,11 +64,18 @@ def launch(cfg, out, nproc, *extra, sweep=SWEEP):
     port = free_port()
     procs = []
     for k in range(nproc):
-        env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                   JAX_NUM_PROCESSES=str(nproc), JAX_PROCESS_ID=str(k), PYTHONPATH=str(ROOT))
+        env = dict(
+            os.environ,
+            JAX_PLATFORMS="cpu",
+            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+            JAX_NUM_PROCESSES=str(nproc),
+            JAX_PROCESS_ID=str(k),
+            PYTHONPATH=str(ROOT),
+        )
         args = [sys.executable, "-m", "eigjax", "run", cfg, "--out", str(out), "--no-progress", *sweep, *extra]
-        procs.append(subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
+        procs.append(
+            subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
     return procs
 
 
@@ -106,10 +113,17 @@ def test_two_processes_split_the_groups_and_give_the_results_of_one(tmp_path, re
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("group_")) == ["group_000", "group_001"]
     for k, (_, stdout, _) in enumerate(res):  # every process prints every point's line
         assert stdout.count("point_00") == 4, (k, stdout)
-    ran_by = {p.name: json.loads((p / "summary.json").read_text())["this_process"]["process_index"]
-              for p in out.iterdir() if p.name.startswith("point_")}
-    assert ran_by == {"point_000_seed=0,optimizer.name=adam": 0, "point_001_seed=0,optimizer.name=sgd": 1,
-                      "point_002_seed=1,optimizer.name=adam": 0, "point_003_seed=1,optimizer.name=sgd": 1}
+    ran_by = {
+        p.name: json.loads((p / "summary.json").read_text())["this_process"]["process_index"]
+        for p in out.iterdir()
+        if p.name.startswith("point_")
+    }
+    assert ran_by == {
+        "point_000_seed=0,optimizer.name=adam": 0,
+        "point_001_seed=0,optimizer.name=sgd": 1,
+        "point_002_seed=1,optimizer.name=adam": 0,
+        "point_003_seed=1,optimizer.name=sgd": 1,
+    }
 
 
 def test_two_processes_resume_an_interrupted_one_process_sweep(tmp_path, reference, monkeypatch):
@@ -143,8 +157,17 @@ def test_a_process_that_stops_stops_the_others_with_one_message_each(tmp_path):
     """sgd with learning rate 1e30 overflows within a few steps (process 1's group); adam
     stays finite (process 0's). Process 1 names the step, process 0 names process 1."""
     out = tmp_path / "out"
-    res = finish(launch(config(tmp_path), out, 2, "--set", "optimizer.learning_rate=1e30",
-                        sweep=["--sweep", "optimizer.name=adam,sgd"]), timeout=180)
+    res = finish(
+        launch(
+            config(tmp_path),
+            out,
+            2,
+            "--set",
+            "optimizer.learning_rate=1e30",
+            sweep=["--sweep", "optimizer.name=adam,sgd"],
+        ),
+        timeout=180,
+    )
     (rc0, _, err0), (rc1, _, err1) = res
     assert rc1 == 3 and "non-finite objective" in err1 and "point_001" in err1, err1[-3000:]
     assert rc0 == 3 and "process(es) 1 of 2 stopped" in err0 and len(err0.strip().splitlines()) == 1, err0[-3000:]

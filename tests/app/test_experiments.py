@@ -93,7 +93,12 @@ def test_fmmc_closed_forms_match_direct_evaluation():
     assert fmmc.reference(problem, None) == pytest.approx(np.cos(np.pi / 7))
 
 
-FMP_GRAPHS = ["{family: path, n: 6}", "{family: cycle, n: 7}", "{family: petersen}", "{family: gnp, n: 9, p: 0.4, seed: 1}"]
+FMP_GRAPHS = [
+    "{family: path, n: 6}",
+    "{family: cycle, n: 7}",
+    "{family: petersen}",
+    "{family: gnp, n: 9, p: 0.4, seed: 1}",
+]
 
 
 @pytest.mark.parametrize("graph", FMP_GRAPHS)

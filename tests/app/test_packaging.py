@@ -66,10 +66,18 @@ def wheel_venv(wheel: pathlib.Path, dest: pathlib.Path) -> tuple[pathlib.Path, p
     from this interpreter (module docstring)."""
     venv.EnvBuilder(with_pip=False).create(dest)
     python = dest / "bin" / "python"
-    purelib = pathlib.Path(subprocess.check_output(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True, env=clean_env()).strip())
-    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
-                           "--no-index", str(wheel)], capture_output=True, text=True, env=clean_env(), timeout=300)
+    purelib = pathlib.Path(
+        subprocess.check_output(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True, env=clean_env()
+        ).strip()
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (purelib / "zz_test_interpreter_packages.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     return dest / "bin", purelib
@@ -89,9 +97,17 @@ def test_wheel_installs_experiments_and_configs_under_eigjax_and_runs_them_by_na
     work = tmp_path / "elsewhere"  # not the checkout: nothing of it is importable
     work.mkdir()
     where = subprocess.run(
-        [bin_dir / "python", "-c", "import importlib.util, eigjax.experiments, eigjax.configs; "
-         "print(eigjax.experiments.__file__); print(importlib.util.find_spec('experiments'))"],
-        cwd=work, capture_output=True, text=True, env=clean_env())
+        [
+            bin_dir / "python",
+            "-c",
+            "import importlib.util, eigjax.experiments, eigjax.configs; "
+            "print(eigjax.experiments.__file__); print(importlib.util.find_spec('experiments'))",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+    )
     assert where.returncode == 0, where.stderr
     assert where.stdout.splitlines() == [str(purelib / "eigjax" / "experiments" / "__init__.py"), "None"]
 
@@ -103,8 +119,13 @@ def test_wheel_installs_experiments_and_configs_under_eigjax_and_runs_them_by_na
     assert "\n  fmmc " in experiments_part and "\n  seed_example3 " in experiments_part
 
     out = work / "smoke"
-    proc = subprocess.run([bin_dir / "eigjax", "run", "seed_example3", "--smoke", "--out", str(out), "--no-progress"],
-                          cwd=work, capture_output=True, text=True, env=clean_env())
+    proc = subprocess.run(
+        [bin_dir / "eigjax", "run", "seed_example3", "--smoke", "--out", str(out), "--no-progress"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["experiment"] == "seed_example3" and summary["steps"] == 20
@@ -135,8 +156,14 @@ def objective(x, data):
 def user_config(folder: pathlib.Path, module: str) -> pathlib.Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{module}.py").write_text(textwrap.dedent(MYMOD))
-    cfg = {"experiment": module, "steps": 20, "optimizer": {"name": "sgd", "learning_rate": 0.2},
-           "precision": "float64", "log_every": 10, "checkpoint_every": 20}
+    cfg = {
+        "experiment": module,
+        "steps": 20,
+        "optimizer": {"name": "sgd", "learning_rate": 0.2},
+        "precision": "float64",
+        "log_every": 10,
+        "checkpoint_every": 20,
+    }
     path = folder / "mine.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -155,16 +182,21 @@ def launchers() -> list[list[str]]:
 def test_a_users_module_in_the_current_directory_or_beside_the_config(launcher, tmp_path):
     # the module in the current directory, the config named relative to it
     user_config(tmp_path, "mymod_cwd")
-    proc = subprocess.run([*launcher, "run", "mine.yaml", "--out", "o1", "--no-progress"],
-                          cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run(
+        [*launcher, "run", "mine.yaml", "--out", "o1", "--no-progress"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "o1" / "summary.json").read_text())
     assert summary["experiment"] == "mymod_cwd" and summary["objective"] < 1e-6
     # the module beside the config, run from another directory
     path = user_config(tmp_path / "exp", "mymod_beside")
     (tmp_path / "elsewhere").mkdir()
-    proc = subprocess.run([*launcher, "run", str(path), "--out", "o2", "--no-progress"],
-                          cwd=tmp_path / "elsewhere", capture_output=True, text=True)
+    proc = subprocess.run(
+        [*launcher, "run", str(path), "--out", "o2", "--no-progress"],
+        cwd=tmp_path / "elsewhere",
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "elsewhere" / "o2" / "summary.json").read_text())["objective"] < 1e-6
 

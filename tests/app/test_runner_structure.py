@@ -25,10 +25,10 @@ def _app_imports(path: pathlib.Path) -> set[str]:
             if node.level == 1:  # from . import x / from ._x import y
                 found.update([node.module] if node.module else [a.name for a in node.names])
             elif node.module and node.module.startswith("eigjax.app"):
-                rest = node.module[len("eigjax.app"):].lstrip(".")
+                rest = node.module[len("eigjax.app") :].lstrip(".")
                 found.update([rest] if rest else [a.name for a in node.names])
         elif isinstance(node, ast.Import):
-            found.update(a.name[len("eigjax.app."):] for a in node.names if a.name.startswith("eigjax.app."))
+            found.update(a.name[len("eigjax.app.") :] for a in node.names if a.name.startswith("eigjax.app."))
     return {m.split(".")[0] for m in found}
 
 
@@ -62,8 +62,9 @@ def test_one_config_error_class_and_message_style():
         validate_config({"op": "svd", "input": {"generator": "random_symmetric", "n": 2, "count": 1}})
     with pytest.raises(ConfigError) as runner:
         resolve({"experiment": "experiments.seed_example3", "optimizer": {"name": "adam"}, "steps": -1})
-    assert str(batch.value) == ("batch_eval config key `op`: expected one of ('eigh', 'eigvalsh', 'eig', 'eigvals'), "
-                                "got 'svd'")
+    assert str(batch.value) == (
+        "batch_eval config key `op`: expected one of ('eigh', 'eigvalsh', 'eig', 'eigvals'), got 'svd'"
+    )
     assert str(runner.value) == "steps: expected an integer >= 1, got -1 (int)"
 
 
@@ -97,7 +98,7 @@ def test_the_interface_check_reads_the_protocol():
 
 # ----------------------------------------------------------------- refused before anything is written
 
-VECTOR_EXP = '''
+VECTOR_EXP = """
 import dataclasses
 
 import jax.numpy as jnp
@@ -118,9 +119,9 @@ def init_params(data, key):
 
 def objective(params, data):
     return jnp.sum(params**2) * data["m"]
-'''
+"""
 
-FIELD_EXP = '''
+FIELD_EXP = """
 import dataclasses
 
 import jax.numpy as jnp
@@ -143,14 +144,20 @@ def init_params(data, key):
 
 def objective(params, data):
     return jnp.sum(params**2)
-'''
+"""
 
 
 def _user_experiment(tmp_path, monkeypatch, name, source, **problem):
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
     monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = {"experiment": name, "steps": 4, "log_every": 2, "checkpoint_every": 2,
-           "optimizer": {"name": "adam", "learning_rate": 0.1}, "problem": problem}
+    cfg = {
+        "experiment": name,
+        "steps": 4,
+        "log_every": 2,
+        "checkpoint_every": 2,
+        "optimizer": {"name": "adam", "learning_rate": 0.1},
+        "problem": problem,
+    }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -170,8 +177,7 @@ def test_a_vector_objective_is_refused_before_anything_is_written(tmp_path, caps
     message = "vector_objective_exp: objective(params, data): expected a real scalar, got an array float32[2]"
     _refused(capsys, out, ["run", str(path), "--out", str(out), "--no-progress"], message)
     # a sweep whose second group returns a vector: refused before the first group runs
-    _refused(capsys, out, ["run", str(path), "--out", str(out), "--no-progress", "--sweep", "problem.d=0,1"],
-             message)
+    _refused(capsys, out, ["run", str(path), "--out", str(out), "--no-progress", "--sweep", "problem.d=0,1"], message)
     out.mkdir()  # an existing, empty --out stays empty
     _refused(capsys, out, ["run", str(path), "--out", str(out), "--no-progress"], message)
     assert cli.main(["run", str(path), "--out", str(out), "--no-progress", "--set", "problem.d=0"]) == 0
@@ -180,6 +186,10 @@ def test_a_vector_objective_is_refused_before_anything_is_written(tmp_path, caps
 def test_an_unsupported_problem_field_type_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
     path = _user_experiment(tmp_path, monkeypatch, "field_type_exp", FIELD_EXP)
     out = tmp_path / "out"
-    err = _refused(capsys, out, ["run", str(path), "--out", str(out), "--no-progress"],
-                   "Problem.weights: expected a field type a config can give")
+    err = _refused(
+        capsys,
+        out,
+        ["run", str(path), "--out", str(out), "--no-progress"],
+        "Problem.weights: expected a field type a config can give",
+    )
     assert "numpy.ndarray" in err and "field_type_exp" in err

@@ -56,7 +56,15 @@ def smoke_run(tmp_path_factory):
 
 def test_smoke_config_runs_and_writes_outputs(smoke_run):
     out, s, rows = smoke_run
-    for name in ["config.yaml", "metrics.jsonl", "summary.json", "params.npz", "objective.png", "eigenvalues.png", "checkpoint.npz"]:
+    for name in [
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "params.npz",
+        "objective.png",
+        "eigenvalues.png",
+        "checkpoint.npz",
+    ]:
         assert (out / name).is_file(), name
     assert s["experiment"] == "strongest_column" and s["maximize"] is True and s["steps"] == 20
     assert [r["step"] for r in rows] == [0, 10, 20]
@@ -121,7 +129,12 @@ def test_gradient_matches_central_differences():
     g = np.asarray(grad(theta, d))
     eps = 1e-4  # truncation ~eps^2, rounding ~1e-13/eps: both far below 1e-6 relative
     e = np.eye(N)
-    fd = np.array([(float(objective(theta + eps * e[i], d)) - float(objective(theta - eps * e[i], d))) / (2 * eps) for i in range(N)])
+    fd = np.array(
+        [
+            (float(objective(theta + eps * e[i], d)) - float(objective(theta - eps * e[i], d))) / (2 * eps)
+            for i in range(N)
+        ]
+    )
     assert np.max(np.abs(fd - g)) <= 1e-6 * np.max(np.abs(g))
     # and in the area variables, against the closed form d lambda_1 / d a_i = 2 lambda_1 y_i^2 / a_i^3
     a = np.asarray(sc.area(theta, d))
@@ -162,7 +175,11 @@ def test_reference_is_the_discrete_optimum_so_the_gap_is_not_negative(smoke_run)
     assert opt["lambda_1"] == pytest.approx(sc.check_profile(opt["area"])["lambda_1"], rel=1e-13)
     # ... at least as good as any other feasible profile, Keller's sampled one included
     rng = np.random.default_rng(3)
-    for a in [keller_discrete(N), np.ones(N), *(np.abs(keller_discrete(N) + 0.05 * rng.standard_normal(N)) for _ in range(5))]:
+    for a in [
+        keller_discrete(N),
+        np.ones(N),
+        *(np.abs(keller_discrete(N) + 0.05 * rng.standard_normal(N)) for _ in range(5)),
+    ]:
         a = a * (N + 1) / a.sum()
         assert sc.check_profile(a)["lambda_1"] <= opt["lambda_1"] * (1 + 1e-12)
     # the continuum figure is kept in the result, and the discrete optimum exceeds it (n = 50: +0.5 %)
