@@ -48,21 +48,14 @@ from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 
 from . import _small_dispatch
+from ._dense_eigh import _eigh_forward, _eigh_forward_sym
+from ._linalg import _all_finite, _hermitian_part
 
 # Largest n for which eigjax's small solvers (the native kernel for real batches, values
 # only) are kept, per real dtype: they beat syevd('N') up to n = 16 (BENCHMARKS.md,
 # "eigvalsh without eigenvectors"; float64 n = 16: 1.29x once the kernel skipped the
 # eigenvector rotations). Complex input has no native kernel: heevd('N') always.
 SMALL_N = {np.dtype(np.float32): 16, np.dtype(np.float64): 16}
-
-
-def _h(x: jax.Array) -> jax.Array:
-    return jnp.conj(jnp.swapaxes(x, -1, -2))
-
-
-def _hermitian_part(a: jax.Array) -> jax.Array:
-    """``(a + a^H)/2``, computed as ``a/2 + a^H/2`` so that entries above max/2 do not overflow."""
-    return a / 2 + _h(a) / 2
 
 
 # ---------------------------------------------------------------------------------------
@@ -225,8 +218,6 @@ def _use_eigh_forward(a: jax.Array) -> bool:
 
 
 def _values(a: jax.Array, symmetrize: bool) -> jax.Array:
-    from ._eigh import _all_finite, _eigh_forward, _eigh_forward_sym  # cycle: _eigh calls this module
-
     if _use_eigh_forward(a):
         if _small_dispatch.handles(a.shape[-1], a.dtype):
             # the small solvers, values only (the native kernel skips the eigenvector
@@ -238,7 +229,7 @@ def _values(a: jax.Array, symmetrize: bool) -> jax.Array:
 
 
 # Under jax.vmap a function is traced one example at a time; the batching rule hands the
-# dispatch the whole batch (as eigjax._eigh._forward does), so that it sees its size.
+# dispatch the whole batch (as eigjax._dense_eigh does through eigjax._small_dispatch), so that it sees its size.
 def _batch_aware(symmetrize: bool):
     @custom_vmap
     def values(a: jax.Array) -> jax.Array:

@@ -31,8 +31,9 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from ._checks import as_square_matrix, check_bool, result_dtype
-from ._eigh import _eigh, _hermitian_part
+from ._eigh import _eigh
 from ._frechet import _reconstruct, frechet, param_term
+from ._linalg import _hermitian_part
 
 # f is static (a hashable, closure-converted function); the values it closed over are
 # passed in ``consts`` so that they are differentiable and may be traced.
