@@ -12,7 +12,7 @@ reused by the transposed solve of reverse mode). The rows of ``V^{-1}`` are the 
 eigenvectors ``y_i^H`` (``y_i^H x_i = 1``); their norms, the condition numbers below,
 are *estimated* from 16 random probes through the same LU (``O(n^2)``). Forming
 ``V^{-1}`` for them, as an earlier version did, cost one more ``n x n`` product than
-JAX's rule: 9-14 % of value-and-grad at n = 64..256 (BENCHMARKS.md).
+JAX's rule (BENCHMARKS.md, "eig vs jnp.linalg.eig").
 
 The eigenvalue equation fixes ``dv_j`` only up to ``c_j v_j``; ``c_j`` is set
 by the **normalisation** of the eigenvectors, which is a contract of this module:
@@ -189,7 +189,7 @@ def _abs2(x: jax.Array) -> jax.Array:
 def _first_argmax(x: jax.Array) -> jax.Array:
     """Index of the first largest entry along the last axis, shape ``(..., 1)``: a plain
     max, then the smallest index attaining it (two vectorised reductions; XLA:CPU's
-    variadic argmax reduction is several times slower). Clamped, so an all-NaN row
+    variadic argmax reduction is slower: BENCHMARKS.md, "eig vs jnp.linalg.eig"). Clamped, so an all-NaN row
     gives ``n - 1`` instead of an out-of-range index."""
     n = x.shape[-1]
     hit = x == jnp.max(x, axis=-1, keepdims=True)
@@ -233,8 +233,8 @@ def _normalise_rows(vt: jax.Array) -> jax.Array:
 def _eig_forward_unhooked(a: jax.Array, solver: str) -> tuple[jax.Array, jax.Array]:
     """Sorted eigenvalues and normalised eigenvectors. The eigenvectors are permuted and
     normalised as the rows of ``V^T``: geev returns ``V`` column-major, so ``V^T`` is
-    free, its rows are contiguous, and the permutation copies whole rows (measured at
-    n = 64: 110 against 170 us for permuting and normalising columns)."""
+    free, its rows are contiguous, and the permutation copies whole rows (faster than
+    permuting and normalising columns: BENCHMARKS.md, "eig vs jnp.linalg.eig")."""
     w, v = _raw_eig(a, solver, True)
     perm = _sort_order(w)
     w = jnp.take_along_axis(w, perm, axis=-1)
