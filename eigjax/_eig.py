@@ -12,7 +12,7 @@ reused by the transposed solve of reverse mode). The rows of ``V^{-1}`` are the 
 eigenvectors ``y_i^H`` (``y_i^H x_i = 1``); their norms, the condition numbers below,
 are *estimated* from 16 random probes through the same LU (``O(n^2)``). Forming
 ``V^{-1}`` for them, as an earlier version did, cost one more ``n x n`` product than
-JAX's rule: 9-14 % of value-and-grad at n = 64..256 (BENCHMARKS.md).
+JAX's rule (BENCHMARKS.md, "eig vs jnp.linalg.eig").
 
 The eigenvalue equation fixes ``dv_j`` only up to ``c_j v_j``; ``c_j`` is set
 by the **normalisation** of the eigenvectors, which is a contract of this module:
@@ -69,13 +69,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from ._ad import twin_custom_jvp
 from ._checks import as_square_matrix, check_bool, check_nonnegative_float, result_dtype
 from ._eig_host import NATIVE_PLATFORMS, host_eig
-from ._eigh import _h, _mm
 from ._gaps import gap_matrix, nan_on_cut
 from ._guard import checked_pairs, guard, resolve_check
+from ._hooks import gauge_hook, jit_entry
+from ._linalg import _h, _mm
 
-_HIGHEST = jax.lax.Precision.HIGHEST
 _SOLVERS = ("auto", "xla", "host")
 
 
@@ -188,7 +189,7 @@ def _abs2(x: jax.Array) -> jax.Array:
 def _first_argmax(x: jax.Array) -> jax.Array:
     """Index of the first largest entry along the last axis, shape ``(..., 1)``: a plain
     max, then the smallest index attaining it (two vectorised reductions; XLA:CPU's
-    variadic argmax reduction is several times slower). Clamped, so an all-NaN row
+    variadic argmax reduction is slower: BENCHMARKS.md, "eig vs jnp.linalg.eig"). Clamped, so an all-NaN row
     gives ``n - 1`` instead of an out-of-range index."""
     n = x.shape[-1]
     hit = x == jnp.max(x, axis=-1, keepdims=True)
@@ -229,11 +230,11 @@ def _normalise_rows(vt: jax.Array) -> jax.Array:
     return vt * jnp.where(ok, jnp.conj(vk) * scale.astype(vk.dtype), 1)
 
 
-def _eig_forward(a: jax.Array, solver: str) -> tuple[jax.Array, jax.Array]:
+def _eig_forward_unhooked(a: jax.Array, solver: str) -> tuple[jax.Array, jax.Array]:
     """Sorted eigenvalues and normalised eigenvectors. The eigenvectors are permuted and
     normalised as the rows of ``V^T``: geev returns ``V`` column-major, so ``V^T`` is
-    free, its rows are contiguous, and the permutation copies whole rows (measured at
-    n = 64: 110 against 170 us for permuting and normalising columns)."""
+    free, its rows are contiguous, and the permutation copies whole rows (faster than
+    permuting and normalising columns: BENCHMARKS.md, "eig vs jnp.linalg.eig")."""
     w, v = _raw_eig(a, solver, True)
     perm = _sort_order(w)
     w = jnp.take_along_axis(w, perm, axis=-1)
@@ -241,7 +242,7 @@ def _eig_forward(a: jax.Array, solver: str) -> tuple[jax.Array, jax.Array]:
     return w, jnp.swapaxes(_normalise_rows(vt), -1, -2)
 
 
-def _eig_left_forward(a: jax.Array, solver: str) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _eig_left_forward_unhooked(a: jax.Array, solver: str) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``_eig_forward`` plus left eigenvectors ``Y`` with ``Y^H V = I``, from geev's own
     left eigenvectors ``L`` (computed from the Schur form: residual ``~ eps ||A||`` per unit
     vector, whatever the conditioning of ``V``) as ``Y^H = (L^H V)^{-1} L^H``. ``L^H V`` is
@@ -256,6 +257,11 @@ def _eig_left_forward(a: jax.Array, solver: str) -> tuple[jax.Array, jax.Array, 
     lh = jnp.conj(_take_rows(jnp.swapaxes(l, -1, -2), perm))  # rows l_i^H
     yh = jnp.linalg.solve(_mm(lh, v), lh)
     return w, v, _h(yh)
+
+
+# The forward solvers, hook points of eigjax.random_gauge (eigjax._hooks).
+_eig_forward = gauge_hook("eig", _eig_forward_unhooked, kind="eig")
+_eig_left_forward = gauge_hook("eig_left", _eig_left_forward_unhooked, kind="eig_left")
 
 
 def _eigvals_forward(a: jax.Array, solver: str) -> jax.Array:
@@ -317,23 +323,16 @@ def _linearise(a, w, v, degenerate_tol) -> _Linearisation:
     return _Linearisation(f, nan_mask)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
-def _eig(a, degenerate_tol, solver, degenerate_check=True):
+def _eig_primal(a, degenerate_tol, solver, degenerate_check=True):
     return _eig_forward(a, solver)
 
 
-# The primal inside the rules: the same values; its JVP (reached only by second and
-# higher derivatives) is NaN on coincident pairs, where the F_ij = 0 cut would give a
-# wrong finite second derivative (see eigjax._eigh._eigh_inner).
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
-def _eig_inner(a, degenerate_tol, solver, degenerate_check=True):
-    return _eig_forward(a, solver)
-
-
-def _eig_rule(degenerate_tol, solver, degenerate_check, primals, tangents, *, higher):
+def _eig_rule(degenerate_tol, solver, degenerate_check, primals, tangents, *, primal, higher):
+    # The twin custom_jvp (eigjax._ad): `primal` is _eig_inner, the same values, whose
+    # rule (higher=True, reached only by second and higher derivatives) is NaN on
+    # coincident pairs, where the F_ij = 0 cut would give a wrong finite second derivative.
     (a,), (a_dot,) = primals, tangents
-    # Primal through _eig_inner, so the rule is differentiable again.
-    w, v = _eig_inner(a, degenerate_tol, solver, degenerate_check)
+    w, v = primal(a, degenerate_tol, solver, degenerate_check)
     return (w, v), _eig_tangents(a, a_dot, w, v, degenerate_tol, higher, degenerate_check)
 
 
@@ -364,34 +363,26 @@ def _eig_tangents(a, a_dot, w, v, degenerate_tol, higher, degenerate_check=False
     return w_dot, v_dot
 
 
-_eig.defjvp(functools.partial(_eig_rule, higher=False))
-_eig_inner.defjvp(functools.partial(_eig_rule, higher=True))
+_eig, _eig_inner = twin_custom_jvp(_eig_primal, _eig_rule, nondiff_argnums=(1, 2, 3))
 
 
 # With left eigenvectors: Y^H = V^{-1}, so d(Y^H) = -V^{-1} dV V^{-1} = -Y^H dV Y^H, i.e.
 # dY = -(Y^H dV Y^H)^H, with (dw, dV) the rule above. The primal Y comes from geev's left
 # vectors (_eig_left_forward), which is V^{-H} to rounding but more accurate.
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
-def _eig_left(a, degenerate_tol, solver, degenerate_check=True):
+def _eig_left_primal(a, degenerate_tol, solver, degenerate_check=True):
     return _eig_left_forward(a, solver)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
-def _eig_left_inner(a, degenerate_tol, solver, degenerate_check=True):
-    return _eig_left_forward(a, solver)
-
-
-def _eig_left_rule(degenerate_tol, solver, degenerate_check, primals, tangents, *, higher):
+def _eig_left_rule(degenerate_tol, solver, degenerate_check, primals, tangents, *, primal, higher):
     (a,), (a_dot,) = primals, tangents
-    w, v, y = _eig_left_inner(a, degenerate_tol, solver, degenerate_check)
+    w, v, y = primal(a, degenerate_tol, solver, degenerate_check)
     # the guard sees Y's cotangent too: dY is a function of dV, hence of q
     w_dot, v_dot = _eig_tangents(a, a_dot, w, v, degenerate_tol, higher, degenerate_check)
     yh = _h(y)
     return (w, v, y), (w_dot, v_dot, -_h(_mm(_mm(yh, v_dot), yh)))
 
 
-_eig_left.defjvp(functools.partial(_eig_left_rule, higher=False))
-_eig_left_inner.defjvp(functools.partial(_eig_left_rule, higher=True))
+_eig_left, _eig_left_inner = twin_custom_jvp(_eig_left_primal, _eig_left_rule, nondiff_argnums=(1, 2, 3))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -416,10 +407,10 @@ def _check_solver(solver, fn):
     return solver
 
 
-# Jitted entry points (see eigjax._eigh._eigh_entry: eager callers get one program).
-_eig_entry = jax.jit(lambda a, tol, solver, chk: _eig(a, tol, solver, chk), static_argnums=(1, 2, 3))
-_eig_left_entry = jax.jit(lambda a, tol, solver, chk: _eig_left(a, tol, solver, chk), static_argnums=(1, 2, 3))
-_eigvals_entry = jax.jit(lambda a, solver: _eigvals(a, solver), static_argnums=(1,))
+# Jitted entry points (eigjax._hooks.jit_entry: eager callers get one program).
+_eig_entry = jit_entry(lambda a, tol, solver, chk: _eig(a, tol, solver, chk), static_argnums=(1, 2, 3))
+_eig_left_entry = jit_entry(lambda a, tol, solver, chk: _eig_left(a, tol, solver, chk), static_argnums=(1, 2, 3))
+_eigvals_entry = jit_entry(lambda a, solver: _eigvals(a, solver), static_argnums=(1,))
 
 
 def eig(

@@ -27,13 +27,15 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from . import _small_dispatch
+from ._ad import twin_custom_jvp
 from ._checks import as_square_matrix, check_bool, check_nonnegative_float
+from ._dense_eigh import _eigh_forward, _eigh_forward_sym
 from ._eigvals_only import eigvalsh_values
 from ._gaps import inverse_gaps, nan_on_cut
 from ._guard import checked_pairs, guard, resolve_check
-
-_HIGHEST = jax.lax.Precision.HIGHEST
+from ._hooks import jit_entry
+# _mm and _hermitian_part are also imported from here by eigjax/_partial: that use goes when it is ported to _linalg.
+from ._linalg import _h, _hermitian_part, _mm
 
 
 class EighResult(NamedTuple):
@@ -41,69 +43,6 @@ class EighResult(NamedTuple):
 
     eigenvalues: jax.Array
     eigenvectors: jax.Array
-
-
-def _h(x: jax.Array) -> jax.Array:
-    """Conjugate transpose of the last two axes."""
-    return jnp.conj(jnp.swapaxes(x, -1, -2))
-
-
-def _mm(x: jax.Array, y: jax.Array) -> jax.Array:
-    return jnp.matmul(x, y, precision=_HIGHEST)
-
-
-def _hermitian_part(a: jax.Array) -> jax.Array:
-    # a/2 + a^H/2, not (a + a^H)/2: entries above half the largest float would overflow
-    # the sum (eigvalsh([[1, 1e308], [1e308, 1]]) gave [1, 1]). Halving is exact.
-    return a / 2 + _h(a) / 2
-
-
-def _eigh_solve(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, jax.Array]:
-    """Eigenvalues (ascending, real) and eigenvectors of the Hermitian ``a`` (or of the
-    Hermitian part of ``a`` with ``symmetrize``), all NaN for a matrix with a NaN or inf
-    entry.
-
-    Real float32/float64 input with ``2 <= n <= 16`` goes to :mod:`eigjax._small_dispatch`,
-    which picks its solver when the program is lowered, for the platform it is lowered
-    for (the native CPU kernel, the pure-JAX Jacobi solvers, or the backend's solver).
-    Everything else (larger n, complex Hermitian input) uses the backend's solver (LAPACK
-    ``syevd``/``heevd`` on the CPU, cuSOLVER on the GPU), which reads the lower triangle.
-    """
-    if _small_dispatch.handles(a.shape[-1], a.dtype):
-        return _small_dispatch.small_eigh(a, symmetrize)
-    finite = _all_finite(a)
-    if symmetrize:
-        a = _hermitian_part(a)
-    v, w = jax.lax.linalg.eigh(a, lower=True, symmetrize_input=False)
-    return _nan_unless(finite, w, v)
-
-
-def _all_finite(*mats: jax.Array) -> jax.Array:
-    """Per matrix of the batch: True when every entry of every ``mats`` is finite."""
-    return functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(m), axis=(-2, -1)) for m in mats])
-
-
-def _nan_unless(finite: jax.Array, w: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """NaN eigenvalues and eigenvectors for the matrices whose input was not finite.
-
-    LAPACK's result for such input is undefined: ``syevd`` returned finite eigenvalues
-    for a NaN on the diagonal and identity eigenvectors for an inf. One reduction over
-    the input, O(n^2) against the solver's O(n^3).
-    """
-    nan = jnp.asarray(jnp.nan, w.dtype)
-    w = jnp.where(finite[..., None], w, nan)
-    v = jnp.where(finite[..., None, None], v, nan.astype(v.dtype))
-    return w, v
-
-
-def _eigh_forward(a: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(w, v)`` of the Hermitian ``a`` (lower triangle)."""
-    return _eigh_solve(a, False)
-
-
-def _eigh_forward_sym(a: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(w, v)`` of the Hermitian part of ``a``."""
-    return _eigh_solve(a, True)
 
 
 def _eigvalsh_tangent(v: jax.Array, a_dot: jax.Array) -> jax.Array:
@@ -116,31 +55,16 @@ def _eigvalsh_tangent(v: jax.Array, a_dot: jax.Array) -> jax.Array:
 # arguments; they are written over (..., n, n) so vmap needs no batching rule.
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
-def _eigh(a, symmetrize, degenerate_tol, broadening, degenerate_check=True):
+def _eigh_primal(a, symmetrize, degenerate_tol, broadening, degenerate_check=True):
     return _eigh_forward_sym(a) if symmetrize else _eigh_forward(a)
 
 
-# The rules below compute their primal with _eigh_inner: the same values, but its own
-# JVP rule - which only second and higher derivatives reach, when they differentiate a
-# first-order rule - is NaN on cut pairs. At a repeated eigenvalue the cut F_ij = 0 is
-# exact for first derivatives of gauge-invariant losses, but second derivatives need the
-# coupling inside the group that the cut removes: jax.hessian of sum(w**2) = tr(A^2) at
-# A = I came out 0 instead of 2 E, and even a simple eigenvector's Hessian was wrong by
-# ~1 % when another group was degenerate. No rule on individual eigenvalues can restore
-# it (they are not separately twice differentiable there), so higher derivatives at cut
-# pairs are NaN, never a wrong finite number; spectral functions have exact ones through
-# eigjax.matrix_function. With broadening the smooth F is differentiated as it is.
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
-def _eigh_inner(a, symmetrize, degenerate_tol, broadening, degenerate_check=True):
-    return _eigh_forward_sym(a) if symmetrize else _eigh_forward(a)
-
-
-def _eigh_rule(symmetrize, degenerate_tol, broadening, degenerate_check, primals, tangents, *, higher):
+def _eigh_rule(symmetrize, degenerate_tol, broadening, degenerate_check, primals, tangents, *, primal, higher):
+    # The twin custom_jvp (eigjax._ad): `primal` is _eigh_inner, whose own rule (higher=True,
+    # reached only by second and higher derivatives) is NaN on cut pairs. With broadening
+    # the smooth F is differentiated as it is.
     (a,), (a_dot,) = primals, tangents
-    # The primal through _eigh_inner so that the rule is differentiable again
-    # (jax.hessian, jacfwd(jacrev)).
-    w, v = _eigh_inner(a, symmetrize, degenerate_tol, broadening, degenerate_check)
+    w, v = primal(a, symmetrize, degenerate_tol, broadening, degenerate_check)
     if symmetrize:
         a_dot = _hermitian_part(a_dot)
     x = _mm(a_dot, v)
@@ -162,8 +86,7 @@ def _eigh_rule(symmetrize, degenerate_tol, broadening, degenerate_check, primals
     return (w, v), (w_dot, v_dot)
 
 
-_eigh.defjvp(functools.partial(_eigh_rule, higher=False))
-_eigh_inner.defjvp(functools.partial(_eigh_rule, higher=True))
+_eigh, _eigh_inner = twin_custom_jvp(_eigh_primal, _eigh_rule, nondiff_argnums=(1, 2, 3, 4))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -182,13 +105,10 @@ def _eigvalsh_jvp(symmetrize, primals, tangents):
     return w, _eigvalsh_tangent(v, a_dot)
 
 
-# Entry points. Eager callers (jax.grad outside jit) would otherwise dispatch each
-# primitive of the rules on its own, compiling ~100 tiny XLA programs (seconds for a
-# 2x2 eig); these jitted wrappers make it one program per shape and options. Under an
-# outer jit they are inlined. They look the custom_jvp functions up at trace time, and
-# eigjax.random_gauge swaps them for uncompiled calls while it intercepts.
-_eigh_entry = jax.jit(lambda a, s, tol, br, chk: _eigh(a, s, tol, br, chk), static_argnums=(1, 2, 3, 4))
-_eigvalsh_entry = jax.jit(lambda a, s: _eigvalsh(a, s), static_argnums=(1,))
+# Entry points: one compiled program per shape and options for eager callers, called
+# uncompiled while eigjax.random_gauge intercepts (eigjax._hooks.jit_entry).
+_eigh_entry = jit_entry(lambda a, s, tol, br, chk: _eigh(a, s, tol, br, chk), static_argnums=(1, 2, 3, 4))
+_eigvalsh_entry = jit_entry(lambda a, s: _eigvalsh(a, s), static_argnums=(1,))
 
 
 def eigh(

@@ -4,8 +4,8 @@
 cost less: after the Householder reduction to tridiagonal form (``4/3 n^3`` flops for real
 input), LAPACK's ``syevd``/``heevd`` with ``jobz = 'N'`` finishes with the root-free QR
 iteration ``sterf`` (``O(n^2)``), where ``jobz = 'V'`` adds divide and conquer on the
-vectors and the back-transformation (another ``~2 n^3`` flops, BLAS-3). At n = 256-1024
-that is several times less time (BENCHMARKS.md, "eigvalsh without eigenvectors").
+vectors and the back-transformation (another ``~2 n^3`` flops, BLAS-3). For large n
+that is much less time (BENCHMARKS.md, "eigvalsh without eigenvectors").
 
 This module is only the primal of ``eigjax.eigvalsh``: its custom JVP rule
 (:mod:`eigjax._eigh`) still computes the eigenvectors it needs, so nothing changes under
@@ -26,10 +26,11 @@ cpu, n >= ``BLOCKED_N``     LAPACK's blocked ``sytrd``/``hetrd`` (jaxlib's stabl
                             ``lapack_?sytrd_ffi``/``?hetrd_ffi``), then the same
                             ``syevd('N')`` on the real tridiagonal matrix (see below)
 cuda, rocm, tpu             the backend's ``eigh`` (cuSOLVER/hipSOLVER ``syevd``, TPU's
-                            own), values taken: on an H200 ``sytrd`` alone took 80 % of
+                            own), values taken: on an H200 ``sytrd`` alone took most of
                             cuSOLVER's full ``syevd``, and ``sytrd`` + the pure-JAX
                             bisection of ``jax.scipy.linalg.eigh_tridiagonal`` was
-                            2-5x slower than it (BENCHMARKS.md); TPU has no ``sytrd``
+                            slower than it (BENCHMARKS.md, "eigvalsh without
+                            eigenvectors"); TPU has no ``sytrd``
 =========================  ==========================================================
 
 The NaN contract is eigjax's: a matrix with a NaN or inf entry anywhere (also in the
@@ -48,21 +49,14 @@ from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 
 from . import _small_dispatch
+from ._dense_eigh import _eigh_forward, _eigh_forward_sym
+from ._linalg import _all_finite, _hermitian_part
 
 # Largest n for which eigjax's small solvers (the native kernel for real batches, values
-# only) are kept, per real dtype: they beat syevd('N') up to n = 16 (BENCHMARKS.md,
-# "eigvalsh without eigenvectors"; float64 n = 16: 1.29x once the kernel skipped the
-# eigenvector rotations). Complex input has no native kernel: heevd('N') always.
+# only) are kept, per real dtype: they beat syevd('N') up to n = 16 once the kernel
+# skipped the eigenvector rotations (BENCHMARKS.md, "eigvalsh without eigenvectors",
+# "Batched small matrices, values-only native kernel"). Complex input has no native kernel: heevd('N') always.
 SMALL_N = {np.dtype(np.float32): 16, np.dtype(np.float64): 16}
-
-
-def _h(x: jax.Array) -> jax.Array:
-    return jnp.conj(jnp.swapaxes(x, -1, -2))
-
-
-def _hermitian_part(a: jax.Array) -> jax.Array:
-    """``(a + a^H)/2``, computed as ``a/2 + a^H/2`` so that entries above max/2 do not overflow."""
-    return a / 2 + _h(a) / 2
 
 
 # ---------------------------------------------------------------------------------------
@@ -163,7 +157,7 @@ def _sytrd_lowering(ctx, a):
 _sytrd_p.def_abstract_eval(_sytrd_abstract_eval)
 mlir.register_lowering(_sytrd_p, _sytrd_lowering, platform="cpu")
 
-# Smallest n at which the blocked reduction first pays (measured, BENCHMARKS.md).
+# Smallest n at which the blocked reduction first pays (BENCHMARKS.md, "eigvalsh without eigenvectors").
 BLOCKED_N = 256
 
 
@@ -217,16 +211,14 @@ mlir.register_lowering(_eigvalsh_p, mlir.lower_fun(_backend_values, multiple_res
 
 
 def _use_eigh_forward(a: jax.Array) -> bool:
-    """True where eigjax's eigh forward beats the values-only solver (measured,
-    BENCHMARKS.md): real batches of n <= ``SMALL_N`` (the native kernel), and n < 2.
+    """True where eigjax's eigh forward beats the values-only solver (BENCHMARKS.md,
+    "eigvalsh without eigenvectors"): real batches of n <= ``SMALL_N`` (the native kernel), and n < 2.
     A single small matrix goes to LAPACK, which has less overhead than the batched kernel."""
     n, batch = a.shape[-1], math.prod(a.shape[:-2])
     return n < 2 or (batch > 1 and n <= SMALL_N.get(np.dtype(a.dtype), 0))
 
 
 def _values(a: jax.Array, symmetrize: bool) -> jax.Array:
-    from ._eigh import _all_finite, _eigh_forward, _eigh_forward_sym  # cycle: _eigh calls this module
-
     if _use_eigh_forward(a):
         if _small_dispatch.handles(a.shape[-1], a.dtype):
             # the small solvers, values only (the native kernel skips the eigenvector
@@ -238,7 +230,7 @@ def _values(a: jax.Array, symmetrize: bool) -> jax.Array:
 
 
 # Under jax.vmap a function is traced one example at a time; the batching rule hands the
-# dispatch the whole batch (as eigjax._eigh._forward does), so that it sees its size.
+# dispatch the whole batch (as eigjax._dense_eigh does through eigjax._small_dispatch), so that it sees its size.
 def _batch_aware(symmetrize: bool):
     @custom_vmap
     def values(a: jax.Array) -> jax.Array:

@@ -77,7 +77,8 @@ from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
 from ._checks import result_dtype
-from ._eigh import _eigh, _h, _hermitian_part, _mm
+from ._eigh import _eigh
+from ._linalg import _h, _hermitian_part, _mm
 
 # Gauss-Legendre nodes/weights on [0, 1].
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(5)

@@ -41,17 +41,19 @@ Not positive definite ``B``: the Cholesky factorisation fails and every output i
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from ._ad import twin_custom_jvp
 from ._checks import as_square_matrix, check_nonnegative_float, check_same_shape
-from ._eigh import EighResult, _all_finite, _eigh_forward, _h, _hermitian_part, _mm, _nan_unless
+from ._dense_eigh import _eigh_solve
+from ._eigh import EighResult
 from ._gaps import default_tolerance, gap_matrix, inverse_gaps
 from ._guard import checked_pairs, guard, resolve_check
+from ._hooks import gauge_hook, jit_entry
+from ._linalg import _all_finite, _h, _hermitian_part, _mm, _nan_unless
 
 _FN = "eigjax.eigh_generalized"
 
@@ -66,9 +68,9 @@ def _reduce(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     return l, _hermitian_part(c)
 
 
-def _forward(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _forward_unhooked(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     l, c = _reduce(a, b)
-    w, u = _eigh_forward(c)
+    w, u = _eigh_solve(c, False)
     v = jax.lax.linalg.triangular_solve(
         l, u, left_side=True, lower=True, transpose_a=True, conjugate_a=True
     )
@@ -76,22 +78,21 @@ def _forward(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     return _nan_unless(_all_finite(a, b), w, v)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _eigh_gen(a, b, degenerate_tol, degenerate_check=True):
+# The forward solver, a hook point of eigjax.random_gauge (eigjax._hooks): V U with U
+# unitary on the groups stays B-orthonormal.
+_forward = gauge_hook("eigh_generalized", _forward_unhooked, kind="hermitian")
+
+
+def _eigh_gen_primal(a, b, degenerate_tol, degenerate_check=True):
     return _forward(_hermitian_part(a), _hermitian_part(b))
 
 
-# The primal inside the rule: the same values; its JVP (reached only by second and
-# higher derivatives) is NaN on degenerate off-diagonal pairs, where the cut would give
-# a wrong finite second derivative (see eigjax._eigh._eigh_inner).
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _eigh_gen_inner(a, b, degenerate_tol, degenerate_check=True):
-    return _forward(_hermitian_part(a), _hermitian_part(b))
-
-
-def _eigh_gen_rule(degenerate_tol, degenerate_check, primals, tangents, *, higher):
+def _eigh_gen_rule(degenerate_tol, degenerate_check, primals, tangents, *, primal, higher):
+    # The twin custom_jvp (eigjax._ad): `primal` is _eigh_gen_inner, whose rule
+    # (higher=True, reached only by second and higher derivatives) is NaN on degenerate
+    # off-diagonal pairs, where the cut would give a wrong finite second derivative.
     (a, b), (a_dot, b_dot) = primals, tangents
-    w, v = _eigh_gen_inner(a, b, degenerate_tol, degenerate_check)  # differentiable primal: hessian works
+    w, v = primal(a, b, degenerate_tol, degenerate_check)  # differentiable primal: hessian works
     a_dot = _hermitian_part(a_dot)
     b_dot = _hermitian_part(b_dot)
     vh = _h(v)
@@ -124,8 +125,7 @@ def _eigh_gen_rule(degenerate_tol, degenerate_check, primals, tangents, *, highe
     return (w, v), (w_dot, v_dot)
 
 
-_eigh_gen.defjvp(functools.partial(_eigh_gen_rule, higher=False))
-_eigh_gen_inner.defjvp(functools.partial(_eigh_gen_rule, higher=True))
+_eigh_gen, _eigh_gen_inner = twin_custom_jvp(_eigh_gen_primal, _eigh_gen_rule, nondiff_argnums=(2, 3))
 
 
 def _check_positive_definite(b: jax.Array) -> None:
@@ -151,8 +151,8 @@ def _check_positive_definite(b: jax.Array) -> None:
         )
 
 
-# Jitted entry point (see eigjax._eigh._eigh_entry: eager callers get one program).
-_eigh_gen_entry = jax.jit(lambda a, b, tol, chk: _eigh_gen(a, b, tol, chk), static_argnums=(2, 3))
+# Jitted entry point (eigjax._hooks.jit_entry: eager callers get one program).
+_eigh_gen_entry = jit_entry(lambda a, b, tol, chk: _eigh_gen(a, b, tol, chk), static_argnums=(2, 3))
 
 
 def eigh_generalized(

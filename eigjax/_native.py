@@ -166,9 +166,9 @@ def _load() -> None:
     _state["lib"] = lib  # keep the library loaded
 
 
-# Sizes for which the kernel beats the CPU backend's solver (LAPACK syevd), measured at
-# batch 1e5 in float32 (BENCHMARKS.md): 13x at n = 4, 7x at n = 8, 2.6x at n = 16, but
-# only 1.1x at n = 32, where its residual (~1.5 n eps ||A||) also nears the 50 eps bound.
+# Sizes for which the kernel beats the CPU backend's solver (LAPACK syevd) clearly
+# (BENCHMARKS.md, "Runs E and F: the native kernel"); at n = 32 it barely does, and its
+# residual (~1.5 n eps ||A||) also nears the 50 eps bound.
 MAX_N = 16
 
 

@@ -124,9 +124,9 @@ _UNROLLED_SWEEPS = {
 # round-robin order of the tiled solver below). Relabelling is free here (it reorders
 # Python references), and every step has the same body, so the loop body can be one
 # step: its entries then depend on at most two rotations, which keeps XLA's fusions
-# shallow. Measured at batch 1e5, float32 (BENCHMARKS.md): one step per loop body is
-# 1.3x faster than one cyclic sweep per body at n = 4; at n = 3 a whole sweep per
-# body (``unroll`` = 3) is the faster of the two.
+# shallow. At n = 4 one step per loop body is faster than one cyclic sweep per body;
+# at n = 3 a whole sweep per body (``unroll`` = 3) is the faster of the two
+# (BENCHMARKS.md, "Against the issue's targets").
 _SCHEDULES = {3: ([(0, 1)], (1, 2, 0), 3), 4: ([(0, 1), (2, 3)], None, 1)}
 
 
@@ -156,13 +156,14 @@ def _eigh_unrolled(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, j
     Every entry is one array over the batch, read by a strided slice of the input and
     written by one stack into the output: no transposes, so XLA fuses the scaling,
     the symmetrisation and the reads into the first loop step (at n = 2, the whole
-    solver into one pass: 1.6x faster than transposing to batch-last first).
+    solver into one pass: faster than transposing to batch-last first; BENCHMARKS.md,
+    "Against the issue's targets").
 
     ``n <= 4``, a fixed number of sweeps (``_UNROLLED_SWEEPS``), in a ``fori_loop``
     (shallow fusions, fast to compile; unrolled in Python it took minutes to compile on
-    XLA:CPU at n = 3, so that form was dropped). A round-robin form for ``n >= 5`` on entries was tried for the GPU (3.7x
-    cuSOLVER at n = 8, float32) and dropped: on exactly degenerate float64 batches its
-    residual reached 1e4 eps (BENCHMARKS.md).
+    XLA:CPU at n = 3, so that form was dropped). A round-robin form for ``n >= 5`` on entries was tried for the GPU (faster
+    than cuSOLVER at n = 8, float32) and dropped: on exactly degenerate float64 batches its
+    residual reached 1e4 eps (BENCHMARKS.md, "GPU (H200)").
     """
     n = a.shape[-1]
     dtype = np.dtype(a.dtype)
@@ -215,7 +216,7 @@ def _eigh_unrolled(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, j
         state = step(0, state)
     else:
         # unscale and poison ride along unchanged: materialised once, instead of XLA
-        # recomputing max |a_ij| in every output kernel (2x slower at n = 3)
+        # recomputing max |a_ij| in every output kernel (slower at n = 3)
         steps = per_sweep * _UNROLLED_SWEEPS[(n, dtype)]
         body = lambda i, c: (*step(i, c[:2]), c[2])  # noqa: E731
         *state, (unscale, poison) = jax.lax.fori_loop(0, steps, body, (*state, (unscale, poison)), unroll=unroll)
@@ -409,10 +410,10 @@ def accel_plan(n: int, batch: int) -> dict | None:
     """The options of :func:`eigh_small_accel` that a GPU/TPU program uses for ``batch``
     matrices of size ``n``, or None for the backend's solver (cuSOLVER's batched Jacobi
     on a GPU). Measured on an H200 against ``vmap(jnp.linalg.eigh)`` (BENCHMARKS.md,
-    benchmarks/bench_gpu.py): the entry solver wins 15-21x at n = 2, 3 and 4-6x at n = 4
-    in batches of 1e6 (2.5-4.5x at 1e5); cuSOLVER wins at n = 4 in batches of 1e4
+    "GPU (H200)"; benchmarks/bench_gpu.py): the entry solver wins at n = 2, 3, and at
+    n = 4 in batches of 1e5 and more; cuSOLVER wins at n = 4 in batches of 1e4
     (launch-bound loops) and for 5 <= n <= 16, where the whole-batch tiled solver
-    measured 0.1-0.6x."""
+    was slower."""
     if n <= 3 or (n == 4 and batch >= ACCEL_MIN_BATCH):
         return {"method": "entries"}
     return None
@@ -424,9 +425,10 @@ ACCEL_MIN_BATCH = 100_000
 ACCEL_MAX_N = 4
 
 
-# Fewest matrices in one call for which the fast path is chosen. XLA takes 1-5 s to
+# Fewest matrices in one call for which the fast path is chosen. XLA takes seconds to
 # compile the unrolled solver (n = 3, 4; once per shape), while LAPACK solves a few
-# small matrices in microseconds: the fast path pays off only for batches. The count is
+# small matrices in microseconds: the fast path pays off only for batches
+# (BENCHMARKS.md, "Batched small matrices"). The count is
 # the product of the explicit batch dimensions and, under ``jax.vmap``, the mapped axis
 # (the lowering in eigjax/_small_dispatch.py sees the whole batch).
 SMALL_MIN_BATCH = 128

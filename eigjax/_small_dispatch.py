@@ -60,6 +60,7 @@ except ImportError:  # pragma: no cover - moved in newer jax
     from jax._src.core import ShapedArray
 
 from . import _native
+from ._linalg import _all_finite, _hermitian_part, _nan_unless
 from ._small import ACCEL_MAX_N, SMALL_MIN_BATCH, accel_plan, eigh_small, eigh_small_accel
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -113,8 +114,6 @@ batching.primitive_batchers[small_eigh_p] = _batch_rule
 
 def _lapack(a: jax.Array, symmetrize: bool) -> tuple[jax.Array, jax.Array]:
     """The backend's solver (LAPACK on the CPU) with the NaN contract."""
-    from ._eigh import _all_finite, _hermitian_part, _nan_unless  # _eigh imports this module
-
     finite = _all_finite(a)
     if symmetrize:
         a = _hermitian_part(a)

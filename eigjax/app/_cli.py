@@ -195,7 +195,7 @@ def _run_batch(raw: dict, args, out: str) -> int:
 
 
 def cmd_check(args) -> int:
-    from .._diagnostics import run_check
+    from ._check import run_check
 
     return run_check(args.rest)
 
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["check"]:  # its own parser (eigjax._diagnostics.run_check), --help included
-        from .._diagnostics import run_check
+        from ._check import run_check
 
         return run_check(argv[1:])
     parser = build_parser()
