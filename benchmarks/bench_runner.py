@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from eigjax.internal import load_config, make_optimizer, resolve_config
+from eigjax.app import load_config, make_optimizer, resolve_config
 
 
 def hand_written(cfg, module, problem, mode):

@@ -5,6 +5,6 @@ and ``eigjax run fmmc`` runs the shipped config of the same name. Inside this pa
 modules import each other relatively (``from ._graphs import ...``): the repository keeps
 the folder at its root, an installed eigjax has it under its own namespace.
 
-See ``eigjax/app/_runner.py`` for the interface an experiment module implements, and
+See :class:`eigjax.app.Experiment` (``eigjax/app/_experiment.py``) for the interface an experiment module implements, and
 ``eigjax/app/_shipped.py`` for how a config's ``experiment:`` name is resolved.
 """

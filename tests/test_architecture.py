@@ -125,10 +125,6 @@ def test_library_import_graph_is_acyclic():
 def test_import_graph_is_acyclic():
     """Every module under eigjax/, the application's included."""
     cycle = _find_cycle(_graph())
-    if cycle is not None and all(_is_app(m) for m in cycle):
-        # TODO(#14, at merge): the application's own cycle (_config <-> _runner) is being
-        # removed on another branch; drop this xfail once it is.
-        pytest.xfail("import cycle inside eigjax.app: " + " -> ".join(cycle))
     assert cycle is None, "import cycle among eigjax's modules: " + " -> ".join(cycle)
 
 

@@ -52,7 +52,7 @@ def test_the_patterns_catch_what_they_should():
         "x = eigjax.app._batch.run",
     ]
     good = [
-        "from eigjax.internal import run_check",
+        "from eigjax.app import run_check",
         "import eigjax.internal",
         "eigjax.eigh(a)",
         "from eigjax.app import run_batch_eval",

@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["check"]:  # its own parser (eigjax._diagnostics.run_check), --help included
+    if argv[:1] == ["check"]:  # its own parser (eigjax.app._check.run_check), --help included
         from ._check import run_check
 
         return run_check(argv[1:])
