@@ -26,7 +26,7 @@ needs no batching rule.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 

@@ -31,9 +31,7 @@ def as_square_matrix(a, *, name: str = "a", fn: str) -> jax.Array:
             f"{fn}: argument `{name}` has dtype {dtype}, which has no eigensolver in XLA or "
             f"LAPACK; use float32 or float64 (e.g. {name}.astype(jnp.float32))."
         )
-    if not (
-        np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)
-    ):
+    if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
         raise TypeError(
             f"{fn}: argument `{name}` must have a numeric dtype "
             f"(float32, float64, complex64 or complex128); got dtype {dtype}."
@@ -43,7 +41,8 @@ def as_square_matrix(a, *, name: str = "a", fn: str) -> jax.Array:
             f"{fn}: argument `{name}` must have shape (..., n, n) with at least 2 dimensions; "
             f"got shape {tuple(a.shape)} ({a.ndim} dimension{'s' if a.ndim != 1 else ''})."
         )
-    if a.shape[-1] != a.shape[-2]:
+    shape: tuple[int, ...] = tuple(a.shape)  # (np.generic: shape () was refused above)
+    if shape[-1] != shape[-2]:
         raise ValueError(
             f"{fn}: argument `{name}` must be square in its last two dimensions, shape (..., n, n); "
             f"got shape {tuple(a.shape)}."
@@ -74,9 +73,7 @@ def check_nonnegative_float(value, *, name: str, fn: str, allow_none: bool = Tru
         )
     value = float(value)
     if not (value >= 0.0 and np.isfinite(value)):
-        raise ValueError(
-            f"{fn}: option `{name}` must be a finite, non-negative float; got {value!r}."
-        )
+        raise ValueError(f"{fn}: option `{name}` must be a finite, non-negative float; got {value!r}.")
     return value
 
 

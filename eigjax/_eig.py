@@ -62,7 +62,9 @@ from ties in the real part; the derivative rule is for that fixed order.
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+import typing
+from collections.abc import Callable
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -143,7 +145,7 @@ def _solve_eig(a: jax.Array, solver: str, compute_vectors: bool, left: bool = Fa
     return jax.lax.platform_dependent(a, **{p: xla for p in NATIVE_PLATFORMS}, default=host)
 
 
-def _raw_eig(a: jax.Array, solver: str, compute_vectors: bool, left: bool = False):
+def _raw_eig(a: jax.Array, solver: str, compute_vectors: bool, left: bool = False) -> tuple[jax.Array, ...]:
     """Unsorted LAPACK-convention output of the chosen solver.
 
     Each matrix is first scaled by an exact power of two to ``max|a_ij|`` in [0.5, 1):
@@ -352,8 +354,9 @@ def _eig_tangents(a, a_dot, w, v, degenerate_tol, higher, degenerate_check=False
         # q (through u and c) is therefore zero on every coincident pair for a loss
         # invariant to that gauge (spectral projectors V_G Y_G^H, group sums); and wbar
         # must be equal on the group (its eigenvalues move by those of P_GG).
-        w_dot, q = guard(w_dot, q, checked_pairs(f), w, name="eigjax.eig", mode="zero",
-                         debug=degenerate_check == "debug")
+        w_dot, q = guard(
+            w_dot, q, checked_pairs(f), w, name="eigjax.eig", mode="zero", debug=degenerate_check == "debug"
+        )
     u = _mm(v, q)
     k = _largest_entry(jax.lax.stop_gradient(v))
     vk = jnp.real(jnp.take_along_axis(v, k, axis=-2))[..., 0, :]
@@ -411,6 +414,35 @@ def _check_solver(solver, fn):
 _eig_entry = jit_entry(lambda a, tol, solver, chk: _eig(a, tol, solver, chk), static_argnums=(1, 2, 3))
 _eig_left_entry = jit_entry(lambda a, tol, solver, chk: _eig_left(a, tol, solver, chk), static_argnums=(1, 2, 3))
 _eigvals_entry = jit_entry(lambda a, solver: _eigvals(a, solver), static_argnums=(1,))
+
+
+@typing.overload
+def eig(
+    a: ArrayLike,
+    *,
+    left: Literal[False] = False,
+    degenerate_tol: float | None = None,
+    solver: str = "auto",
+    degenerate_check: bool | str | None = None,
+) -> EigResult: ...
+@typing.overload
+def eig(
+    a: ArrayLike,
+    *,
+    left: Literal[True],
+    degenerate_tol: float | None = None,
+    solver: str = "auto",
+    degenerate_check: bool | str | None = None,
+) -> EigLeftResult: ...
+@typing.overload
+def eig(
+    a: ArrayLike,
+    *,
+    left: bool,
+    degenerate_tol: float | None = None,
+    solver: str = "auto",
+    degenerate_check: bool | str | None = None,
+) -> EigResult | EigLeftResult: ...
 
 
 def eig(

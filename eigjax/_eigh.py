@@ -34,6 +34,7 @@ from ._eigvals_only import eigvalsh_values
 from ._gaps import inverse_gaps, nan_on_cut
 from ._guard import checked_pairs, guard, resolve_check
 from ._hooks import jit_entry
+
 # _mm and _hermitian_part are also imported from here by eigjax/_partial: that use goes when it is ported to _linalg.
 from ._linalg import _h, _hermitian_part, _mm
 
@@ -80,8 +81,16 @@ def _eigh_rule(symmetrize, degenerate_tol, broadening, degenerate_check, primals
         # Reverse mode tests the cotangent on the cut pairs: NaN unless the loss is
         # invariant there and weighs each group alike (eigjax._guard, unitary gauge).
         phase = jnp.issubdtype(p.dtype, jnp.complexfloating)
-        w_dot, q = guard(w_dot, q, checked_pairs(f), w, name="eigjax.eigh", mode="hermitian", phase=phase,
-                         debug=degenerate_check == "debug")
+        w_dot, q = guard(
+            w_dot,
+            q,
+            checked_pairs(f),
+            w,
+            name="eigjax.eigh",
+            mode="hermitian",
+            phase=phase,
+            debug=degenerate_check == "debug",
+        )
     v_dot = _mm(v, q)
     return (w, v), (w_dot, v_dot)
 

@@ -44,6 +44,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import ShapedArray
 from jax.custom_batching import custom_vmap
 from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
@@ -73,14 +74,17 @@ SMALL_N = {np.dtype(np.float32): 16, np.dtype(np.float64): 16}
 _syevd_values_p = Primitive("eigjax_syevd_values")
 _syevd_values_p.multiple_results = True
 
-_REAL = {np.dtype(np.float32): np.dtype(np.float32), np.dtype(np.float64): np.dtype(np.float64),
-         np.dtype(np.complex64): np.dtype(np.float32), np.dtype(np.complex128): np.dtype(np.float64)}
+_REAL = {
+    np.dtype(np.float32): np.dtype(np.float32),
+    np.dtype(np.float64): np.dtype(np.float64),
+    np.dtype(np.complex64): np.dtype(np.float32),
+    np.dtype(np.complex128): np.dtype(np.float64),
+}
 
 
 def _syevd_abstract_eval(a):
     *batch, n, _ = a.shape
-    return (jax.core.ShapedArray((*batch, n), _REAL[np.dtype(a.dtype)]),
-            jax.core.ShapedArray(tuple(batch), np.dtype(np.int32)))
+    return (ShapedArray((*batch, n), _REAL[np.dtype(a.dtype)]), ShapedArray(tuple(batch), np.dtype(np.int32)))
 
 
 def _lapack_lowering(ctx, a, name, out_avals, **attrs):
@@ -118,7 +122,9 @@ def _batch_attributes(ctx, num_batch_dims, avals_in, avals_out):
         try:  # private helper of jax's linalg lowerings; without it the call is replicated
             from jax._src.lax.linalg import _build_sdy_sharding_rule
 
-            attrs["sdy.sharding_rule"] = _build_sdy_sharding_rule(ctx.module_context, num_batch_dims, avals_in, avals_out)
+            attrs["sdy.sharding_rule"] = _build_sdy_sharding_rule(
+                ctx.module_context, num_batch_dims, avals_in, avals_out
+            )
         except (ImportError, TypeError):
             pass
     return attrs
@@ -141,14 +147,13 @@ _sytrd_p.multiple_results = True
 def _sytrd_abstract_eval(a):
     *batch, n, _ = a.shape
     real, batch = _REAL[np.dtype(a.dtype)], tuple(batch)
-    return (jax.core.ShapedArray((*batch, n), real), jax.core.ShapedArray((*batch, n - 1), real),
-            jax.core.ShapedArray(batch, np.dtype(np.int32)))
+    return (ShapedArray((*batch, n), real), ShapedArray((*batch, n - 1), real), ShapedArray(batch, np.dtype(np.int32)))
 
 
 def _sytrd_lowering(ctx, a):
     (a_aval,) = ctx.avals_in
     *batch, n, _ = a_aval.shape
-    taus = jax.core.ShapedArray((*batch, n - 1), a_aval.dtype)
+    taus = ShapedArray((*batch, n - 1), a_aval.dtype)
     d_aval, e_aval, info_aval = ctx.avals_out
     d, e, _, info = _lapack_lowering(ctx, a, ("sytrd_ffi", "hetrd_ffi"), [d_aval, e_aval, taus, info_aval])
     return [d, e, info]
@@ -177,8 +182,11 @@ def _cpu_values(a: jax.Array) -> jax.Array:
     cols = jax.lax.broadcasted_iota(jnp.int32, shape, len(shape) - 1)
     e_full = jnp.concatenate([e, jnp.zeros_like(e[..., :1])], axis=-1)
     # lower triangle: d on the diagonal, e below it (t[i + 1, i] = e[i])
-    t = jnp.where(rows == cols, jnp.broadcast_to(d[..., None, :], shape),
-                  jnp.where(rows == cols + 1, jnp.broadcast_to(e_full[..., None, :], shape), 0))
+    t = jnp.where(
+        rows == cols,
+        jnp.broadcast_to(d[..., None, :], shape),
+        jnp.where(rows == cols + 1, jnp.broadcast_to(e_full[..., None, :], shape), 0),
+    )
     return _syevd_values(t.astype(d.dtype))
 
 
@@ -194,7 +202,7 @@ _eigvalsh_p = Primitive("eigjax_eigvalsh_values")
 
 
 def _eigvalsh_abstract_eval(a):
-    return jax.core.ShapedArray(a.shape[:-1], _REAL[np.dtype(a.dtype)])
+    return ShapedArray(a.shape[:-1], _REAL[np.dtype(a.dtype)])
 
 
 def _eigvalsh_batch(args, dims):

@@ -68,11 +68,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Callable
+import typing
+from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import ShapedArray
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
@@ -90,6 +93,16 @@ _REL_CLOSE = 0.1
 def _derivative(f: Callable, x: jax.Array) -> jax.Array:
     """Elementwise ``f'(x)`` for an elementwise ``f``."""
     return jax.jvp(f, (x,), (jnp.ones_like(x),))[1]
+
+
+@typing.overload
+def _divided_differences(
+    f: Callable, w: jax.Array, fw: jax.Array, *, with_error: Literal[False] = False
+) -> jax.Array: ...
+@typing.overload
+def _divided_differences(
+    f: Callable, w: jax.Array, fw: jax.Array, *, with_error: Literal[True]
+) -> tuple[jax.Array, jax.Array]: ...
 
 
 def _divided_differences(f: Callable, w: jax.Array, fw: jax.Array, *, with_error: bool = False):
@@ -393,7 +406,10 @@ def _frechet_jvp(primals, tangents, *, f):
     out = frechet(f, a, e, consts)
     terms = [frechet(f, a, e_dot, consts)] if type(e_dot) is not ad.Zero else []
     terms += _eigh_terms(
-        a, a_dot, consts, consts_dot,
+        a,
+        a_dot,
+        consts,
+        consts_dot,
         lambda w, v: _second_order(f, consts, w, v, a_dot, e),
         lambda w, v, c_dot: _frechet_formula(_ParamTangent(f, len(consts)), (*consts, *c_dot), w, v, e),
     )
@@ -462,7 +478,7 @@ def _param_ct_impl(a, *rest, f, m, dc_avals):
 _param_ct_p = _define(
     "eigjax_param_ct",
     _param_ct_impl,
-    lambda a, *rest, f, m, dc_avals: [jax.core.ShapedArray(s, d) for s, d in dc_avals],
+    lambda a, *rest, f, m, dc_avals: [ShapedArray(s, d) for s, d in dc_avals],
     multiple_results=True,
 )
 
@@ -485,7 +501,10 @@ def _param_jvp(primals, tangents, *, f, m, dtype):
         return _reconstruct(v, _ParamTangent(psi, 2 * m)(w, *consts, *dc, *c_dot, *[jnp.zeros_like(x) for x in dc]))
 
     terms += _eigh_terms(
-        a, a_dot, consts, consts_dot,
+        a,
+        a_dot,
+        consts,
+        consts_dot,
         lambda w, v: _frechet_formula(psi, (*consts, *dc), w, v, _hermitian_part(a_dot)),
         c_term,
     )
@@ -525,7 +544,10 @@ def _param_ct_jvp(primals, tangents, *, f, m, dc_avals):
         return _param_vjp(pairing, consts, jnp.ones_like)
 
     terms += _eigh_terms(
-        a, a_dot, consts, consts_dot,
+        a,
+        a_dot,
+        consts,
+        consts_dot,
         a_term,
         lambda w, v, c_dot: jax.jvp(lambda *c: _param_ct_formula(f, c, w, v, ct), tuple(consts), tuple(c_dot))[1],
     )

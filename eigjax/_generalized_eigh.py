@@ -44,6 +44,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 from jax.typing import ArrayLike
 
 from ._ad import twin_custom_jvp
@@ -62,18 +63,14 @@ def _reduce(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Cholesky factor ``L`` of ``b`` and the congruent matrix ``C = L^{-1} a L^{-H}``."""
     l = jax.lax.linalg.cholesky(b, symmetrize_input=False)
     x = jax.lax.linalg.triangular_solve(l, a, left_side=True, lower=True)
-    c = jax.lax.linalg.triangular_solve(
-        l, x, left_side=False, lower=True, transpose_a=True, conjugate_a=True
-    )
+    c = jax.lax.linalg.triangular_solve(l, x, left_side=False, lower=True, transpose_a=True, conjugate_a=True)
     return l, _hermitian_part(c)
 
 
 def _forward_unhooked(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
     l, c = _reduce(a, b)
     w, u = _eigh_solve(c, False)
-    v = jax.lax.linalg.triangular_solve(
-        l, u, left_side=True, lower=True, transpose_a=True, conjugate_a=True
-    )
+    v = jax.lax.linalg.triangular_solve(l, u, left_side=True, lower=True, transpose_a=True, conjugate_a=True)
     # An inf in b can reduce to a finite c (1/inf = 0): poison explicitly.
     return _nan_unless(_all_finite(a, b), w, v)
 
@@ -119,8 +116,9 @@ def _eigh_gen_rule(degenerate_tol, degenerate_check, primals, tangents, *, prima
         # eigenvalues move by the eigenvalues of its block (P - w Q)_GG; the rule uses
         # the diagonal, exact only under equal weights).
         phase = jnp.issubdtype(c.dtype, jnp.complexfloating)
-        w_dot, c = guard(w_dot, c, checked_pairs(f), w, name=_FN, mode="hermitian", phase=phase,
-                         debug=degenerate_check == "debug")
+        w_dot, c = guard(
+            w_dot, c, checked_pairs(f), w, name=_FN, mode="hermitian", phase=phase, debug=degenerate_check == "debug"
+        )
     v_dot = _mm(v, c)
     return (w, v), (w_dot, v_dot)
 
@@ -130,7 +128,7 @@ _eigh_gen, _eigh_gen_inner = twin_custom_jvp(_eigh_gen_primal, _eigh_gen_rule, n
 
 def _check_positive_definite(b: jax.Array) -> None:
     """Raise ``ValueError`` if a concrete ``b`` is not Hermitian positive definite."""
-    if isinstance(b, jax.core.Tracer):
+    if isinstance(b, Tracer):
         return  # values unknown at trace time: documented, outputs are NaN instead
     bh = np.asarray(_hermitian_part(b))
     l = np.asarray(jax.lax.linalg.cholesky(jnp.asarray(bh), symmetrize_input=False))

@@ -213,7 +213,11 @@ def _scales(wbar, qbar, w):
     rdt = jnp.abs(w).dtype
     wmax = jnp.max(jnp.abs(w), axis=-1, initial=0.0)[..., None, None]
     sw = jnp.zeros_like(wmax) if wbar is None else jnp.max(jnp.abs(wbar), axis=-1, initial=0.0)[..., None, None]
-    sq = jnp.zeros_like(wmax) if qbar is None else jnp.max(jnp.linalg.norm(qbar, axis=-2), axis=-1, initial=0.0)[..., None, None]
+    sq = (
+        jnp.zeros_like(wmax)
+        if qbar is None
+        else jnp.max(jnp.linalg.norm(qbar, axis=-2), axis=-1, initial=0.0)[..., None, None]
+    )
     sq, sw = sq.astype(rdt), sw.astype(rdt)
     scale_q = jnp.maximum(sq, sw * wmax)
     scale_w = jnp.maximum(sw, jnp.where(wmax > 0, sq / jnp.where(wmax > 0, wmax, 1), 0))
@@ -287,7 +291,11 @@ def _report(name, tests, has_w, has_q):
             f"eigjax degenerate guard ({name}): {kind} fails={{failing}}; first failing pair (i, j) = "
             "({i}, {j}), violation {dij} > tolerance {tij}. The gradient of the failing matrices is NaN "
             "(pass degenerate_check=False to trust the loss).",
-            failing=failing, i=i, j=j, dij=dij, tij=tij,
+            failing=failing,
+            i=i,
+            j=j,
+            dij=dij,
+            tij=tij,
         )
 
 

@@ -35,7 +35,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 
@@ -71,7 +72,7 @@ def gauge_hook(name: str, forward: Callable, *, kind: str) -> Callable:
             _state.depth = 0
         return handler(kind, args, out)
 
-    hooked.gauge_hook = (name, kind)
+    setattr(hooked, "gauge_hook", (name, kind))  # noqa: B010 (a function attribute pyright cannot declare)
     return hooked
 
 

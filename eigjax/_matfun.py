@@ -23,7 +23,7 @@ Taylor expansions for close eigenvalues), and why the derivatives are JAX primit
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,7 @@ from ._checks import as_square_matrix, check_bool, result_dtype
 from ._eigh import _eigh
 from ._frechet import _reconstruct, frechet, param_term
 from ._linalg import _hermitian_part
+
 
 # f is static (a hashable, closure-converted function); the values it closed over are
 # passed in ``consts`` so that they are differentiable and may be traced.
@@ -61,7 +62,9 @@ def _matfun_jvp(f, primals, tangents):
     return out, out_dot
 
 
-def matrix_function(a: ArrayLike, f: Callable[[jax.Array], jax.Array], *, fn: str = "eigjax.matrix_function") -> jax.Array:
+def matrix_function(
+    a: ArrayLike, f: Callable[[jax.Array], jax.Array], *, fn: str = "eigjax.matrix_function"
+) -> jax.Array:
     r"""Spectral function ``f(A) = V diag(f(w)) V^H`` of Hermitian matrices, differentiable.
 
     The derivative is the Daleckii-Krein formula ``d f(A) = V (G o P) V^H``, ``P = V^H dA V``,
@@ -197,6 +200,7 @@ _MAX_KEY_CONST_SIZE = 1 << 16
 # Named functions, with the ``psd`` option.
 
 _PSD_C = 10.0
+
 
 def _psd_clip(w: jax.Array, tol: jax.Array) -> jax.Array:
     """``w`` with ``|w| <= tol`` replaced by exactly 0 (``tol`` a scalar)."""

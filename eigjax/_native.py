@@ -114,14 +114,22 @@ def _clean_stale(cache: pathlib.Path) -> None:
 
 
 def _build() -> pathlib.Path:
-    import jaxlib
+    import jaxlib.version
 
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
     if compiler is None:
         raise RuntimeError("no C++ compiler found (g++, c++ or clang++; or set CXX)")
     include = jax.ffi.include_dir()
     key = hashlib.sha256(
-        b"\0".join([_SOURCE.read_bytes(), jaxlib.__version__.encode(), " ".join(_FLAGS).encode(), _cpu_key().encode(), compiler.encode()])
+        b"\0".join(
+            [
+                _SOURCE.read_bytes(),
+                jaxlib.version.__version__.encode(),
+                " ".join(_FLAGS).encode(),
+                _cpu_key().encode(),
+                compiler.encode(),
+            ]
+        )
     ).hexdigest()[:20]
     cache = _cache_dir()
     target = cache / f"small_native_{key}.so"
@@ -211,4 +219,5 @@ def eigh(a: jax.Array, symmetrize: bool) -> tuple[jax.Array, jax.Array]:
     dtype = np.dtype(a.dtype)
     out = (jax.ShapeDtypeStruct(a.shape[:-1], dtype), jax.ShapeDtypeStruct(a.shape, dtype))
     call = jax.ffi.ffi_call(_TARGETS[dtype], out, vmap_method="broadcast_all")
-    return call(a, symmetrize=np.int64(symmetrize))
+    w, v = call(a, symmetrize=np.int64(symmetrize))
+    return w, v

@@ -190,7 +190,7 @@ def _sdy_rule(ctx, nbatch: int, vectors: bool):
     private to each operand (so never sharded). None where Shardy is off or the helper
     that builds the attribute is missing (then XLA's ``num_batch_dims`` attribute serves
     the older partitioner)."""
-    if not jax.config.jax_use_shardy_partitioner:
+    if not jax.config.jax_use_shardy_partitioner:  # pyright: ignore[reportAttributeAccessIssue] (a flag set at runtime)
         return None
     try:  # JAX builds its own linalg custom calls' rules with these (not public API)
         from jax._src.custom_partitioning_sharding_rule import sdy_sharding_rule_to_mlir, str_to_sdy_sharding_rule
@@ -203,7 +203,7 @@ def _sdy_rule(ctx, nbatch: int, vectors: bool):
         try:  # jax >= 0.10 passes the module context
             return [mlir.aval_to_ir_type(ctx.module_context, x) for x in avals]
         except TypeError:  # pragma: no cover - older signature
-            return [mlir.aval_to_ir_type(x) for x in avals]
+            return [mlir.aval_to_ir_type(x) for x in avals]  # pyright: ignore[reportCallIssue] (jax < 0.10)
 
     return sdy_sharding_rule_to_mlir(rule, types(ctx.avals_in), types(ctx.avals_out))
 
@@ -211,4 +211,3 @@ def _sdy_rule(ctx, nbatch: int, vectors: bool):
 mlir.register_lowering(small_eigh_p, _cpu_lowering, platform="cpu")
 for _platform in ("cuda", "rocm", "tpu"):
     mlir.register_lowering(small_eigh_p, _accel_lowering, platform=_platform)
-

@@ -84,7 +84,7 @@ def _find_cycle(graph: dict[str, set[str]], skip=lambda m: False) -> list[str] |
             if skip(d):
                 continue
             if color[d] == grey:
-                return stack[stack.index(d):] + [d]
+                return stack[stack.index(d) :] + [d]
             if color[d] == white:
                 found = visit(d)
                 if found:

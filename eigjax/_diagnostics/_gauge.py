@@ -31,7 +31,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import warnings
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -253,7 +254,7 @@ def check_gauge_invariance(
         raise ValueError(f"{fn}: option `trials` must be a positive int; got {trials!r}.")
     rdtype = jnp.finfo(a.dtype).dtype
     eps = float(jnp.finfo(rdtype).eps)
-    rtol = eps ** 0.5 if rtol is None else rtol
+    rtol = float(eps**0.5) if rtol is None else rtol
     if key is None:
         key = jax.random.key(0)
     calls = [0]

@@ -7,7 +7,8 @@ It returns a NamedTuple of arrays and works under ``jit``.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -110,15 +111,17 @@ def check_grad(
         raise ValueError(f"{fn}: option `h` must be > 0 (or None); got 0.0.")
     rdtype = jnp.finfo(a.dtype).dtype
     eps = float(jnp.finfo(rdtype).eps)
-    h = eps ** 0.25 if h is None else h
-    rtol = eps ** (1 / 3) if rtol is None else rtol
+    h = float(eps**0.25) if h is None else h
+    rtol = float(eps ** (1 / 3)) if rtol is None else rtol
     if key is None:
         key = jax.random.key(0)
     scale = jnp.linalg.norm(a.reshape(-1)) if a.size else jnp.zeros((), rdtype)
     scale = jnp.where(scale > 0, scale, 1.0).astype(rdtype)
     out = jax.eval_shape(loss, a)
     if any(not jnp.issubdtype(x.dtype, jnp.inexact) for x in jax.tree_util.tree_leaves(out)):
-        raise TypeError(f"{fn}: `loss` must return floating or complex values (derivatives of integers are zero); got {out}.")
+        raise TypeError(
+            f"{fn}: `loss` must return floating or complex values (derivatives of integers are zero); got {out}."
+        )
     abs_errs, rel_errs, jnorms, fnorms, floors = [], [], [], [], []
     for k in jax.random.split(key, directions):
         e = _random_direction(k, a, hermitian) * scale.astype(a.dtype)  # real scale, maybe complex a

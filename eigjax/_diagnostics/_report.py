@@ -190,11 +190,13 @@ def format_spectral_report(report: SpectralReport, *, max_eigenvalues: int = 16)
     hermitian = not np.iscomplexobj(w)
     n = w.shape[-1]
     batch = w.shape[:-1]
-    lines = [f"{'Hermitian' if hermitian else 'General'} spectral report, n = {n}"
-             + (f", batch shape {batch}" if batch else "")]
+    lines = [
+        f"{'Hermitian' if hermitian else 'General'} spectral report, n = {n}"
+        + (f", batch shape {batch}" if batch else "")
+    ]
     if batch:
         count = math.prod(batch)  # not -1: a reshape cannot infer it when n == 0
-        flat = jax.tree_util.tree_map(lambda x: x.reshape((count,) + x.shape[len(batch):]), r)
+        flat = jax.tree_util.tree_map(lambda x: x.reshape((count,) + x.shape[len(batch) :]), r)
         ndeg = int(np.sum(flat.any_degenerate))
         lines.append(f"matrices: {count}; with a pair treated as degenerate: {ndeg}")
         lines.append(f"smallest eigengap over the batch: {np.min(flat.min_gap, initial=np.inf):.3e}")
@@ -203,33 +205,43 @@ def format_spectral_report(report: SpectralReport, *, max_eigenvalues: int = 16)
         k = int(np.argmin(flat.min_gap)) if n >= 2 else 0
         lines.append(f"details of matrix {tuple(int(i) for i in np.unravel_index(k, batch))} (smallest gap):")
         one = jax.tree_util.tree_map(lambda x: x[k], flat)
-        lines.extend("  " + line for line in format_spectral_report(one, max_eigenvalues=max_eigenvalues).splitlines()[1:])
+        lines.extend(
+            "  " + line for line in format_spectral_report(one, max_eigenvalues=max_eigenvalues).splitlines()[1:]
+        )
         return "\n".join(lines)
     shown = ", ".join(_fmt(x) for x in w[:max_eigenvalues]) + (" ..." if n > max_eigenvalues else "")
     lines.append(f"eigenvalues: [{shown}]")
     lines.append(f"smallest eigengap: {float(r.min_gap):.3e}")
     if n:
-        lines.append(f"degeneracy tolerance: {float(np.max(r.tolerance)):.3e}"
-                     + (" (largest pair value)" if not hermitian else ""))
+        lines.append(
+            f"degeneracy tolerance: {float(np.max(r.tolerance)):.3e}"
+            + (" (largest pair value)" if not hermitian else "")
+        )
     groups = [np.flatnonzero(r.group == g) for g in np.unique(r.group)]
     multi = [g for g in groups if g.size > 1]
     if multi:
         sizes = [int(g.size) for g in multi]
         where = ", ".join(f"{g[0]}-{g[-1]}" if np.all(np.diff(g) == 1) else str(g.tolist()) for g in multi)
         lines.append(f"degenerate groups: {sizes} (indices {where})")
-        lines.append(f"pairs treated as degenerate (F_ij = 0): {int(r.num_degenerate_pairs)}"
-                     " - derivatives are exact only for gauge-invariant losses")
+        lines.append(
+            f"pairs treated as degenerate (F_ij = 0): {int(r.num_degenerate_pairs)}"
+            " - derivatives are exact only for gauge-invariant losses"
+        )
         split = (r.group[:, None] == r.group[None, :]) & ~r.degenerate & ~np.eye(n, dtype=bool)
         if np.any(split):
             gmin = float(np.min(np.abs(w[:, None] - w[None, :])[split]))
-            lines.append(f"warning: {int(np.sum(split)) // 2} pair(s) inside a group are split by more than the"
-                         f" tolerance (closest {gmin:.2e}): they get F_ij = 1/gap, so even gauge-invariant"
-                         " eigenvector derivatives lose accuracy; pass a larger degenerate_tol")
+            lines.append(
+                f"warning: {int(np.sum(split)) // 2} pair(s) inside a group are split by more than the"
+                f" tolerance (closest {gmin:.2e}): they get F_ij = 1/gap, so even gauge-invariant"
+                " eigenvector derivatives lose accuracy; pass a larger degenerate_tol"
+            )
     else:
         lines.append("degenerate groups: none (every pair resolved)")
     if np.isfinite(r.min_resolved_gap):
-        lines.append(f"smallest resolved gap: {float(r.min_resolved_gap):.3e}"
-                     f" (eigenvector derivatives scale up to {1 / float(r.min_resolved_gap):.3e})")
+        lines.append(
+            f"smallest resolved gap: {float(r.min_resolved_gap):.3e}"
+            f" (eigenvector derivatives scale up to {1 / float(r.min_resolved_gap):.3e})"
+        )
     if not hermitian and n:
         s = r.condition_numbers
         lines.append(f"eigenvalue condition numbers: max {np.max(s):.3e}, min {np.min(s):.3e}")

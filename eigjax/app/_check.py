@@ -34,16 +34,32 @@ def _check_parser():
         epilog="examples:\n  eigjax check rosser\n  eigjax check wilkinson -n 21\n  eigjax check mats.npy --general --no-grad\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("matrix", help=f"a .npy file holding an (..., n, n) array, or a named test matrix: {', '.join(NAMES)}")
+    p.add_argument(
+        "matrix", help=f"a .npy file holding an (..., n, n) array, or a named test matrix: {', '.join(NAMES)}"
+    )
     p.add_argument("-n", "--size", type=int, default=None, help="size of a named test matrix")
     kind = p.add_mutually_exclusive_group()
-    kind.add_argument("--hermitian", dest="kind", action="store_const", const="hermitian",
-                      help="treat the input as Hermitian (eigh); default: detected")
-    kind.add_argument("--general", dest="kind", action="store_const", const="general",
-                      help="treat the input as a general matrix (eig)")
+    kind.add_argument(
+        "--hermitian",
+        dest="kind",
+        action="store_const",
+        const="hermitian",
+        help="treat the input as Hermitian (eigh); default: detected",
+    )
+    kind.add_argument(
+        "--general",
+        dest="kind",
+        action="store_const",
+        const="general",
+        help="treat the input as a general matrix (eig)",
+    )
     p.add_argument("--degenerate-tol", type=float, default=None, help="degeneracy tolerance (default: eigjax's)")
-    p.add_argument("--dtype", choices=("float32", "float64", "complex64", "complex128"), default=None,
-                   help="cast the input to this dtype (default: the file's; float64 for named matrices)")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float64", "complex64", "complex128"),
+        default=None,
+        help="cast the input to this dtype (default: the file's; float64 for named matrices)",
+    )
     p.add_argument("--directions", type=int, default=3, help="random directions for the gradient checks")
     p.add_argument("--no-grad", action="store_true", help="only print the spectral report")
     return p
@@ -69,7 +85,8 @@ def _load_matrix(args) -> np.ndarray:
                 listed = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
                 raise ValueError(
                     f"{args.matrix}: expected an .npz file holding one array, got {len(names)} arrays"
-                    + (f" ({listed})" if names else "") + "; save the matrix to check on its own (np.save)"
+                    + (f" ({listed})" if names else "")
+                    + "; save the matrix to check on its own (np.save)"
                 )
             return np.asarray(loaded[names[0]])
     return np.asarray(loaded)
@@ -83,8 +100,10 @@ def _no_derivative_reason(a, report: SpectralReport, hermitian: bool) -> str | N
     bad = ~np.isfinite(xn).all(axis=(-2, -1))
     if np.any(bad):
         count = f"{int(np.sum(bad))} of {bad.size} matrices have" if bad.ndim else "the input has"
-        return (f"{count} NaN or inf entries: eigenvalues and derivatives are NaN by contract "
-                "(nothing to compare with finite differences)")
+        return (
+            f"{count} NaN or inf entries: eigenvalues and derivatives are NaN by contract "
+            "(nothing to compare with finite differences)"
+        )
     if not hermitian:
         s = np.asarray(report.condition_numbers)
         eps = np.finfo(s.dtype).eps
@@ -92,9 +111,11 @@ def _no_derivative_reason(a, report: SpectralReport, hermitian: bool) -> str | N
         defective = ~(worst < 0.05 / np.sqrt(eps))
         if np.any(defective):
             count = f"{int(np.sum(defective))} of {defective.size} matrices are" if defective.ndim else "the matrix is"
-            return (f"{count} numerically defective (eigenvalue condition number {float(np.max(worst)):.1e}): "
-                    "at a defective matrix (a Jordan block) the eigenvalues have no derivative, and eig's "
-                    "derivatives are NaN there by contract")
+            return (
+                f"{count} numerically defective (eigenvalue condition number {float(np.max(worst)):.1e}): "
+                "at a defective matrix (a Jordan block) the eigenvalues have no derivative, and eig's "
+                "derivatives are NaN there by contract"
+            )
     return None
 
 
@@ -125,7 +146,9 @@ def run_check(argv: list[str] | None = None) -> int:
         x = _load_matrix(args)
         if args.dtype is not None:
             if np.iscomplexobj(x) and not np.issubdtype(np.dtype(args.dtype), np.complexfloating):
-                raise ValueError(f"--dtype {args.dtype}: the matrix is complex ({x.dtype}); casting would drop its imaginary part")
+                raise ValueError(
+                    f"--dtype {args.dtype}: the matrix is complex ({x.dtype}); casting would drop its imaginary part"
+                )
             x = x.astype(args.dtype)
         a = as_square_matrix(x, name="matrix", fn="eigjax check")
     except (ValueError, TypeError, OSError) as exc:
@@ -135,7 +158,9 @@ def run_check(argv: list[str] | None = None) -> int:
         print("eigjax check: error: --directions must be >= 1", file=sys.stderr)
         return 2
     if args.degenerate_tol is not None and not args.degenerate_tol >= 0:
-        print(f"eigjax check: error: --degenerate-tol must be a number >= 0; got {args.degenerate_tol}", file=sys.stderr)
+        print(
+            f"eigjax check: error: --degenerate-tol must be a number >= 0; got {args.degenerate_tol}", file=sys.stderr
+        )
         return 2
     n = a.shape[-1]
     if args.kind is None:
@@ -173,46 +198,56 @@ def run_check(argv: list[str] | None = None) -> int:
     sep = np.abs(w[..., :, None] - w[..., None, :])
     if not hermitian:
         if np.iscomplexobj(xn):  # real input: conjugate pairs keep their order
-            sep = np.minimum(sep, np.abs(w.real[..., :, None] - w.real[..., None, :]))
+            sep = np.minimum(sep, np.abs(np.real(w)[..., :, None] - np.real(w)[..., None, :]))
         sep = sep / np.max(np.asarray(report.condition_numbers), axis=-1)[..., None, None]
     other_group = group[..., :, None] != group[..., None, :]
     gap = float(np.min(np.where(other_group, sep, np.inf), initial=np.inf))
-    h = eps ** 0.25
+    h = eps**0.25
     h_fd = 0.05 * gap / anorm if anorm > 0 else h
-    skip_vectors = h_fd < eps ** 0.5
+    skip_vectors = h_fd < eps**0.5
     h = min(h, h_fd) if not skip_vectors else h
 
     def power_sums(eigenvalues):
         def f(m):
             lam = eigenvalues(m)
-            return jnp.stack([jnp.sum(lam ** k, axis=-1) for k in (1, 2, 3)], axis=-1)
+            return jnp.stack([jnp.sum(lam**k, axis=-1) for k in (1, 2, 3)], axis=-1)
 
         return f
 
     if hermitian:
+
         def projectors(m):
             v = eigh(m, degenerate_tol=args.degenerate_tol).eigenvectors
             return jnp.matmul(v * weights[..., None, :].astype(v.dtype), jnp.conj(jnp.swapaxes(v, -1, -2)))
 
-        checks = [("power sums of the eigenvalues (k = 1, 2, 3)", power_sums(eigvalsh), False),
-                  ("weighted spectral projectors of the degenerate groups", projectors, True)]
+        checks = [
+            ("power sums of the eigenvalues (k = 1, 2, 3)", power_sums(eigvalsh), False),
+            ("weighted spectral projectors of the degenerate groups", projectors, True),
+        ]
     else:
+
         def projectors(m):
             r = eig(m, left=True, degenerate_tol=args.degenerate_tol)
             v, y = r.eigenvectors, r.left_eigenvectors
             return jnp.matmul(v * weights[..., None, :].astype(v.dtype), jnp.conj(jnp.swapaxes(y, -1, -2)))
 
-        checks = [("power sums of the eigenvalues (k = 1, 2, 3)", power_sums(eigvals), False),
-                  ("weighted spectral projectors x_i y_i^H of the groups", projectors, True)]
+        checks = [
+            ("power sums of the eigenvalues (k = 1, 2, 3)", power_sums(eigvals), False),
+            ("weighted spectral projectors x_i y_i^H of the groups", projectors, True),
+        ]
 
-    print(f"derivative checks: JVP vs 4th-order central differences, {args.directions} random "
-          f"{'Hermitian' if hermitian else 'general'} directions, step {eps ** 0.25:.1e} * ||A||_F"
-          + (f" ({h:.1e} for eigenvectors)" if h < eps ** 0.25 and not skip_vectors else ""))
+    print(
+        f"derivative checks: JVP vs 4th-order central differences, {args.directions} random "
+        f"{'Hermitian' if hermitian else 'general'} directions, step {eps**0.25:.1e} * ||A||_F"
+        + (f" ({h:.1e} for eigenvectors)" if h < eps**0.25 and not skip_vectors else "")
+    )
     status = 0
     for title, f, needs_gap in checks:
         if needs_gap and skip_vectors:
-            print(f"  {title}: skipped - the closest eigenvalues of different groups ({gap:.1e} apart,"
-                  f" ||A||_F = {anorm:.1e}) are too close for finite differences to resolve")
+            print(
+                f"  {title}: skipped - the closest eigenvalues of different groups ({gap:.1e} apart,"
+                f" ||A||_F = {anorm:.1e}) are too close for finite differences to resolve"
+            )
             continue
         r = check_grad(f, a, directions=args.directions, hermitian=hermitian, h=h if needs_gap else None)
         ok = bool(r.ok)

@@ -19,12 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_small import FAMILIES, check_bounds, family
 
 import eigjax
 import eigjax.internal
 from eigjax import _native
-
-from test_small import FAMILIES, check_bounds, family
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -21,12 +21,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import (
+    central_fd,
+    hermitian,
+    hermitian_direction,
+    is_complex,
+    random_matrix,
+    random_unitary,
+    rng,
+    with_spectrum,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_properties import _spectrum
 
 import eigjax
-from helpers import central_fd, hermitian, hermitian_direction, is_complex, random_matrix, random_unitary, rng, with_spectrum
-from test_properties import _spectrum
 
 N = 4
 POINTS = {  # spectrum, size of the degenerate group at the start
@@ -65,7 +74,9 @@ def _invariant_losses(c, m):
         "group sum": lambda w, v: jnp.sum(w[:m]),
         "sum w**3": lambda w, v: jnp.sum(w**3),
         "group projector": proj,
-        "V diag(g) V^H": lambda w, v: _real(jnp.trace((v * g[None, :].astype(v.dtype)) @ jnp.conj(v).T @ c.astype(v.dtype))),
+        "V diag(g) V^H": lambda w, v: _real(
+            jnp.trace((v * g[None, :].astype(v.dtype)) @ jnp.conj(v).T @ c.astype(v.dtype))
+        ),
         "sum |V|^2 c_i": lambda w, v: jnp.sum(jnp.abs(v) ** 2 * jnp.arange(1.0, N + 1)[:, None].astype(w.dtype)),
     }
 
@@ -79,7 +90,9 @@ def _failing_losses(c, m):
         "one vector of the group": lambda w, v: _real(jnp.conj(v[:, 0]) @ c.astype(v.dtype) @ v[:, 0]),
         "unequal weights on the group": lambda w, v: jnp.sum(w * jnp.arange(1.0, N + 1).astype(w.dtype)),
         "f(A) rebuilt (PSD projection)": psd,
-        "part of the group": lambda w, v: _real(jnp.trace(v[:, m - 1 :] @ jnp.conj(v[:, m - 1 :]).T @ c.astype(v.dtype))),
+        "part of the group": lambda w, v: _real(
+            jnp.trace(v[:, m - 1 :] @ jnp.conj(v[:, m - 1 :]).T @ c.astype(v.dtype))
+        ),
     }
 
 
@@ -238,10 +251,12 @@ def test_options_and_debug_report(capfd, monkeypatch):
     jax.grad(loss(None))(a + jnp.diag(jnp.array([0.0, 0.0, 2.0])))
     jax.effects_barrier()
     assert "eigjax degenerate guard" in capfd.readouterr().out
-    for fn, call in ((eigjax.eigh, lambda x, o: eigjax.eigh(x, degenerate_check=o)),
-                     (eigjax.eig, lambda x, o: eigjax.eig(x, degenerate_check=o)),
-                     (eigjax.eigh_generalized, lambda x, o: eigjax.eigh_generalized(x, x, degenerate_check=o)),
-                     (eigjax.eigh_partial, lambda x, o: eigjax.eigh_partial(x, 1, degenerate_check=o))):
+    for _fn, call in (
+        (eigjax.eigh, lambda x, o: eigjax.eigh(x, degenerate_check=o)),
+        (eigjax.eig, lambda x, o: eigjax.eig(x, degenerate_check=o)),
+        (eigjax.eigh_generalized, lambda x, o: eigjax.eigh_generalized(x, x, degenerate_check=o)),
+        (eigjax.eigh_partial, lambda x, o: eigjax.eigh_partial(x, 1, degenerate_check=o)),
+    ):
         with pytest.raises(ValueError, match="degenerate_check"):
             call(a, "yes")
 
@@ -339,7 +354,9 @@ def _property_losses(groups, c, s):
 
     return {
         "V diag(g) V^H C": vgv,
-        "projector c_i g_j": lambda w, v: jnp.sum(jnp.abs(v) ** 2 * (np.arange(1.0, len(g) + 1)[:, None] * g).astype(w.dtype)),
+        "projector c_i g_j": lambda w, v: jnp.sum(
+            jnp.abs(v) ** 2 * (np.arange(1.0, len(g) + 1)[:, None] * g).astype(w.dtype)
+        ),
         "abs2": lambda w, v: jnp.sum(jnp.abs(v) ** 2),
         "sum (w/s)**3": cubes,
     }
@@ -476,7 +493,9 @@ def test_eig_repeated_semisimple_exact_or_nan(point, dtype):
         "group sum": lambda w, v, y: jnp.real(jnp.sum(w[:m])),
         "sum w**3": lambda w, v, y: jnp.real(jnp.sum(w**3)),
         "spectral projector": lambda w, v, y: jnp.real(jnp.trace(v[:, :m] @ jnp.conj(y[:, :m]).T @ c.astype(v.dtype))),
-        "V diag(g) V^-1": lambda w, v, y: jnp.real(jnp.trace((v * g_eq.astype(v.dtype)[None, :]) @ jnp.conj(y).T @ c.astype(v.dtype))),
+        "V diag(g) V^-1": lambda w, v, y: jnp.real(
+            jnp.trace((v * g_eq.astype(v.dtype)[None, :]) @ jnp.conj(y).T @ c.astype(v.dtype))
+        ),
     }
     for name, loss in good.items():
         f = through(loss)
@@ -496,14 +515,17 @@ def test_eig_repeated_semisimple_exact_or_nan(point, dtype):
 
 
 @settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(("random", "degenerate2", "degenerate3", "scaled_up", "scaled_down")), st.sampled_from(DTYPES),
-       st.integers(0, 2**31 - 1))
+@given(
+    st.sampled_from(("random", "degenerate2", "degenerate3", "scaled_up", "scaled_down")),
+    st.sampled_from(DTYPES),
+    st.integers(0, 2**31 - 1),
+)
 def test_no_false_alarms_eig(family, dtype, seed):
     n = 4
     r = np.random.default_rng(seed)
     _, groups, w = _family_input(r, n, dtype, family)
     a = _semisimple(r, w, np.complex128 if is_complex(dtype) else np.float64).astype(dtype)
-    g = jnp.asarray((1.0 + groups / n))
+    g = jnp.asarray(1.0 + groups / n)
     c = jnp.asarray(random_matrix(r, (n, n), np.complex128))
     s = _scale(a)
 

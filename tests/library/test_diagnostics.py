@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
+from helpers import random_matrix, rng, with_spectrum
 
 import eigjax
 from eigjax.app._check import run_check
-from helpers import random_matrix, rng, with_spectrum
 
 
 def _vecs(a):
@@ -217,8 +217,12 @@ def test_gauge_passes_invariant_eigh_losses(dtype):
         c = jnp.arange(16.0, dtype=g.dtype).reshape(4, 4)
         return jnp.sum(jnp.abs(v @ jnp.diag(g).astype(v.dtype) @ jnp.conj(v.T)) ** 2 * c)
 
-    for loss in (lambda x: jnp.sum(jnp.abs(_vecs(x)) ** 2), group_projector, weighted,
-                 lambda x: eigjax.eigvalsh(x)[0] + eigjax.eigvalsh(x)[1]):
+    for loss in (
+        lambda x: jnp.sum(jnp.abs(_vecs(x)) ** 2),
+        group_projector,
+        weighted,
+        lambda x: eigjax.eigvalsh(x)[0] + eigjax.eigvalsh(x)[1],
+    ):
         ok, res = _invariant(loss, a)
         assert ok, res
 
@@ -364,7 +368,9 @@ def test_clear_errors_for_integer_losses_and_non_elementwise_f():
         eigjax.check_grad(lambda x: jnp.argmax(x), jnp.eye(3))
     with pytest.raises(ValueError, match="`f` must be elementwise"):
         eigjax.matrix_function(jnp.eye(3), jnp.sum)
-    text = eigjax.format_spectral_report(eigjax.spectral_report(jnp.stack([jnp.eye(2), jnp.diag(jnp.array([1.0, 2.0]))])))
+    text = eigjax.format_spectral_report(
+        eigjax.spectral_report(jnp.stack([jnp.eye(2), jnp.diag(jnp.array([1.0, 2.0]))]))
+    )
     assert "details of matrix (0,)" in text
 
 
@@ -425,8 +431,13 @@ def test_check_piped_into_a_closed_reader_ends_quietly():
     import sys
 
     root = pathlib.Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen([sys.executable, "-m", "eigjax", "check", "second_difference", "-n", "4", "--no-grad"],
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eigjax", "check", "second_difference", "-n", "4", "--no-grad"],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ),
+    )
     proc.stdout.close()  # the reader is gone before the first line is written
     err = proc.stderr.read().decode()
     proc.wait(timeout=120)

@@ -13,12 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import central_fd, random_matrix, rel_err, rng
 from scipy.optimize import linear_sum_assignment
 
 import eigjax
 from eigjax._eig_host import has_native_eig
-
-from helpers import central_fd, random_matrix, rel_err, rng
 
 # --------------------------------------------------------------------------- helpers
 

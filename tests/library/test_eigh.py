@@ -6,19 +6,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import eigjax
 from helpers import (
     assert_fd_match,
     central_fd,
     hermitian_direction,
-    is_complex,
     jvp,
     random_hermitian,
     rel_err,
     rng,
     with_spectrum,
 )
+
+import eigjax
 
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
 X64 = [np.float64, np.complex128]
@@ -94,9 +93,7 @@ def test_eigvalsh_equals_eigh_eigenvalues():
 def test_symmetrize_uses_hermitian_part():
     r = rng(2)
     a = r.standard_normal((5, 5))
-    np.testing.assert_allclose(
-        eigjax.eigh(a).eigenvalues, np.linalg.eigvalsh((a + a.T) / 2), rtol=1e-12, atol=1e-12
-    )
+    np.testing.assert_allclose(eigjax.eigh(a).eigenvalues, np.linalg.eigvalsh((a + a.T) / 2), rtol=1e-12, atol=1e-12)
     # symmetrize=False reads the lower triangle only, like LAPACK.
     low = np.tril(a) + np.tril(a, -1).T
     np.testing.assert_allclose(
@@ -539,6 +536,7 @@ def test_second_derivatives_at_repeated_eigenvalues_are_nan_not_wrong():
     e = jnp.asarray(hermitian_direction(r, (4, 4)))
     c = jnp.asarray(hermitian_direction(r, (4, 4)))
     points = {"identity": np.eye(4), "pair": with_spectrum(r, [1.0, 1.0, 2.0, 3.0])}
+
     def group_projector(a):  # one call of eigh: the guard tests each call's cotangent alone
         v = eigjax.eigh(a).eigenvectors[:, :2]
         return jnp.trace(v @ v.T @ c)
@@ -567,7 +565,9 @@ def test_second_derivatives_at_repeated_eigenvalues_are_nan_not_wrong():
     fd = (jax.grad(loss)(a + 1e-5 * e) - jax.grad(loss)(a - 1e-5 * e)) / 2e-5
     np.testing.assert_allclose(hv, fd, rtol=1e-6, atol=1e-8)
     # broadening makes F smooth: its second derivatives are those of the smooth rule
-    hv = jax.jvp(jax.grad(lambda a: jnp.sum(eigjax.eigh(a, broadening=1e-3).eigenvectors[:, 0] ** 2 @ c)), (jnp.eye(4),), (e,))[1]
+    hv = jax.jvp(
+        jax.grad(lambda a: jnp.sum(eigjax.eigh(a, broadening=1e-3).eigenvectors[:, 0] ** 2 @ c)), (jnp.eye(4),), (e,)
+    )[1]
     assert np.all(np.isfinite(np.asarray(hv)))
 
 
@@ -577,17 +577,21 @@ def test_second_derivatives_of_eig_and_generalized_at_repeated_eigenvalues_are_n
     r = rng(32)
     e = jnp.asarray(hermitian_direction(r, (3, 3)))
     a = jnp.eye(3)
-    for loss in (lambda a: jnp.sum(jnp.real(eigjax.eigvals(a)) ** 2),
-                 lambda a: jnp.sum(jnp.real(eigjax.eig(a).eigenvalues) ** 2),
-                 lambda a: jnp.sum(eigjax.eigh_generalized(a, jnp.eye(3)).eigenvalues ** 2)):
+    for loss in (
+        lambda a: jnp.sum(jnp.real(eigjax.eigvals(a)) ** 2),
+        lambda a: jnp.sum(jnp.real(eigjax.eig(a).eigenvalues) ** 2),
+        lambda a: jnp.sum(eigjax.eigh_generalized(a, jnp.eye(3)).eigenvalues ** 2),
+    ):
         np.testing.assert_allclose(jax.grad(loss)(a), 2 * np.eye(3), atol=1e-12)
         hv = jax.jvp(jax.grad(loss), (a,), (e,))[1]
         assert np.all(np.isnan(np.asarray(hv)))
     # distinct eigenvalues: exact
     a = jnp.asarray(with_spectrum(r, [1.0, 2.0, 3.5]))
     b = jnp.asarray(with_spectrum(r, [1.0, 1.5, 2.0]))
-    for loss in (lambda a: jnp.sum(jnp.real(eigjax.eigvals(a)) ** 2),
-                 lambda a: jnp.sum(eigjax.eigh_generalized(a, b).eigenvalues ** 2)):
+    for loss in (
+        lambda a: jnp.sum(jnp.real(eigjax.eigvals(a)) ** 2),
+        lambda a: jnp.sum(eigjax.eigh_generalized(a, b).eigenvalues ** 2),
+    ):
         hv = jax.jvp(jax.grad(loss), (a,), (e,))[1]
         fd = (jax.grad(loss)(a + 1e-5 * e) - jax.grad(loss)(a - 1e-5 * e)) / 2e-5
         np.testing.assert_allclose(hv, fd, rtol=1e-6, atol=1e-7)
@@ -598,14 +602,22 @@ def test_options_are_checked_not_coerced():
     eigh_partial accepted negative counts, float seeds and ignored params."""
     a = jnp.eye(3)
     d = jnp.diag(jnp.arange(1.0, 9.0))
-    for call in (lambda: eigjax.eigh(a, symmetrize="no"), lambda: eigjax.eigvalsh(a, symmetrize=1),
-                 lambda: eigjax.eig(a, left="yes"), lambda: eigjax.spectral_report(a, hermitian="x"),
-                 lambda: eigjax.check_grad(jnp.sum, a, hermitian="x"),
-                 lambda: eigjax.eigh_partial(d, 2, seed=1.5), lambda: eigjax.eigh_partial(lambda p, x: x, 2, n=3.7)):
+    for call in (
+        lambda: eigjax.eigh(a, symmetrize="no"),
+        lambda: eigjax.eigvalsh(a, symmetrize=1),
+        lambda: eigjax.eig(a, left="yes"),
+        lambda: eigjax.spectral_report(a, hermitian="x"),
+        lambda: eigjax.check_grad(jnp.sum, a, hermitian="x"),
+        lambda: eigjax.eigh_partial(d, 2, seed=1.5),
+        lambda: eigjax.eigh_partial(lambda p, x: x, 2, n=3.7),
+    ):
         with pytest.raises(TypeError, match="option `"):
             call()
-    for call in (lambda: eigjax.eigh_partial(d, 2, max_restarts=-1), lambda: eigjax.eigh_partial(d, 2, cg_maxiter=-5),
-                 lambda: eigjax.eigh_partial(d, 2, params=1.0)):
+    for call in (
+        lambda: eigjax.eigh_partial(d, 2, max_restarts=-1),
+        lambda: eigjax.eigh_partial(d, 2, cg_maxiter=-5),
+        lambda: eigjax.eigh_partial(d, 2, params=1.0),
+    ):
         with pytest.raises(ValueError, match="option `"):
             call()
     for fn in (eigjax.eigh, eigjax.eigvalsh, eigjax.eig, eigjax.eigvals, eigjax.sqrtm):

@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import hermitian_direction, is_complex, random_hermitian, random_matrix, rng, with_spectrum
 from jax._src.export._export import _CUSTOM_CALL_TARGETS_GUARANTEED_STABLE
 
 import eigjax
 from eigjax import _eigh, _eigvals_only
-from helpers import hermitian_direction, is_complex, random_hermitian, random_matrix, rng, with_spectrum
 
 DTYPES = [np.float32, np.float64, np.complex64, np.complex128]
 PRIM = "eigjax_eigvalsh_values"
@@ -38,7 +38,9 @@ def _assert_close(w, ref, a, c=8.0):
     norm = np.max(np.abs(ref), axis=-1, keepdims=True)
     bound = c * n * np.finfo(w.dtype).eps * norm
     err = np.abs(w - ref)
-    assert np.all(err <= bound), f"max |w - ref| / (n eps ||A||) = {np.max(err / (n * np.finfo(w.dtype).eps * norm)):.2f}"
+    assert np.all(err <= bound), (
+        f"max |w - ref| / (n eps ||A||) = {np.max(err / (n * np.finfo(w.dtype).eps * norm)):.2f}"
+    )
 
 
 def _family(name, r, n, dtype, batch=()):
@@ -55,7 +57,9 @@ def _family(name, r, n, dtype, batch=()):
 
 def _prims(jaxpr):
     """Names of all primitives in a closed jaxpr, sub-jaxprs included."""
-    return set(re.findall(r"\b([a-z_][a-z0-9_]*)\[", str(jaxpr))) | set(re.findall(r"= ([a-z_][a-z0-9_]*) ", str(jaxpr)))
+    return set(re.findall(r"\b([a-z_][a-z0-9_]*)\[", str(jaxpr))) | set(
+        re.findall(r"= ([a-z_][a-z0-9_]*) ", str(jaxpr))
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -279,8 +283,17 @@ def test_batch_sharded_without_gather():
     # One BLAS thread per device: once (a fresh-clone CI run, the other xdist worker busy)
     # this subprocess hung past 300 s with two devices calling multithreaded OpenBLAS at
     # once; alone it takes 2 s. Cause not established (see the session note).
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
-           "OPENBLAS_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", _SHARDED.format(n=_eigvals_only.BLOCKED_N + 4)],
-                         env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAX_PLATFORMS": "cpu",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", _SHARDED.format(n=_eigvals_only.BLOCKED_N + 4)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]

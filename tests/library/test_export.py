@@ -8,14 +8,13 @@ import subprocess
 import sys
 import textwrap
 
+import helpers as h
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import eigjax
-
-import helpers as h
 
 PLATFORMS = [("cpu",), ("cuda",), ("tpu",), ("cpu", "cuda", "tpu")]
 
@@ -94,7 +93,9 @@ def test_exports_where_counterpart_does(name, platforms):
 def assert_same_up_to_signs(got, want):
     """Equal, except that eigenvectors may differ in sign: an export never embeds the
     native kernel, whose signs differ from LAPACK's (eigjax promises no sign)."""
-    jax.tree_util.tree_map(lambda g, w: np.testing.assert_allclose(np.abs(g), np.abs(w), rtol=1e-9, atol=1e-11), got, want)
+    jax.tree_util.tree_map(
+        lambda g, w: np.testing.assert_allclose(np.abs(g), np.abs(w), rtol=1e-9, atol=1e-11), got, want
+    )
     np.testing.assert_allclose(_real_loss(got), _real_loss(want), rtol=1e-10)
 
 

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
+from helpers import central_fd, hermitian_direction, random_hermitian, random_unitary, rel_err, rng
 
 import eigjax
-from helpers import central_fd, hermitian_direction, random_hermitian, random_unitary, rng, rel_err
 
 DTYPES = [np.float64, np.complex128]
 
@@ -124,9 +124,9 @@ def test_degenerate_pencil_invariant_losses(dtype):
     funcs = {
         "group_sum": lambda a, b: jnp.sum(eigjax.eigh_generalized(a, b).eigenvalues[:2]),
         "group_projector": projector(slice(0, 2)),
-        "weighted": lambda a, b: (lambda w, v: (v * jnp.asarray([[2.0, 2.0, -1.0, 0.5, 3.0]], v.dtype)) @ jnp.conj(v.T))(
-            *eigjax.eigh_generalized(a, b)
-        ),
+        "weighted": lambda a, b: (
+            lambda w, v: (v * jnp.asarray([[2.0, 2.0, -1.0, 0.5, 3.0]], v.dtype)) @ jnp.conj(v.T)
+        )(*eigjax.eigh_generalized(a, b)),
     }
     for name, f in funcs.items():
         got = jax.jvp(f, (jnp.asarray(a), jnp.asarray(b)), (jnp.asarray(da), jnp.asarray(db)))[1]
@@ -134,7 +134,9 @@ def test_degenerate_pencil_invariant_losses(dtype):
         assert np.all(np.isfinite(got))
         assert rel_err(got, want) < 1e-7, (name, rel_err(got, want))
     # Reverse mode at the degenerate point: finite and equal to the JVP contraction.
-    loss = lambda a, b: jnp.real(jnp.sum(jnp.abs(projector(slice(0, 2))(a, b)) ** 2 * jnp.arange(n * n, dtype=float).reshape(n, n)))
+    loss = lambda a, b: jnp.real(
+        jnp.sum(jnp.abs(projector(slice(0, 2))(a, b)) ** 2 * jnp.arange(n * n, dtype=float).reshape(n, n))
+    )
     ga, gb = jax.grad(loss, argnums=(0, 1))(jnp.asarray(a), jnp.asarray(b))
     fd = central_fd(lambda t: loss(a + t * da, b + t * db), 0.0, 1.0, h=1e-4)
     # jax.grad of a real loss of complex input: dL = Re sum(g * dz) (JAX's convention).
@@ -146,8 +148,8 @@ def test_hessian_matches_fd_of_gradient():
     r = rng(6)
     n = 4
     a, b = random_hermitian(r, n), random_pd(r, n)
-    loss = lambda a: jnp.sum(eigjax.eigh_generalized(a, b).eigenvalues[:2] ** 2) + jnp.sum(
-        projector(slice(0, 1))(a, b) ** 2
+    loss = lambda a: (
+        jnp.sum(eigjax.eigh_generalized(a, b).eigenvalues[:2] ** 2) + jnp.sum(projector(slice(0, 1))(a, b) ** 2)
     )
     da = hermitian_direction(r, (n, n))
     grad = jax.jit(jax.grad(loss))
@@ -193,7 +195,10 @@ def test_check_with_non_finite_b_is_a_clear_error(fill):
     what is wrong (np.linalg.eigvalsh used to raise LinAlgError from inside the check)."""
     a = np.eye(3)
     b = np.full((3, 3), fill)
-    with pytest.raises(ValueError, match=r"eigjax.eigh_generalized: argument `b` must be Hermitian positive definite with finite entries; .* 9 non-finite"):
+    with pytest.raises(
+        ValueError,
+        match=r"eigjax.eigh_generalized: argument `b` must be Hermitian positive definite with finite entries; .* 9 non-finite",
+    ):
         eigjax.eigh_generalized(a, b, check=True)
     with pytest.raises(ValueError, match=r"batch index \(1,\)"):
         eigjax.eigh_generalized(np.stack([a, a]), np.stack([np.eye(3), b]), check=True)

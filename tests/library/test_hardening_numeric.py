@@ -12,11 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import eigjax
+from helpers import central_fd, hermitian_direction, random_hermitian, rel_err, rng, with_spectrum
 from scipy.linalg import sqrtm as scipy_sqrtm
 
-from helpers import central_fd, hermitian_direction, random_hermitian, rel_err, rng, with_spectrum
+import eigjax
 
 
 def _hvp_and_fd(mf, a, seed):
@@ -43,9 +42,7 @@ VANISHING = {
 }
 
 
-@pytest.mark.parametrize(
-    "name, rotated", [(name, False) for name in sorted(VANISHING)] + [("relu_cubed", True)]
-)
+@pytest.mark.parametrize("name, rotated", [(name, False) for name in sorted(VANISHING)] + [("relu_cubed", True)])
 def test_hessian_when_derivatives_vanish_at_middle_eigenvalue(name, rotated):
     f, spectrum = VANISHING[name]
     a = with_spectrum(rng(1), spectrum) if rotated else np.diag(spectrum)

@@ -9,8 +9,6 @@ import jax.scipy.linalg as jsl
 import numpy as np
 import pytest
 import scipy.linalg
-
-import eigjax
 from helpers import (
     assert_fd_match,
     central_fd,
@@ -21,6 +19,8 @@ from helpers import (
     rng,
     with_spectrum,
 )
+
+import eigjax
 
 X64 = [np.float64, np.complex128]
 
@@ -168,7 +168,9 @@ def test_powm_gradient_wrt_exponent():
 )
 def test_hessian_matches_fd_of_gradient(where):
     r = rng(8)
-    a = {"random": _spd(r, 4, np.float64), "identity": np.eye(4), "degenerate": with_spectrum(r, (1.0, 1.0, 2.0, 2.5))}[where]
+    a = {"random": _spd(r, 4, np.float64), "identity": np.eye(4), "degenerate": with_spectrum(r, (1.0, 1.0, 2.0, 2.5))}[
+        where
+    ]
     c = random_hermitian(r, 4)
     da = hermitian_direction(r, (4, 4))
     loss = lambda x: jnp.sum(c * eigjax.sqrtm(x))
@@ -212,7 +214,10 @@ def _second_jit(f):
     return jax.jit(lambda a, h, e: jax.jvp(lambda x: jax.jvp(mf, (x,), (e,))[1], (a,), (h,))[1])
 
 
-SECOND_ORDER_CASES = {"inv": (_second_jit(lambda w: 1.0 / w), _inv_second), "cube": (_second_jit(lambda w: w**3), _cube_second)}
+SECOND_ORDER_CASES = {
+    "inv": (_second_jit(lambda w: 1.0 / w), _inv_second),
+    "cube": (_second_jit(lambda w: w**3), _cube_second),
+}
 
 
 def _point(r, name, dtype=np.float64):
@@ -326,7 +331,11 @@ def test_second_derivative_float32_at_degenerate_point():
     r = rng(17)
     a = with_spectrum(r, (1.0, 1.0, 2.0, 2.5))
     c, h = random_hermitian(r, 4), hermitian_direction(r, (4, 4))
-    hvp = jax.jit(lambda x: jax.jvp(jax.grad(lambda y: jnp.sum(c.astype(y.dtype) * eigjax.logm(y))), (x,), (h.astype(x.dtype),))[1])
+    hvp = jax.jit(
+        lambda x: jax.jvp(jax.grad(lambda y: jnp.sum(c.astype(y.dtype) * eigjax.logm(y))), (x,), (h.astype(x.dtype),))[
+            1
+        ]
+    )
     got32, got64 = hvp(jnp.asarray(a, jnp.float32)), hvp(jnp.asarray(a))
     assert np.all(np.isfinite(got32))
     assert rel_err(got32, got64) < 1e-3

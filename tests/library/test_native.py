@@ -15,16 +15,15 @@ import shutil
 import subprocess
 import sys
 
+import helpers as h
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_small import FAMILIES, check_bounds, family
 
 import eigjax
 from eigjax import _native
-
-import helpers as h
-from test_small import FAMILIES, check_bounds, family
 
 has_compiler = any(shutil.which(c) for c in ("g++", "c++", "clang++")) or os.environ.get("CXX")
 needs_kernel = pytest.mark.skipif(not has_compiler, reason="no C++ compiler on this machine")
@@ -84,13 +83,17 @@ def test_extreme_scales():
     """Subnormal, 1e-300 and 1e300 (float64), and the zero matrix: finite, accurate."""
     r = h.rng(8)
     base = h.random_hermitian(r, 4, batch=(20,))
-    for dtype, scales in ((np.float32, [float(np.finfo(np.float32).smallest_subnormal) * 64, 1e-38, 1e38]),
-                          (np.float64, [float(np.finfo(np.float64).smallest_subnormal) * 64, 1e-300, 1e300])):
+    for dtype, scales in (
+        (np.float32, [float(np.finfo(np.float32).smallest_subnormal) * 64, 1e-38, 1e38]),
+        (np.float64, [float(np.finfo(np.float64).smallest_subnormal) * 64, 1e-300, 1e300]),
+    ):
         for s in scales:
             a = (base / np.max(np.abs(base)) * s).astype(dtype)
             w, v = (np.asarray(x, np.float64) for x in _native.eigh(jnp.asarray(a), False))
             assert np.all(np.isfinite(w)) and np.all(np.isfinite(v)), (dtype, s)
-            np.testing.assert_allclose(np.swapaxes(v, -1, -2) @ v, np.broadcast_to(np.eye(4), v.shape), atol=50 * 4 * np.finfo(dtype).eps)
+            np.testing.assert_allclose(
+                np.swapaxes(v, -1, -2) @ v, np.broadcast_to(np.eye(4), v.shape), atol=50 * 4 * np.finfo(dtype).eps
+            )
             if s >= 1e-30:  # normal input: the full bounds, checked on an exactly rescaled copy
                 p2 = 2.0 ** np.round(np.log2(s))  # (NumPy's float64 norm overflows at 1e300)
                 check_bounds(a.astype(np.float64) / p2, w / p2, v, dtype)
@@ -125,11 +128,15 @@ def test_derivatives_through_eigh_match_lapack_path(n):
     d2 = lambda f: d1(d1(f))
     assert abs(float(d1(ours)(a) - d1(ref)(a))) <= 1e-10 * abs(float(d1(ref)(a)))
     assert abs(float(d2(ours)(a) - d2(ref)(a))) <= 1e-9 * abs(float(d2(ref)(a)))
-    np.testing.assert_allclose(jax.grad(ours)(a), jax.grad(loss(lambda a: tuple(jnp.linalg.eigh(a))))(a), rtol=1e-9, atol=1e-10)
+    np.testing.assert_allclose(
+        jax.grad(ours)(a), jax.grad(loss(lambda a: tuple(jnp.linalg.eigh(a))))(a), rtol=1e-9, atol=1e-10
+    )
 
 
 def _run(code, env):
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -140,7 +147,8 @@ from eigjax import _native
 a = np.random.default_rng(0).standard_normal((200, 3, 3)).astype(np.float32)
 w, v = eigjax.eigh(a)
 sym = (a + np.swapaxes(a, -1, -2)) / 2
-print(_native.available(), "|", _native.status().splitlines()[0], "|", float(np.max(np.abs(np.asarray(w) - np.linalg.eigvalsh(sym)))))
+err = float(np.max(np.abs(np.asarray(w) - np.linalg.eigvalsh(sym))))
+print(_native.available(), "|", _native.status().splitlines()[0], "|", err)
 """
 
 
@@ -153,13 +161,19 @@ def test_disabled_by_environment_falls_back():
 def test_failed_build_falls_back(tmp_path):
     """A compiler that fails (CXX=false) and an empty cache: no kernel, a reason, and
     eigjax.eigh still right (the pure-JAX solver)."""
-    avail, status, err = _run(_FALLBACK, {"CXX": shutil.which("false") or "/bin/false", "EIGJAX_CACHE_DIR": str(tmp_path)}).strip().split(" | ")
+    avail, status, err = (
+        _run(_FALLBACK, {"CXX": shutil.which("false") or "/bin/false", "EIGJAX_CACHE_DIR": str(tmp_path)})
+        .strip()
+        .split(" | ")
+    )
     assert avail == "False" and "failed" in status
     assert float(err) < 1e-5
 
 
 def _run_full(code, env):
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout, out.stderr
 

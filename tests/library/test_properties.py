@@ -27,18 +27,25 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
+from helpers import hermitian, is_complex, random_matrix, random_unitary
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import eigjax
-from helpers import hermitian, is_complex, random_matrix, random_unitary
 
 settings.register_profile(
-    "ci", max_examples=6, deadline=None, derandomize=True, print_blob=True,
+    "ci",
+    max_examples=6,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile(
-    "long", max_examples=100, deadline=None, print_blob=True,
+    "long",
+    max_examples=100,
+    deadline=None,
+    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("EIGJAX_HYPOTHESIS_PROFILE", "ci"))
@@ -47,8 +54,17 @@ _HALF = settings(max_examples=max(3, settings().max_examples // 2))
 
 SIZES = (0, 1, 2, 3, 5, 8, 12)
 DTYPES = (np.float32, np.float64, np.complex64, np.complex128)
-HERMITIAN_FAMILIES = ("random", "degenerate2", "degenerate3", "clustered", "scaled_up", "scaled_down",
-                      "zero", "diagonal", "rank_deficient")
+HERMITIAN_FAMILIES = (
+    "random",
+    "degenerate2",
+    "degenerate3",
+    "clustered",
+    "scaled_up",
+    "scaled_down",
+    "zero",
+    "diagonal",
+    "rank_deficient",
+)
 GENERAL_FAMILIES = ("random", "diagonal", "zero", "scaled_up", "scaled_down", "semisimple", "nearly_defective")
 
 
@@ -175,8 +191,12 @@ def test_eigh_forward(case):
     assert np.all(np.diff(np.asarray(w, np.float64), axis=-1) >= 0)
     err = np.abs(w64.real - np.linalg.eigvalsh(a.astype(np.complex128)))
     assert np.all(err <= c * anorm + 1e-300), (err, anorm)
-    np.testing.assert_allclose(np.asarray(eigjax.eigvalsh(jnp.asarray(a))), np.asarray(w),
-                               rtol=0, atol=float(np.max(c * anorm, initial=0.0)) + 1e-300)
+    np.testing.assert_allclose(
+        np.asarray(eigjax.eigvalsh(jnp.asarray(a))),
+        np.asarray(w),
+        rtol=0,
+        atol=float(np.max(c * anorm, initial=0.0)) + 1e-300,
+    )
 
 
 # Losses take every constant (scale, weights) as an argument and are jitted once, so
@@ -215,8 +235,10 @@ def _jvp(f):
 
 EIGH_LOSSES = {"eigvalsh": _loss_eigvalsh, "projector": _loss_projector, "abs2": _loss_abs2}
 VALUE = {k: jax.jit(f) for k, f in {**EIGH_LOSSES, "power_sums": _loss_power_sums}.items()}
-GRAD = {k: jax.jit(jax.grad(f)) for k, f in {**EIGH_LOSSES, "cubes": _loss_cubes, "power_sums": _loss_power_sums,
-                                              "trace": _loss_trace}.items()}
+GRAD = {
+    k: jax.jit(jax.grad(f))
+    for k, f in {**EIGH_LOSSES, "cubes": _loss_cubes, "power_sums": _loss_power_sums, "trace": _loss_trace}.items()
+}
 JVP = {k: _jvp(f) for k, f in {**EIGH_LOSSES, "power_sums": _loss_power_sums}.items()}
 
 
@@ -304,8 +326,9 @@ def test_eigh_vmap_equals_loop(case):
         w_i, v_i = eigjax.eigh(x[i])
         np.testing.assert_allclose(np.asarray(w_b[i]) / s, np.asarray(w_i) / s, rtol=0, atol=tol)
         # row sums of |V|^2 (all ones): compared gauge-free
-        np.testing.assert_allclose(np.sum(np.abs(np.asarray(v_b[i])) ** 2, axis=-1),
-                                   np.sum(np.abs(np.asarray(v_i)) ** 2, axis=-1), atol=tol)
+        np.testing.assert_allclose(
+            np.sum(np.abs(np.asarray(v_b[i])) ** 2, axis=-1), np.sum(np.abs(np.asarray(v_i)) ** 2, axis=-1), atol=tol
+        )
         np.testing.assert_allclose(np.asarray(g_b[i]), np.asarray(GRAD["eigvalsh"](x[i], s)), atol=tol * 10)
         np.testing.assert_allclose(np.asarray(p_b[i]), np.asarray(GRAD["abs2"](x[i], s)), atol=tol * 10)
 
@@ -401,8 +424,16 @@ def test_eig_vmap_equals_loop(case):
         np.testing.assert_allclose(np.asarray(g_b[i]), np.asarray(GRAD["power_sums"](x[i], s)), atol=tol)
 
 
-@pytest.mark.parametrize("x, dtype", [(1.25e14, np.float32), (1.25e-16, np.float32), (1.25e149, np.float64),
-                                      (1e-150, np.float64), (1e-150, np.complex128)])
+@pytest.mark.parametrize(
+    "x, dtype",
+    [
+        (1.25e14, np.float32),
+        (1.25e-16, np.float32),
+        (1.25e149, np.float64),
+        (1e-150, np.float64),
+        (1e-150, np.complex128),
+    ],
+)
 def test_eig_bad_scale(x, dtype):
     a = np.array([[x, x / 2], [0.0, x / 4]], dtype)  # triangular: eigenvalues x and x/4
     np.testing.assert_allclose(np.sort(np.asarray(eigjax.eigvals(jnp.asarray(a))).real), [x / 4, x], rtol=1e-5)

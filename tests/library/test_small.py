@@ -8,6 +8,7 @@ also compared with NumPy's LAPACK in float64 (independent oracle).
 
 import re
 
+import helpers as h
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,11 +16,9 @@ import pytest
 
 import eigjax
 import eigjax._small as small
-from eigjax import _native
 import eigjax.internal
+from eigjax import _native
 from eigjax._small import eigh_small
-
-import helpers as h
 
 BATCH = small.SMALL_MIN_BATCH  # the fast path is taken from this batch size on
 
@@ -195,7 +194,9 @@ def test_subnormal_input_is_scaled_up_without_overflow():
         a = (tiny * np.sign(family("random", 3, np.float64, seed=6))).astype(dtype)
         for w, v in (eigh_small(jnp.asarray(a)), eigjax.eigh(a)):  # pure JAX; native (if built)
             assert np.all(np.isfinite(np.asarray(w))) and np.all(np.isfinite(np.asarray(v)))
-            np.testing.assert_allclose(np.asarray(v).swapaxes(-1, -2) @ np.asarray(v), np.broadcast_to(np.eye(3), v.shape), atol=1e-5)
+            np.testing.assert_allclose(
+                np.asarray(v).swapaxes(-1, -2) @ np.asarray(v), np.broadcast_to(np.eye(3), v.shape), atol=1e-5
+            )
 
 
 @pytest.mark.parametrize("n", [3, 4])

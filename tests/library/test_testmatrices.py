@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import central_fd, hermitian_direction, jvp, rng
 
 import eigjax
 from eigjax._testmatrices import NAMES, SYMMETRIC, known_eigenvalues, named_matrix
-from helpers import central_fd, hermitian_direction, jvp, rng
 
 EPS = {np.float32: np.finfo(np.float32).eps, np.float64: np.finfo(np.float64).eps}
 
@@ -83,7 +83,9 @@ def test_rosser_double_eigenvalue_derivative():
     np.testing.assert_allclose(got, np.trace(p @ da), rtol=1e-10)
     got = jvp(lambda x: eigjax.eigh(x).eigenvectors[:, 3:5] @ eigjax.eigh(x).eigenvectors[:, 3:5].T, a, da)
     # the group is 0.098 and 19.9 away from its neighbours: FD with a small step is reliable
-    want = central_fd(lambda x: eigjax.eigh(x).eigenvectors[:, 3:5] @ eigjax.eigh(x).eigenvectors[:, 3:5].T, a, da, h=1e-5)
+    want = central_fd(
+        lambda x: eigjax.eigh(x).eigenvectors[:, 3:5] @ eigjax.eigh(x).eigenvectors[:, 3:5].T, a, da, h=1e-5
+    )
     np.testing.assert_allclose(got, want, atol=1e-7)
 
 
