@@ -426,7 +426,7 @@ def _make_fn(cfg):
 def _output_specs(cfg, n, dtype):
     cdtype = np.result_type(dtype, np.complex64)
     wdtype = np.dtype(np.finfo(dtype).dtype) if cfg["op"] in ("eigh", "eigvalsh") else cdtype
-    specs = {"eigenvalues": ((n,), wdtype)}
+    specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {"eigenvalues": ((n,), wdtype)}
     if cfg["vectors"]:
         specs["eigenvectors"] = ((n, n), dtype if cfg["op"] == "eigh" else cdtype)
     if cfg["grad_loss"] is not None:
@@ -466,7 +466,7 @@ def _accuracy(cfg, src, outs, sample):
         return {}
     a = src.take(sample).astype(np.complex128)
     finite = np.all(np.isfinite(a), axis=(-2, -1))
-    acc = {"sample_rows": int(len(sample)), "sample_rows_not_finite": int((~finite).sum())}
+    acc: dict[str, int | float] = {"sample_rows": int(len(sample)), "sample_rows_not_finite": int((~finite).sum())}
     # a matrix with NaN or inf entries has all-NaN outputs (documented); the checks
     # below are over the finite ones
     sample, a = sample[finite], a[finite]
@@ -520,6 +520,12 @@ class _Output:
         self.size = len(self.header) + self.shape[0] * self.rowbytes
         self.fd: int | None = None
 
+    @property
+    def open_fd(self) -> int:
+        """The open descriptor: every read, write and allocation comes after :meth:`open`."""
+        assert self.fd is not None, f"{self.path} is not open"
+        return self.fd
+
     def inspect(self) -> tuple[int, str | None, bool]:
         """``(rows, problem, header_ok)``: the leading rows intact on disk, what is wrong (None: nothing)."""
         try:
@@ -557,18 +563,18 @@ class _Output:
 
     def allocate(self) -> None:
         """Reserve every block (existing rows are kept); cut back a file that is too long."""
-        _files.allocate(self.fd, self.size)
-        if os.fstat(self.fd).st_size > self.size:
-            os.ftruncate(self.fd, self.size)
+        _files.allocate(self.open_fd, self.size)
+        if os.fstat(self.open_fd).st_size > self.size:
+            os.ftruncate(self.open_fd, self.size)
 
     def write(self, start: int, rows: np.ndarray) -> None:
         data = np.ascontiguousarray(rows, dtype=self.dtype).tobytes()
-        _pwrite_all(self.fd, data, len(self.header) + start * self.rowbytes)
+        _pwrite_all(self.open_fd, data, len(self.header) + start * self.rowbytes)
 
     def __getitem__(self, idx) -> np.ndarray:
         """Rows ``idx`` (an index array), read back from the file."""
         out = [
-            np.frombuffer(os.pread(self.fd, self.rowbytes, len(self.header) + int(i) * self.rowbytes), self.dtype)
+            np.frombuffer(os.pread(self.open_fd, self.rowbytes, len(self.header) + int(i) * self.rowbytes), self.dtype)
             for i in np.asarray(idx).reshape(-1)
         ]
         return np.stack(out).reshape(-1, *self.shape[1:]) if out else np.zeros((0, *self.shape[1:]), self.dtype)
@@ -812,8 +818,9 @@ def _prepare_outputs(
 # --------------------------------------------------------------------------- the run
 
 
-def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
-    """Evaluate the chunks ``todo``; each chunk's rows are on disk before it joins ``done``."""
+def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float, dict[str, float]]:
+    """Evaluate the chunks ``todo``; each chunk's rows are on disk before it joins ``done``.
+    Returns (rows computed, seconds, seconds by part: ``input``, ``compute``, ``write``)."""
     count, n, dtype, chunk = src.count, src.n, src.dtype, cfg["chunk_size"]
     devices = jax.local_devices()
     mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
@@ -861,7 +868,7 @@ def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
             for k, o in outs.items():
                 o.write(start, host[k])
             for o in outs.values():
-                os.fdatasync(o.fd)
+                os.fdatasync(o.open_fd)
         except OSError as e:
             if e.errno not in _DISK_FULL:
                 raise
@@ -883,19 +890,25 @@ def _compute(cfg, src, outs, todo, done, progress, bar) -> tuple[int, float]:
     return rows_done, time.perf_counter() - t0, split
 
 
+def _reason(e: OSError) -> str:
+    """The message a refusal (:class:`~eigjax.app._files.SymlinkRefused`, ``LockHeld``) was
+    raised with: they always set ``strerror``."""
+    return e.strerror if e.strerror is not None else str(e)
+
+
 def _refuse_links(paths) -> None:
     for path in paths:
         try:
             _files.check_not_symlink(path)
         except _files.SymlinkRefused as e:
-            raise BatchRunError(e.strerror, 2) from None
+            raise BatchRunError(_reason(e), 2) from None
 
 
 def _lock(path: str):
     try:
         return _files.DirLock(path)
     except (_files.LockHeld, _files.SymlinkRefused) as e:
-        raise BatchRunError(e.strerror, 2) from None
+        raise BatchRunError(_reason(e), 2) from None
 
 
 def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
@@ -971,7 +984,7 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
         except (BatchConfigError, BatchRunError) as e:
             failure = e
         except _files.SymlinkRefused as e:
-            failure = BatchRunError(e.strerror, 2)
+            failure = BatchRunError(_reason(e), 2)
         _agree(nproc, failure)
         try:
             fresh = done is None
@@ -979,7 +992,7 @@ def run_batch_eval(cfg: dict, out_dir: str, resume: bool = False) -> dict:
             progress.write(done)
             return _finish(cfg, src, outs, done, progress, summary_path, notes, note, resume and not fresh, pid, nproc)
         except _files.SymlinkRefused as e:  # a link planted after the check above
-            raise BatchRunError(e.strerror, 2) from None
+            raise BatchRunError(_reason(e), 2) from None
         finally:
             for o in outs.values():
                 o.close()

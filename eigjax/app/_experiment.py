@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import jax
 import numpy as np
 
 from ._errors import ConfigError, describe
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 
-def optional(fn):
+
+def optional(fn: _F) -> _F:
     """Mark a member of :class:`Experiment` as optional (a module may leave it out)."""
     fn.__optional__ = True
     return fn
@@ -52,34 +55,42 @@ class Experiment(Protocol):
 
     def setup(self, problem, dtype) -> Any:
         """The problem's data: a pytree of constant arrays of floating type ``dtype``."""
+        ...
 
     def init_params(self, data, key) -> Any:
         """The initial parameter pytree, drawn with the PRNG key ``key`` (from the config's ``seed``)."""
+        ...
 
     def objective(self, params, data) -> jax.Array:
         """The reported objective: a real scalar."""
+        ...
 
     @optional
     def loss(self, params, data, step) -> Any:
         """What the optimiser minimises (default: the objective, negated if ``MAXIMIZE``); it
         may anneal with ``step``, and may return ``(loss, objective)`` to share one eigensolve."""
+        ...
 
     @optional
     def project(self, params, data) -> Any:
         """Applied to the parameters after every update (constraints)."""
+        ...
 
     @optional
     def metrics(self, params, data) -> dict:
         """Extra arrays logged every ``log_every`` steps; a vector under ``"eigenvalues"`` is
         plotted (a complex one as real parts, imaginary parts and the complex plane)."""
+        ...
 
     @optional
     def reference(self, problem, data) -> float | None:
         """The known optimum (closed form or published), or None."""
+        ...
 
     @optional
     def result(self, params, data, problem) -> dict:
         """A JSON-able dict stored in ``summary.json`` under ``result``."""
+        ...
 
 
 def _functions() -> dict[str, tuple[bool, tuple[str, ...]]]:

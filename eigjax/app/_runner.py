@@ -58,6 +58,7 @@ import json
 import os
 import sys
 import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -98,7 +99,7 @@ class Group:
     """Points that share everything but seed / float hyperparameters, ready to run as one
     vmapped program: the problem's data and every point's initial state, stacked."""
 
-    module: object
+    module: types.ModuleType  # implements eigjax.app._experiment.Experiment (checked on import)
     problem: object
     points: list[Point]
     state_dir: str  # where the checkpoint lives (--out, or the sweep's group directory)
@@ -550,7 +551,7 @@ def _jsonable(x):
     if isinstance(x, (jax.Array, np.ndarray, np.generic)):
         arr = np.asarray(x)
         if np.iscomplexobj(arr):
-            return {"real": _jsonable(arr.real), "imag": _jsonable(arr.imag)}
+            return {"real": _jsonable(np.real(arr)), "imag": _jsonable(np.imag(arr))}
         return arr.tolist()
     if isinstance(x, float) and not np.isfinite(x):
         return None
