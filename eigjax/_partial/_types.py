@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 
 _FN = "eigjax.eigh_partial"
-_METHODS = ("auto", "chebyshev", "krylov")
+_METHODS = ("auto", "chebyshev", "krylov", "lobpcg")
 _LANCZOS_STEPS = 20
 _MIN_DEGREE = 6
 _MAX_DEGREE = 1000
