@@ -5,6 +5,13 @@ Run (the numbers in benchmarks/results_partial.md):
     .venv/bin/python benchmarks/bench_partial.py                      # 250 x 400 grid, n = 100,000
     .venv/bin/python benchmarks/bench_partial.py --graph rgg          # random geometric graph
     .venv/bin/python benchmarks/bench_partial.py --nx 50 --ny 80      # quick
+    .venv/bin/python benchmarks/bench_partial.py --nx 140 --ny 143 --weights random --input bcoo
+                                                     # issue 18: 20,020-node weighted grid as BCOO
+
+With ``--input bcoo`` the Laplacian is given as a ``jax.experimental.sparse.BCOO`` matrix
+(``BCOO.from_scipy_sparse`` of the same CSR matrix scipy gets), the documented input, and
+the gradients are with respect to its ``data``; ``--method`` and ``--precond`` are passed to
+``eigh_partial``. ``--weights random`` draws the edge weights uniformly in [1, 2].
 
 The operator is matrix-free, ``matvec(weights, x)``, built from the edge list and the edge
 weights (a padded neighbour table, so the product is gathers only), so ``jax.grad``
@@ -122,6 +129,13 @@ def laplacian_csr(n, src, dst, w):
     ).tocsr()
 
 
+def edge_weights(args, e):
+    """The edge weights: ones, or (``--weights random``) uniform in [1, 2]."""
+    if getattr(args, "weights", "ones") == "random":
+        return np.random.default_rng(args.seed + 1).uniform(1.0, 2.0, e)
+    return np.ones(e)
+
+
 def node_weights(n):
     """The fixed diagonal ``C`` of the eigenvector loss (smooth, not symmetric)."""
     t = np.linspace(0.0, 1.0, n)
@@ -152,7 +166,7 @@ def scipy_worker(args):
     import scipy.sparse.linalg as sla
 
     n, src, dst, _ = build_graph(args)
-    lap = laplacian_csr(n, src, dst, np.ones(len(src)))
+    lap = laplacian_csr(n, src, dst, edge_weights(args, len(src)))
     count = [0]
 
     def mv(x):
@@ -175,7 +189,8 @@ def scipy_worker(args):
 
 def run_scipy(args, mode, timeout):
     cmd = [sys.executable, __file__, "--scipy-worker", mode, "--graph", args.graph, "--nx", str(args.nx),
-           "--ny", str(args.ny), "--n", str(args.n), "--seed", str(args.seed), "--scipy-tol", str(args.scipy_tol)]
+           "--ny", str(args.ny), "--n", str(args.n), "--seed", str(args.seed), "--scipy-tol", str(args.scipy_tol),
+           "--weights", args.weights]
     if args.sa_ncv:
         cmd += ["--sa-ncv", str(args.sa_ncv)]
     t = time.perf_counter()
@@ -201,7 +216,28 @@ def timed(f, *a):
 ROW_PRODUCTS = [0]
 
 
-def make_problem(n, src, dst, tol, block_size, count=False, layout="columns", buckets=False):
+def make_bcoo_problem(args, n, src, dst):
+    """The Laplacian as a BCOO matrix (from scipy's CSR, concrete indices); differentiable in its data."""
+    import jax.numpy as jnp
+    from jax.experimental import sparse as jsparse
+
+    import eigjax
+
+    sp = jsparse.BCOO.from_scipy_sparse(laplacian_csr(n, src, dst, edge_weights(args, len(src))))
+    indices = sp.indices  # concrete: eigh_partial converts it to the padded-row layout
+    cdiag = jnp.asarray(node_weights(n))
+
+    def solve(data):
+        a = jsparse.BCOO((data, indices), shape=(n, n))
+        return eigjax.eigh_partial(a, K, tol=args.tol, block_size=args.block_size, layout=args.layout,
+                                   method=args.method, precond=args.precond)
+
+    loss_val = lambda res: jnp.sum(res.eigenvalues[1:])
+    loss_vec = lambda res: jnp.sum(cdiag[:, None] * res.eigenvectors**2)
+    return solve, loss_val, loss_vec, sp.data
+
+
+def make_problem(n, src, dst, tol, block_size, count=False, layout="columns", buckets=False, method="auto", precond=None):
     import jax
     import jax.numpy as jnp
 
@@ -229,7 +265,8 @@ def make_problem(n, src, dst, tol, block_size, count=False, layout="columns", bu
         return parts[0] if inverse is None else jnp.concatenate(parts)[inverse]
 
     def solve(w):
-        return eigjax.eigh_partial(matvec, K, params=w, n=n, tol=tol, block_size=block_size, layout=layout)
+        return eigjax.eigh_partial(matvec, K, params=w, n=n, tol=tol, block_size=block_size, layout=layout,
+                                   method=method, precond=precond)
 
     def loss_val(res):
         return jnp.sum(res.eigenvalues[1:])
@@ -245,8 +282,12 @@ def run_eigjax(args, n, src, dst, exact):
     import jax
     import jax.numpy as jnp
 
-    solve, loss_val, loss_vec, _ = make_problem(n, src, dst, args.tol, args.block_size, layout=args.layout, buckets=args.buckets)
-    w0 = jnp.ones(len(src))
+    if args.input == "bcoo":
+        solve, loss_val, loss_vec, w0 = make_bcoo_problem(args, n, src, dst)
+    else:
+        solve, loss_val, loss_vec, _ = make_problem(n, src, dst, args.tol, args.block_size, layout=args.layout,
+                                                    buckets=args.buckets, method=args.method, precond=args.precond)
+        w0 = jnp.asarray(edge_weights(args, len(src)))
     out = {}
 
     def compile_and_run(name, f, runs=1):
@@ -347,6 +388,10 @@ def main():
     p.add_argument("--runs", type=int, default=2, help="forward runs after compile")
     p.add_argument("--layout", choices=["columns", "rows"], default="columns", help="eigh_partial's layout option")
     p.add_argument("--buckets", action="store_true", help="irregular graphs: one neighbour table per degree range (default: one padded table)")
+    p.add_argument("--weights", choices=["ones", "random"], default="ones", help="edge weights (random: uniform in [1, 2])")
+    p.add_argument("--input", choices=["operator", "bcoo"], default="operator", help="the Laplacian as a matrix-free operator or a BCOO matrix")
+    p.add_argument("--method", default="auto", help="eigh_partial's method")
+    p.add_argument("--precond", default=None, help="eigh_partial's precond ('jacobi', 'polynomial')")
     p.add_argument("--scipy-tol", type=float, default=1e-10)
     p.add_argument("--sa-timeout", type=float, default=300.0)
     p.add_argument("--sa-ncv", type=int, default=None, help="ncv of the 'SA' run (default scipy's, 2k+1)")
@@ -364,9 +409,11 @@ def main():
 
     jax.config.update("jax_enable_x64", True)
     n, src, dst, exact = build_graph(args)
+    if args.weights != "ones":
+        exact = None  # known for unit weights only
     print(f"{args.graph}: n = {n}, edges = {len(src)}, {os.cpu_count()} CPUs, jax {jax.__version__}  [{load()}]", flush=True)
     report = {"graph": args.graph, "n": n, "edges": int(len(src)), "load_start": os.getloadavg()}
-    print("eigjax.eigh_partial (chebyshev):")
+    print(f"eigjax.eigh_partial ({args.input}, method {args.method}, precond {args.precond}):")
     report["eigjax"] = run_eigjax(args, n, src, dst, exact)
     if not args.skip_scipy:
         for mode, timeout in [("si", 1800.0), ("sa", args.sa_timeout)]:
