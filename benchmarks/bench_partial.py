@@ -7,6 +7,8 @@ Run (the numbers in benchmarks/results_partial.md):
     .venv/bin/python benchmarks/bench_partial.py --nx 50 --ny 80      # quick
     .venv/bin/python benchmarks/bench_partial.py --nx 140 --ny 143 --weights random --input bcoo
                                                      # issue 18: 20,020-node weighted grid as BCOO
+    .venv/bin/python benchmarks/bench_partial.py --pencil --m 140 --precond polynomial
+                                                     # generalized: P1 membrane K u = lambda M u
 
 With ``--input bcoo`` the Laplacian is given as a ``jax.experimental.sparse.BCOO`` matrix
 (``BCOO.from_scipy_sparse`` of the same CSR matrix scipy gets), the documented input, and
@@ -376,8 +378,54 @@ def gradient_check(tol):
     return errs
 
 
+def bench_pencil(args):
+    """``--pencil``: the 9 smallest modes of the P1 membrane ``K u = lambda M(rho) u`` (experiments/membrane.py)
+    on an ``m x m`` mesh, random density in [0.5, 2], both BCOO, against scipy's shift-invert ``eigsh(K, M=M, sigma=0)``."""
+    import jax
+    import jax.numpy as jnp
+    import scipy.sparse.linalg as sla
+    from jax.experimental import sparse as jsparse
+
+    import eigjax
+    from experiments import membrane
+
+    m = args.m
+    k_csr, r, c, e, v, n_el = membrane.mesh(m)
+    n = (m - 1) ** 2
+    rho = np.random.default_rng(args.seed).uniform(0.5, 2.0, n_el)
+    m_csr = membrane.mass_csr(m, rho)
+    ks = jsparse.BCOO.from_scipy_sparse(k_csr)
+    idx = np.stack([r, c], axis=1).astype(np.int32)
+    print(f"membrane pencil: m = {m}, n = {n}, {n_el} element densities  [{load()}]", flush=True)
+
+    def solve(rho):
+        mb = jsparse.BCOO((rho[e] * jnp.asarray(v), idx), shape=(n, n))
+        return eigjax.eigh_partial(ks, K, b=mb, precond=args.precond, tol=args.tol)
+
+    rho_j = jnp.asarray(rho)
+    comp = jax.jit(solve).lower(rho_j).compile()
+    times = [timed(comp, rho_j)[1] for _ in range(args.runs)]
+    res = comp(rho_j)
+    print(f"  eigjax forward (lobpcg, precond {args.precond}): {', '.join(f'{t:.2f}' for t in times)} s; "
+          f"iterations {int(res.iterations)}, converged {bool(res.converged)}  [{load()}]", flush=True)
+    cdiag = jnp.asarray(node_weights(n))
+    vg = jax.jit(jax.value_and_grad(lambda x: jnp.sum(cdiag[:, None] * solve(x).eigenvectors ** 2))).lower(rho_j).compile()
+    gtimes = [timed(vg, rho_j)[1] for _ in range(2)]
+    ev = jax.jit(jax.value_and_grad(lambda x: jnp.sum(solve(x).eigenvalues))).lower(rho_j).compile()
+    etimes = [timed(ev, rho_j)[1] for _ in range(2)]
+    print(f"  value + grad w.r.t. rho: eigenvalue sum {', '.join(f'{t:.2f}' for t in etimes)} s; "
+          f"trace(V^T C V) {', '.join(f'{t:.2f}' for t in gtimes)} s  [{load()}]", flush=True)
+    t = time.perf_counter()
+    w, _ = sla.eigsh(k_csr.tocsc(), k=K, M=m_csr.tocsc(), sigma=0.0, which="LM", tol=args.scipy_tol)
+    st = time.perf_counter() - t
+    d = np.max(np.abs(np.sort(w) - np.asarray(res.eigenvalues)))
+    print(f"  scipy eigsh(K, M=M, sigma=0), tol {args.scipy_tol:g}: {st:.2f} s; max |lambda_scipy - lambda_eigjax| {d:.1e}  [{load()}]")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--pencil", action="store_true", help="the membrane pencil K u = lambda M u instead (see bench_pencil)")
+    p.add_argument("--m", type=int, default=140, help="--pencil: cells per side")
     p.add_argument("--graph", choices=["grid", "rgg"], default="grid")
     p.add_argument("--nx", type=int, default=250)
     p.add_argument("--ny", type=int, default=400)
@@ -408,6 +456,8 @@ def main():
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    if args.pencil:
+        return bench_pencil(args)
     n, src, dst, exact = build_graph(args)
     if args.weights != "ones":
         exact = None  # known for unit weights only
