@@ -180,7 +180,9 @@ def eigh_partial(
         ``converged`` in the result tells if it was hit.
       cg_tol, cg_maxiter: relative residual tolerance (default ``tol``) and iteration
         cap (default ``min(10 n, 1000)``; with the Chebyshev method each iteration
-        applies the operator up to 64 times) of the derivative's projected solve. A
+        applies the operator up to 64 times; with LOBPCG the CG is preconditioned by
+        ``precond`` only, so an ill-conditioned pencil without one may need a larger cap)
+        of the derivative's projected solve. A
         derivative reports no convergence: if the cap is hit the eigenvector derivative
         is inaccurate (the eigenvalue derivative never uses the solve).
       degenerate_tol: pairs inside the block closer than this are treated as degenerate
@@ -222,11 +224,15 @@ def eigh_partial(
       iterations, converged)``; eigenvalues ascending in both modes.
 
     Raises:
-      TypeError: ``a`` is not an array, BCOO or callable; ``k`` is not an int.
+      TypeError: ``a`` is not an array, BCOO or callable; ``k`` is not an int; ``precond``
+        is not a string, callable or None.
       ValueError: bad shapes, ``k`` outside ``[1, n]``, bad ``which`` or ``method``,
         missing ``n``; a BCOO matrix or operator that a random probe (two products,
         run when its values are concrete, i.e. not under ``jit``/``grad``) shows to be
-        non-Hermitian.
+        non-Hermitian; ``b`` or ``precond`` with ``method`` other than ``"lobpcg"``/``"auto"``;
+        ``b`` of another size or dtype than ``a``; ``b_params`` without a callable ``b``,
+        ``precond_params`` without a callable ``precond``; ``precond="jacobi"`` with a
+        matrix-free ``a``; an unknown ``precond`` string.
 
     Example:
       >>> import jax.numpy as jnp, eigjax
