@@ -5,6 +5,15 @@ Run (the numbers in benchmarks/results_partial.md):
     .venv/bin/python benchmarks/bench_partial.py                      # 250 x 400 grid, n = 100,000
     .venv/bin/python benchmarks/bench_partial.py --graph rgg          # random geometric graph
     .venv/bin/python benchmarks/bench_partial.py --nx 50 --ny 80      # quick
+    .venv/bin/python benchmarks/bench_partial.py --nx 140 --ny 143 --weights random --input bcoo
+                                                     # issue 18: 20,020-node weighted grid as BCOO
+    .venv/bin/python benchmarks/bench_partial.py --pencil --m 140 --precond polynomial
+                                                     # generalized: P1 membrane K u = lambda M u
+
+With ``--input bcoo`` the Laplacian is given as a ``jax.experimental.sparse.BCOO`` matrix
+(``BCOO.from_scipy_sparse`` of the same CSR matrix scipy gets), the documented input, and
+the gradients are with respect to its ``data``; ``--method`` and ``--precond`` are passed to
+``eigh_partial``. ``--weights random`` draws the edge weights uniformly in [1, 2].
 
 The operator is matrix-free, ``matvec(weights, x)``, built from the edge list and the edge
 weights (a padded neighbour table, so the product is gathers only), so ``jax.grad``
@@ -122,6 +131,13 @@ def laplacian_csr(n, src, dst, w):
     ).tocsr()
 
 
+def edge_weights(args, e):
+    """The edge weights: ones, or (``--weights random``) uniform in [1, 2]."""
+    if getattr(args, "weights", "ones") == "random":
+        return np.random.default_rng(args.seed + 1).uniform(1.0, 2.0, e)
+    return np.ones(e)
+
+
 def node_weights(n):
     """The fixed diagonal ``C`` of the eigenvector loss (smooth, not symmetric)."""
     t = np.linspace(0.0, 1.0, n)
@@ -152,7 +168,7 @@ def scipy_worker(args):
     import scipy.sparse.linalg as sla
 
     n, src, dst, _ = build_graph(args)
-    lap = laplacian_csr(n, src, dst, np.ones(len(src)))
+    lap = laplacian_csr(n, src, dst, edge_weights(args, len(src)))
     count = [0]
 
     def mv(x):
@@ -175,7 +191,8 @@ def scipy_worker(args):
 
 def run_scipy(args, mode, timeout):
     cmd = [sys.executable, __file__, "--scipy-worker", mode, "--graph", args.graph, "--nx", str(args.nx),
-           "--ny", str(args.ny), "--n", str(args.n), "--seed", str(args.seed), "--scipy-tol", str(args.scipy_tol)]
+           "--ny", str(args.ny), "--n", str(args.n), "--seed", str(args.seed), "--scipy-tol", str(args.scipy_tol),
+           "--weights", args.weights]
     if args.sa_ncv:
         cmd += ["--sa-ncv", str(args.sa_ncv)]
     t = time.perf_counter()
@@ -201,7 +218,28 @@ def timed(f, *a):
 ROW_PRODUCTS = [0]
 
 
-def make_problem(n, src, dst, tol, block_size, count=False, layout="columns", buckets=False):
+def make_bcoo_problem(args, n, src, dst):
+    """The Laplacian as a BCOO matrix (from scipy's CSR, concrete indices); differentiable in its data."""
+    import jax.numpy as jnp
+    from jax.experimental import sparse as jsparse
+
+    import eigjax
+
+    sp = jsparse.BCOO.from_scipy_sparse(laplacian_csr(n, src, dst, edge_weights(args, len(src))))
+    indices = sp.indices  # concrete: eigh_partial converts it to the padded-row layout
+    cdiag = jnp.asarray(node_weights(n))
+
+    def solve(data):
+        a = jsparse.BCOO((data, indices), shape=(n, n))
+        return eigjax.eigh_partial(a, K, tol=args.tol, block_size=args.block_size, layout=args.layout,
+                                   method=args.method, precond=args.precond)
+
+    loss_val = lambda res: jnp.sum(res.eigenvalues[1:])
+    loss_vec = lambda res: jnp.sum(cdiag[:, None] * res.eigenvectors**2)
+    return solve, loss_val, loss_vec, sp.data
+
+
+def make_problem(n, src, dst, tol, block_size, count=False, layout="columns", buckets=False, method="auto", precond=None):
     import jax
     import jax.numpy as jnp
 
@@ -229,7 +267,8 @@ def make_problem(n, src, dst, tol, block_size, count=False, layout="columns", bu
         return parts[0] if inverse is None else jnp.concatenate(parts)[inverse]
 
     def solve(w):
-        return eigjax.eigh_partial(matvec, K, params=w, n=n, tol=tol, block_size=block_size, layout=layout)
+        return eigjax.eigh_partial(matvec, K, params=w, n=n, tol=tol, block_size=block_size, layout=layout,
+                                   method=method, precond=precond)
 
     def loss_val(res):
         return jnp.sum(res.eigenvalues[1:])
@@ -245,8 +284,12 @@ def run_eigjax(args, n, src, dst, exact):
     import jax
     import jax.numpy as jnp
 
-    solve, loss_val, loss_vec, _ = make_problem(n, src, dst, args.tol, args.block_size, layout=args.layout, buckets=args.buckets)
-    w0 = jnp.ones(len(src))
+    if args.input == "bcoo":
+        solve, loss_val, loss_vec, w0 = make_bcoo_problem(args, n, src, dst)
+    else:
+        solve, loss_val, loss_vec, _ = make_problem(n, src, dst, args.tol, args.block_size, layout=args.layout,
+                                                    buckets=args.buckets, method=args.method, precond=args.precond)
+        w0 = jnp.asarray(edge_weights(args, len(src)))
     out = {}
 
     def compile_and_run(name, f, runs=1):
@@ -335,8 +378,54 @@ def gradient_check(tol):
     return errs
 
 
+def bench_pencil(args):
+    """``--pencil``: the 9 smallest modes of the P1 membrane ``K u = lambda M(rho) u`` (experiments/membrane.py)
+    on an ``m x m`` mesh, random density in [0.5, 2], both BCOO, against scipy's shift-invert ``eigsh(K, M=M, sigma=0)``."""
+    import jax
+    import jax.numpy as jnp
+    import scipy.sparse.linalg as sla
+    from jax.experimental import sparse as jsparse
+
+    import eigjax
+    from experiments import membrane
+
+    m = args.m
+    k_csr, r, c, e, v, n_el = membrane.mesh(m)
+    n = (m - 1) ** 2
+    rho = np.random.default_rng(args.seed).uniform(0.5, 2.0, n_el)
+    m_csr = membrane.mass_csr(m, rho)
+    ks = jsparse.BCOO.from_scipy_sparse(k_csr)
+    idx = np.stack([r, c], axis=1).astype(np.int32)
+    print(f"membrane pencil: m = {m}, n = {n}, {n_el} element densities  [{load()}]", flush=True)
+
+    def solve(rho):
+        mb = jsparse.BCOO((rho[e] * jnp.asarray(v), idx), shape=(n, n))
+        return eigjax.eigh_partial(ks, K, b=mb, precond=args.precond, tol=args.tol)
+
+    rho_j = jnp.asarray(rho)
+    comp = jax.jit(solve).lower(rho_j).compile()
+    times = [timed(comp, rho_j)[1] for _ in range(args.runs)]
+    res = comp(rho_j)
+    print(f"  eigjax forward (lobpcg, precond {args.precond}): {', '.join(f'{t:.2f}' for t in times)} s; "
+          f"iterations {int(res.iterations)}, converged {bool(res.converged)}  [{load()}]", flush=True)
+    cdiag = jnp.asarray(node_weights(n))
+    vg = jax.jit(jax.value_and_grad(lambda x: jnp.sum(cdiag[:, None] * solve(x).eigenvectors ** 2))).lower(rho_j).compile()
+    gtimes = [timed(vg, rho_j)[1] for _ in range(2)]
+    ev = jax.jit(jax.value_and_grad(lambda x: jnp.sum(solve(x).eigenvalues))).lower(rho_j).compile()
+    etimes = [timed(ev, rho_j)[1] for _ in range(2)]
+    print(f"  value + grad w.r.t. rho: eigenvalue sum {', '.join(f'{t:.2f}' for t in etimes)} s; "
+          f"trace(V^T C V) {', '.join(f'{t:.2f}' for t in gtimes)} s  [{load()}]", flush=True)
+    t = time.perf_counter()
+    w, _ = sla.eigsh(k_csr.tocsc(), k=K, M=m_csr.tocsc(), sigma=0.0, which="LM", tol=args.scipy_tol)
+    st = time.perf_counter() - t
+    d = np.max(np.abs(np.sort(w) - np.asarray(res.eigenvalues)))
+    print(f"  scipy eigsh(K, M=M, sigma=0), tol {args.scipy_tol:g}: {st:.2f} s; max |lambda_scipy - lambda_eigjax| {d:.1e}  [{load()}]")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--pencil", action="store_true", help="the membrane pencil K u = lambda M u instead (see bench_pencil)")
+    p.add_argument("--m", type=int, default=140, help="--pencil: cells per side")
     p.add_argument("--graph", choices=["grid", "rgg"], default="grid")
     p.add_argument("--nx", type=int, default=250)
     p.add_argument("--ny", type=int, default=400)
@@ -347,6 +436,10 @@ def main():
     p.add_argument("--runs", type=int, default=2, help="forward runs after compile")
     p.add_argument("--layout", choices=["columns", "rows"], default="columns", help="eigh_partial's layout option")
     p.add_argument("--buckets", action="store_true", help="irregular graphs: one neighbour table per degree range (default: one padded table)")
+    p.add_argument("--weights", choices=["ones", "random"], default="ones", help="edge weights (random: uniform in [1, 2])")
+    p.add_argument("--input", choices=["operator", "bcoo"], default="operator", help="the Laplacian as a matrix-free operator or a BCOO matrix")
+    p.add_argument("--method", default="auto", help="eigh_partial's method")
+    p.add_argument("--precond", default=None, help="eigh_partial's precond ('jacobi', 'polynomial')")
     p.add_argument("--scipy-tol", type=float, default=1e-10)
     p.add_argument("--sa-timeout", type=float, default=300.0)
     p.add_argument("--sa-ncv", type=int, default=None, help="ncv of the 'SA' run (default scipy's, 2k+1)")
@@ -363,10 +456,14 @@ def main():
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    if args.pencil:
+        return bench_pencil(args)
     n, src, dst, exact = build_graph(args)
+    if args.weights != "ones":
+        exact = None  # known for unit weights only
     print(f"{args.graph}: n = {n}, edges = {len(src)}, {os.cpu_count()} CPUs, jax {jax.__version__}  [{load()}]", flush=True)
     report = {"graph": args.graph, "n": n, "edges": int(len(src)), "load_start": os.getloadavg()}
-    print("eigjax.eigh_partial (chebyshev):")
+    print(f"eigjax.eigh_partial ({args.input}, method {args.method}, precond {args.precond}):")
     report["eigjax"] = run_eigjax(args, n, src, dst, exact)
     if not args.skip_scipy:
         for mode, timeout in [("si", 1800.0), ("sa", args.sa_timeout)]:

@@ -27,7 +27,21 @@ Krylov basis ``Q = [X, A X, ..., A^{m-1} X]`` (every new block orthogonalised tw
 against all previous ones, then QR), forms ``H = Q^H A Q`` and restarts from the ``p``
 extremal Ritz vectors. Kept for comparison: it needs about ``width / gap`` restarts.
 
-Both: converged when the ``k`` wanted residuals satisfy ``||A x_i - theta_i x_i|| <= tol *
+Forward, ``method="lobpcg"`` (the default with ``b`` or ``precond``): blocked LOBPCG for the
+pencil ``A x = theta B x`` (Knyazev 2001; basis ``[X, T R, P]`` B-orthonormalised by SVQB,
+Stathopoulos & Wu 2002; soft locking of converged rows; see ``_lobpcg``), with a
+preconditioner ``T`` (user callable, Jacobi or a Chebyshev polynomial; ``_precond``).
+The generalized derivative (``_rule``, ``_general_rule``): with ``Y = dA V``, ``Z = dB V``,
+``P = V^H Y``, ``Q = V^H Z`` and ``V^H B V = I``,
+
+    dw_i = Re(P_ii - w_i Q_ii),   dV = V C + U,
+    C_ij = (P_ij - w_j Q_ij) / (w_j - w_i)  (i != j),   C_ij = -Q_ij / 2  (i = j or degenerate),
+
+and ``u_i`` in the B-orthogonal complement of ``V`` solves ``Pi (A - w_i B) Pi^H u_i = -Pi
+(Y_i - w_i Z_i)``, ``Pi = I - B V V^H``, by the same deflated CG (preconditioned by ``Pi^H T
+Pi``). With ``B = I`` it is the rule below.
+
+Chebyshev and Krylov: converged when the ``k`` wanted residuals satisfy ``||A x_i - theta_i x_i|| <= tol *
 ||A||`` (``||A||`` estimated by the largest Ritz value in modulus seen: of the Krylov basis,
 or of the Lanczos steps and the block). The result reports the residual norms (of the
 returned vectors), the number of filter iterations / restarts and a ``converged`` flag;
@@ -88,8 +102,8 @@ Memory: ``O(nnz + n p)`` for the Chebyshev method (a few blocks of ``p`` or ``k`
 """
 
 # Layout: _types (result, config), _operators (input forms), _blocks (row-block helpers),
-# _chebyshev / _krylov (forward solvers), _solve (dispatch), _cg (the derivative's solver),
-# _rule (the custom_jvp), _api (eigh_partial).
+# _chebyshev / _krylov / _lobpcg (forward solvers), _precond (preconditioners), _solve
+# (dispatch), _cg (the derivative's solver), _rule (the custom_jvps), _api (eigh_partial).
 
 from ._api import eigh_partial as eigh_partial
 from ._types import PartialEighResult as PartialEighResult

@@ -13,6 +13,9 @@ from jax.experimental import sparse as jsparse
 from .._checks import as_square_matrix, check_int, check_nonnegative_float
 from .._eigh import _hermitian_part
 from .._guard import resolve_check
+from . import _precond
+from ._blocks import _start_block
+from ._chebyshev import _lanczos_bounds
 from ._operators import (
     _bcoo_matmat,
     _dense_matmat,
@@ -20,8 +23,8 @@ from ._operators import (
     _ell_matmat,
     _operator_matmat,
 )
-from ._rule import _partial
-from ._types import _FN, _METHODS, PartialEighResult, _Config
+from ._rule import _partial, _partial_general
+from ._types import _FN, _LANCZOS_STEPS, _METHODS, PartialEighResult, _Config
 
 
 def _check_hermitian_probe(prm, matmat, n, dtype, what):
@@ -50,6 +53,59 @@ def _check_hermitian_probe(prm, matmat, n, dtype, what):
         )
 
 
+def _as_operator(a, params, n, dtype, name):
+    """``(params, matmat, n, dtype, diag)`` of a dense, BCOO or matrix-free argument; ``diag``
+    is a function giving the diagonal (None for a matrix-free operator)."""
+    pname = "params" if name == "a" else f"{name}_params"
+    if isinstance(a, jsparse.BCOO):
+        if a.ndim != 2 or a.shape[0] != a.shape[1] or a.n_batch != 0 or a.n_dense != 0:
+            raise ValueError(
+                f"{_FN}: a BCOO argument `{name}` must be an unbatched square matrix of shape (n, n); "
+                f"got shape {tuple(a.shape)} with n_batch={a.n_batch}, n_dense={a.n_dense}."
+            )
+        n_, dtype_ = a.shape[0], a.dtype
+        rows, cols_ = a.indices[:, 0], a.indices[:, 1]
+        on_diag = (rows == cols_).astype(a.data.dtype)
+        diag = lambda: jnp.zeros((n_,), a.data.dtype).at[rows].add(a.data * on_diag, mode="drop")
+        # (named `ell`, not `layout`: reusing the option's name replaced it with these index
+        # arrays, and every BCOO input then ran on rows whatever `layout` said)
+        ell = None if isinstance(a.indices, jax.core.Tracer) else _ell_layout(a.indices, n_, a.nse)
+        if ell is None:
+            prm = (a.data, a.indices)
+            matmat = functools.partial(_bcoo_matmat, shape=tuple(a.shape))
+        else:
+            prm = (a.data, *ell)
+            matmat = _ell_matmat
+    elif callable(a):
+        if n is None:
+            raise ValueError(f"{_FN}: with a callable `{name}` (matvec(params, x)) the size `n` is required.")
+        n_ = check_int(n, name="n", fn=_FN, minimum=1)
+        dtype_ = jnp.dtype(dtype) if dtype is not None else jnp.result_type(float)
+        prm = params
+        diag = None
+        matmat = functools.partial(_operator_matmat, matvec=a)
+        out = jax.eval_shape(matmat, prm, jax.ShapeDtypeStruct((1, n_), dtype_))
+        if out.shape != (1, n_):
+            raise ValueError(
+                f"{_FN}: `{name}({pname}, x)` must return shape (n,) = ({n_},) for x of shape (n,); "
+                f"got {tuple(out.shape[1:])}."
+            )
+    else:
+        a = as_square_matrix(a, name=name, fn=_FN)
+        if a.ndim != 2:
+            raise ValueError(
+                f"{_FN}: a dense argument `{name}` must have shape (n, n) (use jax.vmap for batches); "
+                f"got shape {tuple(a.shape)}."
+            )
+        n_, dtype_ = a.shape[0], a.dtype
+        prm = _hermitian_part(a)
+        matmat = _dense_matmat
+        diag = lambda: jnp.diagonal(prm)
+    if not jnp.issubdtype(dtype_, jnp.inexact):
+        dtype_ = jnp.result_type(float)
+    return prm, matmat, n_, dtype_, diag
+
+
 def eigh_partial(
     a,
     k: int,
@@ -69,8 +125,18 @@ def eigh_partial(
     seed: int = 0,
     layout: str = "columns",
     degenerate_check: bool | str | None = None,
+    b: Any = None,
+    b_params: Any = None,
+    precond: Any = None,
+    precond_params: Any = None,
 ) -> PartialEighResult:
-    r"""The ``k`` smallest or largest eigenpairs of a Hermitian operator, differentiable.
+    r"""The ``k`` smallest or largest eigenpairs of a Hermitian operator or pencil, differentiable.
+
+    With ``b`` given, solves the generalized problem ``A v = w B v`` (``B`` Hermitian positive
+    definite) with ``B``-orthonormal eigenvectors, ``V^H B V = I``, by LOBPCG, differentiable
+    in both operators (the rule of :mod:`eigjax._partial._rule`, ``_general_rule``:
+    ``dw_i = v_i^H (dA - w_i dB) v_i``; inside the block ``dV = V C`` as in
+    :func:`eigjax.eigh_generalized`; outside it a projected CG solve).
 
     ``jax.lax.linalg.eigh(..., subset_by_index=...)`` has no derivative; this computes
     ``k`` extremal eigenpairs by Chebyshev-filtered subspace iteration (or restarted
@@ -101,7 +167,9 @@ def eigh_partial(
         default the default float dtype).
       method: ``"chebyshev"`` (Chebyshev-filtered subspace iteration; cost grows like
         ``sqrt(spectral width / gap)``), ``"krylov"`` (restarted block Krylov; cost like
-        ``width / gap``) or ``"auto"`` (= ``"chebyshev"``).
+        ``width / gap``), ``"lobpcg"`` (blocked LOBPCG, Knyazev 2001, with soft locking
+        and SVQB orthonormalisation; the only method for ``b`` and ``precond``) or
+        ``"auto"`` (``"lobpcg"`` if ``b`` or ``precond`` is given, else ``"chebyshev"``).
       tol: relative residual tolerance, ``||A v - w v|| <= tol * ||A||``. Default
         ``10 * eps**0.75`` (``1.8e-11`` in float64, ``6e-5`` in float32).
       block_size: block size ``p >= k``. Default ``k + max(4, k)`` (Chebyshev; the
@@ -112,7 +180,9 @@ def eigh_partial(
         ``converged`` in the result tells if it was hit.
       cg_tol, cg_maxiter: relative residual tolerance (default ``tol``) and iteration
         cap (default ``min(10 n, 1000)``; with the Chebyshev method each iteration
-        applies the operator up to 64 times) of the derivative's projected solve. A
+        applies the operator up to 64 times; with LOBPCG the CG is preconditioned by
+        ``precond`` only, so an ill-conditioned pencil without one may need a larger cap)
+        of the derivative's projected solve. A
         derivative reports no convergence: if the cap is hit the eigenvector derivative
         is inaccurate (the eigenvalue derivative never uses the solve).
       degenerate_tol: pairs inside the block closer than this are treated as degenerate
@@ -135,16 +205,34 @@ def eigh_partial(
         ``"debug"`` also prints the first failing pair. A block boundary that splits a
         degenerate group is not detected by it (see above: no derivative, CG stalls).
 
+      b: the ``B`` of ``A v = w B v``, Hermitian positive definite (not checked; LOBPCG
+        then fails to converge or returns NaN): a dense matrix (its Hermitian part), a BCOO
+        matrix or a callable ``matvec(b_params, x)``, of the size and dtype of ``a``;
+        derivatives flow to it (or to ``b_params``). ``None``: ``B = I``.
+      b_params: the pytree passed to a callable ``b``.
+      precond: preconditioner of LOBPCG and of the derivative's CG, an approximate inverse of
+        ``A - sigma B`` that is Hermitian positive definite (``sigma`` below the wanted
+        eigenvalues; for ``which="largest"``, of ``sigma B - A``). ``"jacobi"`` (the inverse
+        of ``|diag A|``; dense or BCOO ``a``), ``"polynomial"`` (a degree-12 Chebyshev
+        polynomial in ``A``, no ``B``: see :mod:`eigjax._partial._precond`), a callable
+        ``precond(precond_params, x)`` for one vector ``x`` (``vmap``-ed over blocks), or
+        ``None``. Only speed depends on it; it carries no derivative.
+      precond_params: the pytree passed to a callable ``precond``.
+
     Returns:
       :class:`PartialEighResult` ``(eigenvalues, eigenvectors, residual_norms,
       iterations, converged)``; eigenvalues ascending in both modes.
 
     Raises:
-      TypeError: ``a`` is not an array, BCOO or callable; ``k`` is not an int.
+      TypeError: ``a`` is not an array, BCOO or callable; ``k`` is not an int; ``precond``
+        is not a string, callable or None.
       ValueError: bad shapes, ``k`` outside ``[1, n]``, bad ``which`` or ``method``,
         missing ``n``; a BCOO matrix or operator that a random probe (two products,
         run when its values are concrete, i.e. not under ``jit``/``grad``) shows to be
-        non-Hermitian.
+        non-Hermitian; ``b`` or ``precond`` with ``method`` other than ``"lobpcg"``/``"auto"``;
+        ``b`` of another size or dtype than ``a``; ``b_params`` without a callable ``b``,
+        ``precond_params`` without a callable ``precond``; ``precond="jacobi"`` with a
+        matrix-free ``a``; an unknown ``precond`` string.
 
     Example:
       >>> import jax.numpy as jnp, eigjax
@@ -158,51 +246,22 @@ def eigh_partial(
         raise ValueError(f"{_FN}: option `layout` must be 'columns' or 'rows'; got {layout!r}.")
     if method not in _METHODS:
         raise ValueError(f"{_FN}: option `method` must be one of {_METHODS}; got {method!r}.")
-    method = "chebyshev" if method == "auto" else method
+    if precond is None and precond_params is not None:
+        raise ValueError(f"{_FN}: option `precond_params` needs a callable `precond`; got precond=None.")
+    if b_params is not None and not callable(b):
+        raise ValueError(f"{_FN}: option `b_params` is for a matrix-free `b` (a callable); got b_params with a matrix `b`.")
+    if method == "auto":
+        method = "lobpcg" if (b is not None or precond is not None) else "chebyshev"
+    if method != "lobpcg" and (b is not None or precond is not None):
+        raise ValueError(
+            f"{_FN}: options `b` and `precond` need method='lobpcg' (or 'auto'); got method={method!r}."
+        )
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"{_FN}: argument `k` must be a Python int; got {k!r} of type {type(k).__name__}.")
     k = int(k)
     if params is not None and not callable(a):
         raise ValueError(f"{_FN}: option `params` is for the operator form (a callable `a`); a matrix `a` takes none (got params).")
-    if isinstance(a, jsparse.BCOO):
-        if a.ndim != 2 or a.shape[0] != a.shape[1] or a.n_batch != 0 or a.n_dense != 0:
-            raise ValueError(
-                f"{_FN}: a BCOO argument `a` must be an unbatched square matrix of shape (n, n); "
-                f"got shape {tuple(a.shape)} with n_batch={a.n_batch}, n_dense={a.n_dense}."
-            )
-        n_, dtype_ = a.shape[0], a.dtype
-        # (named `ell`, not `layout`: reusing the option's name replaced it with these index
-        # arrays, and every BCOO input then ran on rows whatever `layout` said)
-        ell = None if isinstance(a.indices, jax.core.Tracer) else _ell_layout(a.indices, n_, a.nse)
-        if ell is None:
-            prm = (a.data, a.indices)
-            matmat = functools.partial(_bcoo_matmat, shape=tuple(a.shape))
-        else:
-            prm = (a.data, *ell)
-            matmat = _ell_matmat
-    elif callable(a):
-        if n is None:
-            raise ValueError(f"{_FN}: with a callable `a` (matvec(params, x)) the size `n` is required.")
-        n_ = check_int(n, name="n", fn=_FN, minimum=1)
-        dtype_ = jnp.dtype(dtype) if dtype is not None else jnp.result_type(float)
-        prm = params
-        matmat = functools.partial(_operator_matmat, matvec=a)
-        out = jax.eval_shape(matmat, prm, jax.ShapeDtypeStruct((1, n_), dtype_))
-        if out.shape != (1, n_):
-            raise ValueError(
-                f"{_FN}: `a(params, x)` must return shape (n,) = ({n_},) for x of shape (n,); "
-                f"got {tuple(out.shape[1:])}."
-            )
-    else:
-        a = as_square_matrix(a, name="a", fn=_FN)
-        if a.ndim != 2:
-            raise ValueError(
-                f"{_FN}: a dense argument `a` must have shape (n, n) (use jax.vmap for batches); "
-                f"got shape {tuple(a.shape)}."
-            )
-        n_, dtype_ = a.shape[0], a.dtype
-        prm = _hermitian_part(a)
-        matmat = _dense_matmat
+    prm, matmat, n_, dtype_, diag = _as_operator(a, params, n, dtype, "a")
     if not 1 <= k <= n_:
         raise ValueError(f"{_FN}: argument `k` must satisfy 1 <= k <= n = {n_}; got k = {k}.")
     if not jnp.issubdtype(dtype_, jnp.inexact):
@@ -215,7 +274,7 @@ def eigh_partial(
     cg_tol = check_nonnegative_float(cg_tol, name="cg_tol", fn=_FN)
     cg_tol = tol if cg_tol is None else cg_tol
     degenerate_tol = check_nonnegative_float(degenerate_tol, name="degenerate_tol", fn=_FN)
-    extra = max(4, k) if method == "chebyshev" else max(3, k)
+    extra = max(3, k) if method == "krylov" else max(4, k)
     # ints only (a float or a string was coerced by int() before: 4.7 ran as 4)
     block_size = check_int(block_size, name="block_size", fn=_FN, minimum=1, allow_none=True)
     krylov_steps = check_int(krylov_steps, name="krylov_steps", fn=_FN, minimum=2, allow_none=True)
@@ -233,4 +292,51 @@ def eigh_partial(
         degenerate_tol=degenerate_tol, seed=seed, method=method, layout=layout,
         degenerate_check=resolve_check(degenerate_check, fn=_FN),
     )
-    return PartialEighResult(*_partial(prm, matmat, cfg)[:5])
+    if method != "lobpcg":
+        return PartialEighResult(*_partial(prm, matmat, cfg)[:5])
+    b_prm, b_mm = None, None
+    if b is not None:
+        b_prm, b_mm, n_b, dtype_b, _ = _as_operator(b, b_params, n_, dtype_, "b")
+        if n_b != n_ or jnp.dtype(dtype_b) != jnp.dtype(dtype_):
+            raise ValueError(
+                f"{_FN}: argument `b` must have the size and dtype of `a`, n = {n_} and {jnp.dtype(dtype_)}; "
+                f"got n = {n_b} and {jnp.dtype(dtype_b)}."
+            )
+        if b_mm is not _dense_matmat:
+            _check_hermitian_probe(b_prm, b_mm, n_, dtype_, "a BCOO matrix `b`" if isinstance(b, jsparse.BCOO) else "matvec `b`")
+    sign = -1.0 if which == "largest" else 1.0
+    pc, pc_prm = _preconditioner(precond, precond_params, prm, matmat, diag, n_, dtype_, sign, seed)
+    out = _partial_general((prm, b_prm, pc_prm), (matmat, b_mm, pc), cfg)
+    return PartialEighResult(*out[:5])
+
+
+def _preconditioner(precond, precond_params, prm, matmat, diag, n, dtype, sign, seed):
+    """``(apply, params)`` of the ``precond`` option (see eigjax._partial._precond)."""
+    if precond is None:
+        return None, None
+    if isinstance(precond, str):
+        if precond_params is not None:
+            raise ValueError(f"{_FN}: option `precond_params` is for a callable `precond`; got precond={precond!r}.")
+        if precond == "jacobi":
+            if diag is None:
+                raise ValueError(
+                    f"{_FN}: precond='jacobi' needs the diagonal of `a`: a dense or BCOO matrix, not a "
+                    "matvec (pass a callable precond instead)."
+                )
+            return _precond.jacobi_apply, _precond.jacobi_params(diag(), sign)
+        if precond == "polynomial":
+            prm_c = jax.lax.stop_gradient(prm)
+            x0 = _start_block((min(4, n), n), dtype, seed + 1)
+            steps = min(_LANCZOS_STEPS, n)
+            low, _, upper = _lanczos_bounds(lambda x: sign * matmat(prm_c, x), x0, steps)
+            low, upper = jax.lax.stop_gradient(low), jax.lax.stop_gradient(upper)
+            return _precond.polynomial(matmat, sign), (prm_c, low, upper - low)
+        raise ValueError(f"{_FN}: option `precond` must be 'jacobi', 'polynomial', a callable or None; got {precond!r}.")
+    if not callable(precond):
+        raise TypeError(f"{_FN}: option `precond` must be 'jacobi', 'polynomial', a callable or None; got {type(precond).__name__}.")
+    out = jax.eval_shape(jax.vmap(precond, in_axes=(None, 0)), precond_params, jax.ShapeDtypeStruct((1, n), dtype))
+    if out.shape != (1, n):
+        raise ValueError(
+            f"{_FN}: `precond(precond_params, x)` must return shape (n,) = ({n},) for x of shape (n,); got {tuple(out.shape[1:])}."
+        )
+    return _precond.user(precond), precond_params

@@ -44,7 +44,7 @@ def _chebyshev_preconditioner(shifted_l, proj, lo, hi, steps, cols):
     return apply
 
 
-def _deflated_cg(mv, b, wd, awd, w, sign, tol, maxiter, precond=None):
+def _deflated_cg(mv, b, wd, awd, w, sign, tol, maxiter, precond=None, bwd=None):
     """Row-wise deflated preconditioned CG for ``B_i = sign P (A - w_i) P`` (positive definite on ``S^perp``).
 
     ``mv(x)`` applies ``B_i`` to row ``i`` of ``x`` (``(k, n)`` blocks) for ``x`` in ``S^perp``
@@ -55,20 +55,36 @@ def _deflated_cg(mv, b, wd, awd, w, sign, tol, maxiter, precond=None):
     pivot (a split degenerate pair) is dropped. ``precond`` (symmetric positive definite on
     ``S^perp``; default the identity) is applied once per iteration. Stops when every row
     has ``||r_i|| <= tol ||b_i||`` or after ``maxiter`` iterations.
+
+    Generalized pencils (``bwd`` given, ``B`` times the rows of ``wd``): ``B_i = sign Pi (A - w_i
+    B) Pi^H`` with ``Pi = I - B V V^H``; iterates and search directions lie in the B-orthogonal
+    complement of ``V`` (``precond`` maps residuals there), residuals in ``V^perp``; ``wd`` is
+    B-orthogonal to ``V``, ``awd`` and ``bwd`` projected by ``Pi``, and the coarse basis is
+    rotated onto the eigenvectors of the pencil ``(W A W^H, W B W^H)`` (a Cholesky reduction),
+    so that ``G_i`` is again diagonal.
     """
     real = jnp.finfo(b.dtype).dtype
     dot = lambda x, y: jnp.real(jnp.sum(jnp.conj(x) * y, axis=-1))
     precond = (lambda r: r) if precond is None else precond
     q = wd.shape[0]
     if q:
-        m_val, m_vec = _eigh_small(_hermitian_small(_coefficients(awd, wd).T))
+        h_a = _hermitian_small(_coefficients(awd, wd).T)
+        if bwd is None:
+            m_val, m_vec = _eigh_small(h_a)
+        else:
+            lf = jax.lax.linalg.cholesky(_hermitian_small(_coefficients(bwd, wd).T), symmetrize_input=False)
+            t = jax.lax.linalg.triangular_solve(lf, h_a, left_side=True, lower=True)
+            t = jax.lax.linalg.triangular_solve(lf, t, left_side=False, lower=True, transpose_a=True, conjugate_a=True)
+            m_val, m_vec = _eigh_small(_hermitian_small(t))
+            m_vec = jax.lax.linalg.triangular_solve(lf, m_vec, left_side=True, lower=True, transpose_a=True, conjugate_a=True)
         g = sign * (m_val[None, :] - w[:, None])
         floor = 1e3 * float(jnp.finfo(real).eps) * jnp.maximum(jnp.max(jnp.abs(m_val)), jnp.max(jnp.abs(w)))
         ok = g > floor
         g_inv = jnp.where(ok, 1.0 / jnp.where(ok, g, 1.0), 0.0).astype(b.dtype)
         # Rotate the coarse basis to the eigenvectors of W A W^H: G_i becomes diagonal.
         wd, awd = _mm(m_vec.T, wd), _mm(m_vec.T, awd)
-        both = jnp.concatenate([awd, wd], axis=0)
+        bwd = wd if bwd is None else _mm(m_vec.T, bwd)
+        both = jnp.concatenate([awd, bwd], axis=0)
 
         def deflate(z):  # W^H G^{-1} W B z, one pass over z for both coefficient sets
             c = _coefficients(z, both)
@@ -77,7 +93,7 @@ def _deflated_cg(mv, b, wd, awd, w, sign, tol, maxiter, precond=None):
 
         c = _coefficients(b, wd) * g_inv
         x = _mm(c, wd)  # W^H G^{-1} W b
-        r = b - sign * (_mm(c, awd) - w[:, None].astype(b.dtype) * x)  # b - B x, no product
+        r = b - sign * (_mm(c, awd) - w[:, None].astype(b.dtype) * _mm(c, bwd))  # b - B_i x, no product
     else:
         deflate = lambda z: jnp.zeros_like(z)
         x, r = jnp.zeros_like(b), b

@@ -9,12 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._eigh import _mm
-from .._gaps import inverse_gaps, nan_on_cut
+from .._gaps import gap_matrix, inverse_gaps, nan_on_cut
 from .._guard import checked_pairs, guard
 from ._blocks import _coefficients
 from ._cg import _chebyshev_preconditioner, _deflated_cg
 from ._operators import _per_vector
-from ._solve import _solve
+from ._solve import _solve, _solve_general
 from ._types import _FN, _MAX_PRECOND_STEPS
 
 
@@ -114,3 +114,100 @@ def _partial_rule(matmat, cfg, primals, tangents, *, higher):
 
 _partial.defjvp(functools.partial(_partial_rule, higher=False))
 _partial_inner.defjvp(functools.partial(_partial_rule, higher=True))
+
+
+# The generalized pencil A v = w B v, V^H B V = I (B = I when ops[1] is None), forward by
+# LOBPCG, optionally preconditioned. Differentiating A v_i = w_i B v_i and V^H B V = I
+# (Y = dA V, Z = dB V, P = V^H Y, Q = V^H Z, dv_i = V c_i + u_i with V^H B u_i = 0):
+#
+#   dw_i = Re(P_ii - w_i Q_ii),
+#   C_ij = (P_ij - w_j Q_ij) / (w_j - w_i)   (i != j, not degenerate),
+#   C_ij = -Q_ij / 2                          (i = j, and degenerate pairs: eigh_generalized),
+#   Pi (A - w_i B) Pi^H u_i = -Pi (Y_i - w_i Z_i),   Pi = I - B V V^H,
+#
+# the last from (A - w_i B) dv_i = -(dA - w_i dB) v_i + dw_i B v_i, projected by Pi (which
+# removes B V, hence the dw_i term and (A - w_i B) V c_i = B V (w - w_i) c_i). On the
+# B-orthogonal complement of V, u^H (A - w_i B) u >= (lambda_{k+1} - w_i) u^H B u > 0 for the
+# k smallest (sign-flipped for the largest): CG applies, with iterates in that complement,
+# residuals in V^perp, a preconditioner r -> Pi^H T Pi r (T the forward's, Hermitian positive
+# definite, so the pairing (Pi r)^H T (Pi r) is an inner product) and the further Ritz vectors
+# of the forward as coarse space (_deflated_cg). The solve's operator Pi K Pi^H is Hermitian
+# and its solution map Pi^H (Pi K Pi^H)^+ Pi is too, so custom_linear_solve transposes it.
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _partial_general(params, ops, cfg):
+    return _solve_general(params, ops, cfg)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _partial_general_inner(params, ops, cfg):
+    return _solve_general(params, ops, cfg)
+
+
+def _general_rule(ops, cfg, primals, tangents, *, higher):
+    (params,), (params_dot,) = primals, tangents
+    a_prm, b_prm, pc_prm = params
+    a_dot, b_dot = params_dot[0], params_dot[1]
+    a_mm, b_mm, pc = ops
+    out = _partial_general_inner(params, ops, cfg)
+    w, vc, res, it, conv, w_extra, v_extra, av_extra, bv_extra, bound = out
+    v = vc.T  # rows, B-orthonormal
+    ya = jax.jvp(lambda prm: a_mm(prm, v), (a_prm,), (a_dot,))[1]  # rows of dA V
+    if b_mm is None:
+        bv, yb = v, jnp.zeros_like(v)
+    else:
+        bv, yb = jax.jvp(lambda prm: b_mm(prm, v), (b_prm,), (b_dot,))  # B V, dB V
+    wc = w.astype(v.dtype)
+    d_ii = lambda y: jnp.real(jnp.sum(jnp.conj(v) * y, axis=-1))
+    w_dot = d_ii(ya) - w * d_ii(yb)
+    pm = _coefficients(ya, v).T  # pm[i, j] = v_i^H dA v_j
+    qm = _coefficients(yb, v).T
+    if cfg.degenerate_tol is None:
+        r = jax.lax.stop_gradient(res)
+        wmax = jnp.max(jnp.abs(jax.lax.stop_gradient(w)))
+        deg_tol = r[:, None] + r[None, :] + cfg.n * float(jnp.finfo(w.dtype).eps) * wmax
+    else:
+        deg_tol = cfg.degenerate_tol
+    f = inverse_gaps(w, degenerate_tol=deg_tol).astype(pm.dtype)
+    degenerate = jnp.abs(jax.lax.stop_gradient(gap_matrix(w))) <= deg_tol
+    c = jnp.where(degenerate, -qm / 2, f * (pm - qm * wc[None, :]))
+    if higher:
+        c = jnp.where(degenerate & ~jnp.eye(cfg.k, dtype=bool), jnp.nan, c)
+    elif cfg.degenerate_check:
+        phase = jnp.issubdtype(c.dtype, jnp.complexfloating)
+        w_dot, c = guard(w_dot, c, checked_pairs(f), w, name=_FN, mode="hermitian", phase=phase,
+                         debug=cfg.degenerate_check == "debug")
+    inside = _mm(c.T, v)
+
+    sign = -1.0 if cfg.largest else 1.0
+    pi = lambda x: x - _mm(_coefficients(x, v), bv)  # Pi x = x - B V V^H x: onto V^perp
+    pi_h = lambda x: x - _mm(_coefficients(x, bv), v)  # Pi^H x: onto the B-complement of V
+    op_b = (lambda x: x) if b_mm is None else (lambda x: b_mm(b_prm, x))
+    shifted = lambda x: sign * (a_mm(a_prm, x) - op_b(x) * wc[:, None])
+    inner = lambda x: pi(shifted(x))  # on the B-complement, where the iterates stay
+    op = lambda x: inner(pi_h(x))  # Pi K Pi^H on all of C^n, for custom_linear_solve
+    if pc is None:
+        precond = pi_h
+    else:
+        pc_prm_c = jax.lax.stop_gradient(pc_prm)
+        precond = lambda r: pi_h(pc(pc_prm_c, pi(r)))
+    wd = pi_h(v_extra)
+    solve = lambda _, b: _deflated_cg(inner, pi(b), wd, pi(av_extra), w, sign, cfg.cg_tol, cfg.cg_maxiter,
+                                      precond, bwd=pi(bv_extra))
+    rhs = -sign * pi(ya - yb * wc[:, None])
+    if jnp.issubdtype(v.dtype, jnp.complexfloating):
+        tsolve = lambda _, b: jnp.conj(solve(None, jnp.conj(b)))
+        u = jax.lax.custom_linear_solve(op, rhs, solve, transpose_solve=tsolve)
+    else:
+        u = jax.lax.custom_linear_solve(op, rhs, solve, symmetric=True)
+    v_dot = (inside + pi_h(u)).T
+    zero_int = np.zeros(it.shape, dtype=jax.dtypes.float0)
+    zero_bool = np.zeros(conv.shape, dtype=jax.dtypes.float0)
+    tangents_out = (
+        w_dot, v_dot, jnp.zeros_like(res), zero_int, zero_bool, jnp.zeros_like(w_extra),
+        jnp.zeros_like(v_extra), jnp.zeros_like(av_extra), jnp.zeros_like(bv_extra), jnp.zeros_like(bound),
+    )
+    return out, tangents_out
+
+
+_partial_general.defjvp(functools.partial(_general_rule, higher=False))
+_partial_general_inner.defjvp(functools.partial(_general_rule, higher=True))

@@ -13,6 +13,7 @@ from ._blocks import (
 )
 from ._chebyshev import _chebyshev_solve
 from ._krylov import _krylov_solve
+from ._lobpcg import _dense_generalized_solve, _lobpcg_solve
 from ._types import _Config
 
 
@@ -52,3 +53,29 @@ def _solve(params, matmat, cfg: _Config):
         w, v, r = w[::-1], v[::-1], r[::-1]
     # The rest: the other Ritz pairs, A times their vectors, an upper bound of sign * A.
     return w, v.T, r, it, conv, sign * theta[k:], x[k:], sign * ax[k:], bound
+
+
+def _solve_general(params, ops, cfg: _Config):
+    """All ``p`` Ritz pairs of the pencil ``(A, B)`` (``B = I`` when ``ops[1]`` is None) by LOBPCG.
+
+    Returns the ``k`` wanted pairs (ascending, eigenvectors as B-orthonormal columns), their
+    residual norms ``||A v - w B v||``, the iteration count and flag, then the other Ritz
+    values, their vectors (rows), ``A`` and ``B`` applied to them, and no spectral bound.
+    """
+    a_prm, b_prm, pc_prm = params
+    a_mm, b_mm, pc = ops
+    sign = -1.0 if cfg.largest else 1.0
+    op_a = lambda x: sign * a_mm(a_prm, x)
+    op_b = (lambda x: x) if b_mm is None else (lambda x: b_mm(b_prm, x))
+    precond = (lambda r: r) if pc is None else (lambda r: pc(pc_prm, r))
+    if 4 * cfg.p > cfg.n:
+        theta, x, ax, bx, res, it, conv = _dense_generalized_solve(op_a, op_b, cfg)
+    else:
+        x0 = _start_block((cfg.p, cfg.n), cfg.dtype, cfg.seed)
+        theta, x, ax, bx, res, it, conv = _lobpcg_solve(op_a, op_b, precond, x0, cfg)
+    k = cfg.k
+    w, v, r = sign * theta[:k], x[:k], res[:k]
+    if cfg.largest:
+        w, v, r = w[::-1], v[::-1], r[::-1]
+    real = jnp.finfo(cfg.dtype).dtype
+    return w, v.T, r, it, conv, sign * theta[k:], x[k:], sign * ax[k:], bx[k:], jnp.asarray(jnp.inf, real)

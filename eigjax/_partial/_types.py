@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import jax
 
 _FN = "eigjax.eigh_partial"
-_METHODS = ("auto", "chebyshev", "krylov")
+_METHODS = ("auto", "chebyshev", "krylov", "lobpcg")
 _LANCZOS_STEPS = 20
 _MIN_DEGREE = 6
 _MAX_DEGREE = 1000
@@ -20,11 +20,14 @@ class PartialEighResult(NamedTuple):
 
     Attributes:
       eigenvalues: the ``k`` wanted eigenvalues, ascending, shape ``(k,)``.
-      eigenvectors: orthonormal eigenvectors as columns, shape ``(n, k)``.
-      residual_norms: ``||A v_i - w_i v_i||``, shape ``(k,)`` (no derivative).
-      iterations: Chebyshev filter iterations or block Krylov restarts used (0 for the
-        dense path).
-      converged: whether all ``k`` residuals met ``tol * ||A||``.
+      eigenvectors: orthonormal eigenvectors as columns, shape ``(n, k)``
+        (``B``-orthonormal, ``V^H B V = I``, for a pencil).
+      residual_norms: ``||A v_i - w_i v_i||`` (``||A v_i - w_i B v_i||``), shape ``(k,)``
+        (no derivative).
+      iterations: Chebyshev filter iterations, block Krylov restarts or LOBPCG iterations
+        used (0 for the dense path).
+      converged: whether all ``k`` residuals met ``tol * ||A||`` (LOBPCG: ``tol * s *
+        ||B v_i||``, ``s`` the largest Ritz value in modulus seen).
     """
 
     eigenvalues: jax.Array
