@@ -185,14 +185,41 @@ def scipy_worker(args):
     order = np.argsort(w)
     w, v = w[order], v[:, order]
     res = np.linalg.norm(lap @ v - v * w[None, :], axis=0)
-    print(json.dumps({"wall": wall, "cpu": cpu, "eigenvalues": w.tolist(), "max_residual": float(res.max()),
-                      "matvecs": count[0], "peak_rss_mb": peak_rss_mb()}))
+    print(
+        json.dumps(
+            {
+                "wall": wall,
+                "cpu": cpu,
+                "eigenvalues": w.tolist(),
+                "max_residual": float(res.max()),
+                "matvecs": count[0],
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
+    )
 
 
 def run_scipy(args, mode, timeout):
-    cmd = [sys.executable, __file__, "--scipy-worker", mode, "--graph", args.graph, "--nx", str(args.nx),
-           "--ny", str(args.ny), "--n", str(args.n), "--seed", str(args.seed), "--scipy-tol", str(args.scipy_tol),
-           "--weights", args.weights]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--scipy-worker",
+        mode,
+        "--graph",
+        args.graph,
+        "--nx",
+        str(args.nx),
+        "--ny",
+        str(args.ny),
+        "--n",
+        str(args.n),
+        "--seed",
+        str(args.seed),
+        "--scipy-tol",
+        str(args.scipy_tol),
+        "--weights",
+        args.weights,
+    ]
     if args.sa_ncv:
         cmd += ["--sa-ncv", str(args.sa_ncv)]
     t = time.perf_counter()
@@ -231,15 +258,18 @@ def make_bcoo_problem(args, n, src, dst):
 
     def solve(data):
         a = jsparse.BCOO((data, indices), shape=(n, n))
-        return eigjax.eigh_partial(a, K, tol=args.tol, block_size=args.block_size, layout=args.layout,
-                                   method=args.method, precond=args.precond)
+        return eigjax.eigh_partial(
+            a, K, tol=args.tol, block_size=args.block_size, layout=args.layout, method=args.method, precond=args.precond
+        )
 
     loss_val = lambda res: jnp.sum(res.eigenvalues[1:])
     loss_vec = lambda res: jnp.sum(cdiag[:, None] * res.eigenvectors**2)
     return solve, loss_val, loss_vec, sp.data
 
 
-def make_problem(n, src, dst, tol, block_size, count=False, layout="columns", buckets=False, method="auto", precond=None):
+def make_problem(
+    n, src, dst, tol, block_size, count=False, layout="columns", buckets=False, method="auto", precond=None
+):
     import jax
     import jax.numpy as jnp
 
@@ -267,8 +297,9 @@ def make_problem(n, src, dst, tol, block_size, count=False, layout="columns", bu
         return parts[0] if inverse is None else jnp.concatenate(parts)[inverse]
 
     def solve(w):
-        return eigjax.eigh_partial(matvec, K, params=w, n=n, tol=tol, block_size=block_size, layout=layout,
-                                   method=method, precond=precond)
+        return eigjax.eigh_partial(
+            matvec, K, params=w, n=n, tol=tol, block_size=block_size, layout=layout, method=method, precond=precond
+        )
 
     def loss_val(res):
         return jnp.sum(res.eigenvalues[1:])
@@ -287,13 +318,22 @@ def run_eigjax(args, n, src, dst, exact):
     if args.input == "bcoo":
         solve, loss_val, loss_vec, w0 = make_bcoo_problem(args, n, src, dst)
     else:
-        solve, loss_val, loss_vec, _ = make_problem(n, src, dst, args.tol, args.block_size, layout=args.layout,
-                                                    buckets=args.buckets, method=args.method, precond=args.precond)
+        solve, loss_val, loss_vec, _ = make_problem(
+            n,
+            src,
+            dst,
+            args.tol,
+            args.block_size,
+            layout=args.layout,
+            buckets=args.buckets,
+            method=args.method,
+            precond=args.precond,
+        )
         w0 = jnp.asarray(edge_weights(args, len(src)))
     out = {}
 
     def compile_and_run(name, f, runs=1):
-        t, c = time.perf_counter(), time.process_time()
+        t = time.perf_counter()
         comp = jax.jit(f).lower(w0).compile()
         out[name + "_compile"] = time.perf_counter() - t
         times = []
@@ -302,8 +342,11 @@ def run_eigjax(args, n, src, dst, exact):
             times.append((wall, cpu))
         out[name + "_wall"] = [x[0] for x in times]
         out[name + "_cpu"] = [x[1] for x in times]
-        print(f"  {name}: compile {out[name + '_compile']:.1f} s, run {', '.join(f'{a:.2f} s (cpu {b:.2f})' for a, b in times)}"
-              f"   [{load()}]", flush=True)
+        print(
+            f"  {name}: compile {out[name + '_compile']:.1f} s, run {', '.join(f'{a:.2f} s (cpu {b:.2f})' for a, b in times)}"
+            f"   [{load()}]",
+            flush=True,
+        )
         return res
 
     res = compile_and_run("forward", solve, runs=args.runs)
@@ -313,8 +356,11 @@ def run_eigjax(args, n, src, dst, exact):
     out["eigenvalues"] = lam.tolist()
     if exact is not None:
         out["max_abs_error_vs_exact"] = float(np.max(np.abs(lam - exact)))
-    print(f"  filter iterations {out['iterations']}, converged {out['converged']}, "
-          f"max residual {out['max_residual']:.2e}" + (f", max |lambda - exact| {out['max_abs_error_vs_exact']:.1e}" if exact is not None else ""))
+    print(
+        f"  filter iterations {out['iterations']}, converged {out['converged']}, "
+        f"max residual {out['max_residual']:.2e}"
+        + (f", max |lambda - exact| {out['max_abs_error_vs_exact']:.1e}" if exact is not None else "")
+    )
 
     if args.forward_only:
         out["peak_rss_mb"] = peak_rss_mb()
@@ -325,23 +371,38 @@ def run_eigjax(args, n, src, dst, exact):
 
     (val, g_val) = compile_and_run("grad_eigenvalues", vg(loss_val))
     (vec, g_vec) = compile_and_run("grad_eigenvector_loss", vg(loss_vec))
-    both = compile_and_run("both_grads_one_forward", jax.jacrev(lambda w: (lambda r: jnp.stack([loss_val(r), loss_vec(r)]))(solve(w))))
+    both = compile_and_run(
+        "both_grads_one_forward", jax.jacrev(lambda w: (lambda r: jnp.stack([loss_val(r), loss_vec(r)]))(solve(w)))
+    )
     out["loss_eigenvalues"], out["loss_eigenvector"] = float(val), float(vec)
     out["grad_norms"] = [float(jnp.linalg.norm(g_val)), float(jnp.linalg.norm(g_vec))]
     out["both_vs_separate"] = float(max(jnp.max(jnp.abs(both[0] - g_val)), jnp.max(jnp.abs(both[1] - g_vec))))
     out["grads_finite"] = bool(jnp.all(jnp.isfinite(g_val)) and jnp.all(jnp.isfinite(g_vec)))
     out["peak_rss_mb"] = peak_rss_mb()
-    print(f"  |grad| {out['grad_norms'][0]:.4e} (eigenvalues), {out['grad_norms'][1]:.4e} (trace(P C)); finite {out['grads_finite']}; "
-          f"one-forward vs separate max diff {out['both_vs_separate']:.1e}; peak RSS {out['peak_rss_mb']:.0f} MB")
+    print(
+        f"  |grad| {out['grad_norms'][0]:.4e} (eigenvalues), {out['grad_norms'][1]:.4e} (trace(P C)); "
+        f"finite {out['grads_finite']}; "
+        f"one-forward vs separate max diff {out['both_vs_separate']:.1e}; peak RSS {out['peak_rss_mb']:.0f} MB"
+    )
     if args.count:  # the same computations once more, counting products of A with one vector
-        solve, loss_val, loss_vec, _ = make_problem(n, src, dst, args.tol, args.block_size, count=True, layout=args.layout, buckets=args.buckets)
-        for name, f in [("forward", solve), ("grad_eigenvalues", lambda w: jax.grad(lambda w: loss_val(solve(w)))(w)),
-                        ("grad_eigenvector_loss", lambda w: jax.grad(lambda w: loss_vec(solve(w)))(w))]:
+        solve, loss_val, loss_vec, _ = make_problem(
+            n, src, dst, args.tol, args.block_size, count=True, layout=args.layout, buckets=args.buckets
+        )
+        for name, f in [
+            ("forward", solve),
+            ("grad_eigenvalues", lambda w: jax.grad(lambda w: loss_val(solve(w)))(w)),
+            ("grad_eigenvector_loss", lambda w: jax.grad(lambda w: loss_vec(solve(w)))(w)),
+        ]:
             ROW_PRODUCTS[0] = 0
             jax.block_until_ready(jax.jit(f)(w0))
             jax.effects_barrier()
             out[name + "_vector_products"] = ROW_PRODUCTS[0]
-        print("  products of A with one vector: " + ", ".join(f"{k} {out[k + '_vector_products']}" for k in ("forward", "grad_eigenvalues", "grad_eigenvector_loss")))
+        print(
+            "  products of A with one vector: "
+            + ", ".join(
+                f"{k} {out[k + '_vector_products']}" for k in ("forward", "grad_eigenvalues", "grad_eigenvector_loss")
+            )
+        )
     return out
 
 
@@ -373,8 +434,10 @@ def gradient_check(tol):
         g = jax.jit(jax.grad(ours))(w0)
         g_ref = jax.jit(jax.grad(ref))(w0)
         errs.append(float(jnp.linalg.norm(g - g_ref) / jnp.linalg.norm(g_ref)))
-    print(f"  gradient check, 12 x 20 grid, random weights: relative error vs dense eigjax.eigh "
-          f"{errs[0]:.1e} (eigenvalue sum), {errs[1]:.1e} (trace(P C))")
+    print(
+        f"  gradient check, 12 x 20 grid, random weights: relative error vs dense eigjax.eigh "
+        f"{errs[0]:.1e} (eigenvalue sum), {errs[1]:.1e} (trace(P C))"
+    )
     return errs
 
 
@@ -406,38 +469,69 @@ def bench_pencil(args):
     comp = jax.jit(solve).lower(rho_j).compile()
     times = [timed(comp, rho_j)[1] for _ in range(args.runs)]
     res = comp(rho_j)
-    print(f"  eigjax forward (lobpcg, precond {args.precond}): {', '.join(f'{t:.2f}' for t in times)} s; "
-          f"iterations {int(res.iterations)}, converged {bool(res.converged)}  [{load()}]", flush=True)
+    print(
+        f"  eigjax forward (lobpcg, precond {args.precond}): {', '.join(f'{t:.2f}' for t in times)} s; "
+        f"iterations {int(res.iterations)}, converged {bool(res.converged)}  [{load()}]",
+        flush=True,
+    )
     cdiag = jnp.asarray(node_weights(n))
-    vg = jax.jit(jax.value_and_grad(lambda x: jnp.sum(cdiag[:, None] * solve(x).eigenvectors ** 2))).lower(rho_j).compile()
+    vg = (
+        jax.jit(jax.value_and_grad(lambda x: jnp.sum(cdiag[:, None] * solve(x).eigenvectors ** 2)))
+        .lower(rho_j)
+        .compile()
+    )
     gtimes = [timed(vg, rho_j)[1] for _ in range(2)]
     ev = jax.jit(jax.value_and_grad(lambda x: jnp.sum(solve(x).eigenvalues))).lower(rho_j).compile()
     etimes = [timed(ev, rho_j)[1] for _ in range(2)]
-    print(f"  value + grad w.r.t. rho: eigenvalue sum {', '.join(f'{t:.2f}' for t in etimes)} s; "
-          f"trace(V^T C V) {', '.join(f'{t:.2f}' for t in gtimes)} s  [{load()}]", flush=True)
+    print(
+        f"  value + grad w.r.t. rho: eigenvalue sum {', '.join(f'{t:.2f}' for t in etimes)} s; "
+        f"trace(V^T C V) {', '.join(f'{t:.2f}' for t in gtimes)} s  [{load()}]",
+        flush=True,
+    )
     t = time.perf_counter()
     w, _ = sla.eigsh(k_csr.tocsc(), k=K, M=m_csr.tocsc(), sigma=0.0, which="LM", tol=args.scipy_tol)
     st = time.perf_counter() - t
     d = np.max(np.abs(np.sort(w) - np.asarray(res.eigenvalues)))
-    print(f"  scipy eigsh(K, M=M, sigma=0), tol {args.scipy_tol:g}: {st:.2f} s; max |lambda_scipy - lambda_eigjax| {d:.1e}  [{load()}]")
+    print(
+        f"  scipy eigsh(K, M=M, sigma=0), tol {args.scipy_tol:g}: {st:.2f} s; "
+        f"max |lambda_scipy - lambda_eigjax| {d:.1e}  [{load()}]"
+    )
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--pencil", action="store_true", help="the membrane pencil K u = lambda M u instead (see bench_pencil)")
+    p.add_argument(
+        "--pencil", action="store_true", help="the membrane pencil K u = lambda M u instead (see bench_pencil)"
+    )
     p.add_argument("--m", type=int, default=140, help="--pencil: cells per side")
     p.add_argument("--graph", choices=["grid", "rgg"], default="grid")
     p.add_argument("--nx", type=int, default=250)
     p.add_argument("--ny", type=int, default=400)
-    p.add_argument("--n", type=int, default=100_000, help="nodes of the random geometric graph (before taking its largest component)")
+    p.add_argument(
+        "--n",
+        type=int,
+        default=100_000,
+        help="nodes of the random geometric graph (before taking its largest component)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tol", type=float, default=None, help="eigh_partial tol (default: its default, 10 eps^0.75)")
     p.add_argument("--block-size", type=int, default=None)
     p.add_argument("--runs", type=int, default=2, help="forward runs after compile")
     p.add_argument("--layout", choices=["columns", "rows"], default="columns", help="eigh_partial's layout option")
-    p.add_argument("--buckets", action="store_true", help="irregular graphs: one neighbour table per degree range (default: one padded table)")
-    p.add_argument("--weights", choices=["ones", "random"], default="ones", help="edge weights (random: uniform in [1, 2])")
-    p.add_argument("--input", choices=["operator", "bcoo"], default="operator", help="the Laplacian as a matrix-free operator or a BCOO matrix")
+    p.add_argument(
+        "--buckets",
+        action="store_true",
+        help="irregular graphs: one neighbour table per degree range (default: one padded table)",
+    )
+    p.add_argument(
+        "--weights", choices=["ones", "random"], default="ones", help="edge weights (random: uniform in [1, 2])"
+    )
+    p.add_argument(
+        "--input",
+        choices=["operator", "bcoo"],
+        default="operator",
+        help="the Laplacian as a matrix-free operator or a BCOO matrix",
+    )
     p.add_argument("--method", default="auto", help="eigh_partial's method")
     p.add_argument("--precond", default=None, help="eigh_partial's precond ('jacobi', 'polynomial')")
     p.add_argument("--scipy-tol", type=float, default=1e-10)
@@ -446,7 +540,9 @@ def main():
     p.add_argument("--skip-scipy", action="store_true")
     p.add_argument("--skip-check", action="store_true")
     p.add_argument("--forward-only", action="store_true", help="skip the gradients")
-    p.add_argument("--count", action="store_true", help="also count products of A with one vector (an extra, untimed run)")
+    p.add_argument(
+        "--count", action="store_true", help="also count products of A with one vector (an extra, untimed run)"
+    )
     p.add_argument("--json", default=None, help="write all numbers to this file")
     p.add_argument("--scipy-worker", choices=["si", "sa"], default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -461,7 +557,10 @@ def main():
     n, src, dst, exact = build_graph(args)
     if args.weights != "ones":
         exact = None  # known for unit weights only
-    print(f"{args.graph}: n = {n}, edges = {len(src)}, {os.cpu_count()} CPUs, jax {jax.__version__}  [{load()}]", flush=True)
+    print(
+        f"{args.graph}: n = {n}, edges = {len(src)}, {os.cpu_count()} CPUs, jax {jax.__version__}  [{load()}]",
+        flush=True,
+    )
     report = {"graph": args.graph, "n": n, "edges": int(len(src)), "load_start": os.getloadavg()}
     print(f"eigjax.eigh_partial ({args.input}, method {args.method}, precond {args.precond}):")
     report["eigjax"] = run_eigjax(args, n, src, dst, exact)
@@ -469,14 +568,20 @@ def main():
         for mode, timeout in [("si", 1800.0), ("sa", args.sa_timeout)]:
             r = run_scipy(args, mode, timeout)
             report["scipy_" + mode] = r
-            name = {"si": "shift-invert (sigma=-1e-3, sparse LU)", "sa": f"Lanczos which='SA' (ncv {args.sa_ncv or 2 * K + 1})"}[mode]
+            name = {
+                "si": "shift-invert (sigma=-1e-3, sparse LU)",
+                "sa": f"Lanczos which='SA' (ncv {args.sa_ncv or 2 * K + 1})",
+            }[mode]
             if "timeout" in r:
                 print(f"scipy eigsh {name}: killed after {r['timeout']:.0f} s (not finished)  [{load()}]")
             else:
                 d = np.max(np.abs(np.asarray(r["eigenvalues"]) - np.asarray(report["eigjax"]["eigenvalues"])))
-                print(f"scipy eigsh {name}, tol {args.scipy_tol:g}: {r['wall']:.2f} s (cpu {r['cpu']:.2f}), "
-                      f"max residual {r['max_residual']:.1e}, matvecs {r['matvecs']}, peak RSS {r['peak_rss_mb']:.0f} MB; "
-                      f"max |lambda_scipy - lambda_eigjax| {d:.1e}  [{load()}]", flush=True)
+                print(
+                    f"scipy eigsh {name}, tol {args.scipy_tol:g}: {r['wall']:.2f} s (cpu {r['cpu']:.2f}), "
+                    f"max residual {r['max_residual']:.1e}, matvecs {r['matvecs']}, peak RSS {r['peak_rss_mb']:.0f} MB; "
+                    f"max |lambda_scipy - lambda_eigjax| {d:.1e}  [{load()}]",
+                    flush=True,
+                )
     if not args.skip_check:
         report["gradient_check_rel_err"] = gradient_check(args.tol)
     report["load_end"] = os.getloadavg()

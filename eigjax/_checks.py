@@ -7,6 +7,9 @@ expected and what arrived.
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -85,6 +88,12 @@ def check_bool(value, *, name: str, fn: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{fn}: option `{name}` must be True or False; got {value!r} of type {type(value).__name__}.")
     return bool(value)
+
+
+@typing.overload
+def check_int(value, *, name: str, fn: str, minimum: int | None = None, allow_none: Literal[False] = False) -> int: ...
+@typing.overload
+def check_int(value, *, name: str, fn: str, minimum: int | None = None, allow_none: bool) -> int | None: ...
 
 
 def check_int(value, *, name: str, fn: str, minimum: int | None = None, allow_none: bool = False):

@@ -34,8 +34,6 @@ from ._eigvals_only import eigvalsh_values
 from ._gaps import inverse_gaps, nan_on_cut
 from ._guard import checked_pairs, guard, resolve_check
 from ._hooks import jit_entry
-
-# _mm and _hermitian_part are also imported from here by eigjax/_partial: that use goes when it is ported to _linalg.
 from ._linalg import _h, _hermitian_part, _mm
 
 

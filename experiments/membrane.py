@@ -67,7 +67,9 @@ class Problem:
         if self.m < 4:
             raise ValueError(f"m: expected an integer >= 4 (cells per side), got {self.m}")
         if not 0 < self.rho_min < 1 < self.rho_max:
-            raise ValueError(f"rho_min, rho_max: expected 0 < rho_min < 1 < rho_max, got {self.rho_min}, {self.rho_max}")
+            raise ValueError(
+                f"rho_min, rho_max: expected 0 < rho_min < 1 < rho_max, got {self.rho_min}, {self.rho_max}"
+            )
         if not self.init_scale >= 0:
             raise ValueError(f"init_scale: expected a number >= 0, got {self.init_scale}")
 
@@ -90,9 +92,13 @@ def mesh(m: int):
     for e, t in enumerate(tris):
         xy = np.array(t, dtype=float) * h
         area = 0.5 * abs((xy[1, 0] - xy[0, 0]) * (xy[2, 1] - xy[0, 1]) - (xy[2, 0] - xy[0, 0]) * (xy[1, 1] - xy[0, 1]))
-        grads = np.array([[xy[1, 1] - xy[2, 1], xy[2, 0] - xy[1, 0]],
-                          [xy[2, 1] - xy[0, 1], xy[0, 0] - xy[2, 0]],
-                          [xy[0, 1] - xy[1, 1], xy[1, 0] - xy[0, 0]]]) / (2 * area)
+        grads = np.array(
+            [
+                [xy[1, 1] - xy[2, 1], xy[2, 0] - xy[1, 0]],
+                [xy[2, 1] - xy[0, 1], xy[0, 0] - xy[2, 0]],
+                [xy[0, 1] - xy[1, 1], xy[1, 0] - xy[0, 0]],
+            ]
+        ) / (2 * area)
         kloc = area * grads @ grads.T
         ids = [node(*p) for p in t]
         for a in range(3):
@@ -241,7 +247,7 @@ def discrete_optimum(m: int, rho_min: float, rho_max: float, *, tol: float = 1e-
     t = 1.0 / np.max(np.abs(chk["grad_inverse"]))  # moves rho by O(1) at most
     change = np.inf
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is reported after the loop)
         g = chk["grad_inverse"]
         while True:
             new = _project_np(rho - t * g, rho_min, rho_max)
@@ -254,7 +260,13 @@ def discrete_optimum(m: int, rho_min: float, rho_max: float, *, tol: float = 1e-
         rho, chk, f, t = new, chk_new, f_new, 2 * t
         if change <= tol:
             break
-    return {"lambda_1": chk["lambda_1"], "lambda_2": chk["lambda_2"], "rho": rho, "iterations": it, "last_change": change}
+    return {
+        "lambda_1": chk["lambda_1"],
+        "lambda_2": chk["lambda_2"],
+        "rho": rho,
+        "iterations": it,
+        "last_change": change,
+    }
 
 
 def result(rho, data, problem):

@@ -29,7 +29,6 @@ gauge-free by construction) are not touched.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -41,7 +40,7 @@ from jax.typing import ArrayLike
 from .._checks import as_square_matrix, check_nonnegative_float
 from .._gaps import default_tolerance, gap_matrix
 from .._guard import trust_loss
-from .._hooks import KINDS, gauge_hook, intercepting
+from .._hooks import KINDS, intercepting
 from .._linalg import HIGHEST as _HIGHEST
 from ._grad import _flat
 from ._report import _closure, _general_tolerance
@@ -149,27 +148,6 @@ assert set(_TRANSFORMS) == set(KINDS)
 
 
 @contextlib.contextmanager
-def _partial_hook_until_ported():
-    """eigh_partial's solve (``eigjax._partial._rule._solve``) is not yet declared a hook
-    point; until it is, it is wrapped into one for the duration of the block (the module
-    attribute that ``_rule`` calls), and restored after."""
-    try:
-        mod = importlib.import_module("eigjax._partial._rule")
-    except ImportError:  # pragma: no cover - module not present in this build
-        yield
-        return
-    orig = getattr(mod, "_solve", None)
-    if orig is None or hasattr(orig, "gauge_hook"):  # absent, or already declared
-        yield
-        return
-    mod._solve = gauge_hook("eigh_partial", orig, kind="partial")
-    try:
-        yield
-    finally:
-        mod._solve = orig
-
-
-@contextlib.contextmanager
 def random_gauge(key: jax.Array):
     """Context manager: inside it, eigjax's decompositions return a random gauge.
 
@@ -197,7 +175,7 @@ def random_gauge(key: jax.Array):
         # the loss decomposes it (a loss may call eigh(a) several times).
         return _TRANSFORMS[kind](key, args, out)
 
-    with intercepting(handler), _partial_hook_until_ported():
+    with intercepting(handler):
         yield lambda: box["calls"]
 
 

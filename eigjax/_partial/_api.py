@@ -8,11 +8,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 from jax.experimental import sparse as jsparse
 
 from .._checks import as_square_matrix, check_int, check_nonnegative_float
-from .._eigh import _hermitian_part
 from .._guard import resolve_check
+from .._linalg import _hermitian_part
 from . import _precond
 from ._blocks import _start_block
 from ._chebyshev import _lanczos_bounds
@@ -32,7 +33,7 @@ def _check_hermitian_probe(prm, matmat, n, dtype, what):
     ``|y^H (A x) - conj(x^H (A y))|`` against ``100 sqrt(n) eps (|A x| |y| + |A y| |x|)``
     (rounding of the two products is ``~ sqrt(n) eps`` of that). Skipped when the operator
     holds traced values (under ``jit``/``grad``), where no error can be raised."""
-    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(prm)):
+    if any(isinstance(leaf, Tracer) for leaf in jax.tree.leaves(prm)):
         return
     r = np.random.default_rng(12345)
     xy = r.standard_normal((2, n))
@@ -69,7 +70,7 @@ def _as_operator(a, params, n, dtype, name):
         diag = lambda: jnp.zeros((n_,), a.data.dtype).at[rows].add(a.data * on_diag, mode="drop")
         # (named `ell`, not `layout`: reusing the option's name replaced it with these index
         # arrays, and every BCOO input then ran on rows whatever `layout` said)
-        ell = None if isinstance(a.indices, jax.core.Tracer) else _ell_layout(a.indices, n_, a.nse)
+        ell = None if isinstance(a.indices, Tracer) else _ell_layout(a.indices, n_, a.nse)
         if ell is None:
             prm = (a.data, a.indices)
             matmat = functools.partial(_bcoo_matmat, shape=tuple(a.shape))
@@ -249,28 +250,32 @@ def eigh_partial(
     if precond is None and precond_params is not None:
         raise ValueError(f"{_FN}: option `precond_params` needs a callable `precond`; got precond=None.")
     if b_params is not None and not callable(b):
-        raise ValueError(f"{_FN}: option `b_params` is for a matrix-free `b` (a callable); got b_params with a matrix `b`.")
+        raise ValueError(
+            f"{_FN}: option `b_params` is for a matrix-free `b` (a callable); got b_params with a matrix `b`."
+        )
     if method == "auto":
         method = "lobpcg" if (b is not None or precond is not None) else "chebyshev"
     if method != "lobpcg" and (b is not None or precond is not None):
-        raise ValueError(
-            f"{_FN}: options `b` and `precond` need method='lobpcg' (or 'auto'); got method={method!r}."
-        )
+        raise ValueError(f"{_FN}: options `b` and `precond` need method='lobpcg' (or 'auto'); got method={method!r}.")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"{_FN}: argument `k` must be a Python int; got {k!r} of type {type(k).__name__}.")
     k = int(k)
     if params is not None and not callable(a):
-        raise ValueError(f"{_FN}: option `params` is for the operator form (a callable `a`); a matrix `a` takes none (got params).")
+        raise ValueError(
+            f"{_FN}: option `params` is for the operator form (a callable `a`); a matrix `a` takes none (got params)."
+        )
     prm, matmat, n_, dtype_, diag = _as_operator(a, params, n, dtype, "a")
     if not 1 <= k <= n_:
         raise ValueError(f"{_FN}: argument `k` must satisfy 1 <= k <= n = {n_}; got k = {k}.")
     if not jnp.issubdtype(dtype_, jnp.inexact):
         dtype_ = jnp.result_type(float)
     if matmat is not _dense_matmat:  # the dense form is symmetrised instead
-        _check_hermitian_probe(prm, matmat, n_, dtype_, "a BCOO matrix" if isinstance(a, jsparse.BCOO) else "matvec(params, x)")
+        _check_hermitian_probe(
+            prm, matmat, n_, dtype_, "a BCOO matrix" if isinstance(a, jsparse.BCOO) else "matvec(params, x)"
+        )
     eps = float(jnp.finfo(dtype_).eps)
     tol = check_nonnegative_float(tol, name="tol", fn=_FN)
-    tol = 10 * eps**0.75 if tol is None else tol
+    tol = float(10 * eps**0.75) if tol is None else tol
     cg_tol = check_nonnegative_float(cg_tol, name="cg_tol", fn=_FN)
     cg_tol = tol if cg_tol is None else cg_tol
     degenerate_tol = check_nonnegative_float(degenerate_tol, name="degenerate_tol", fn=_FN)
@@ -286,10 +291,20 @@ def eigh_partial(
     cg_maxiter = check_int(cg_maxiter, name="cg_maxiter", fn=_FN, minimum=1, allow_none=True)
     seed = check_int(seed, name="seed", fn=_FN)
     cfg = _Config(
-        n=n_, k=k, p=p, m=m, largest=(which == "largest"), dtype=jnp.dtype(dtype_), tol=float(tol),
-        max_restarts=max_restarts, cg_tol=float(cg_tol),
+        n=n_,
+        k=k,
+        p=p,
+        m=m,
+        largest=(which == "largest"),
+        dtype=jnp.dtype(dtype_),
+        tol=float(tol),
+        max_restarts=max_restarts,
+        cg_tol=float(cg_tol),
         cg_maxiter=int(min(10 * n_, 1000) if cg_maxiter is None else cg_maxiter),
-        degenerate_tol=degenerate_tol, seed=seed, method=method, layout=layout,
+        degenerate_tol=degenerate_tol,
+        seed=seed,
+        method=method,
+        layout=layout,
         degenerate_check=resolve_check(degenerate_check, fn=_FN),
     )
     if method != "lobpcg":
@@ -303,7 +318,9 @@ def eigh_partial(
                 f"got n = {n_b} and {jnp.dtype(dtype_b)}."
             )
         if b_mm is not _dense_matmat:
-            _check_hermitian_probe(b_prm, b_mm, n_, dtype_, "a BCOO matrix `b`" if isinstance(b, jsparse.BCOO) else "matvec `b`")
+            _check_hermitian_probe(
+                b_prm, b_mm, n_, dtype_, "a BCOO matrix `b`" if isinstance(b, jsparse.BCOO) else "matvec `b`"
+            )
     sign = -1.0 if which == "largest" else 1.0
     pc, pc_prm = _preconditioner(precond, precond_params, prm, matmat, diag, n_, dtype_, sign, seed)
     out = _partial_general((prm, b_prm, pc_prm), (matmat, b_mm, pc), cfg)
@@ -331,12 +348,17 @@ def _preconditioner(precond, precond_params, prm, matmat, diag, n, dtype, sign, 
             low, _, upper = _lanczos_bounds(lambda x: sign * matmat(prm_c, x), x0, steps)
             low, upper = jax.lax.stop_gradient(low), jax.lax.stop_gradient(upper)
             return _precond.polynomial(matmat, sign), (prm_c, low, upper - low)
-        raise ValueError(f"{_FN}: option `precond` must be 'jacobi', 'polynomial', a callable or None; got {precond!r}.")
+        raise ValueError(
+            f"{_FN}: option `precond` must be 'jacobi', 'polynomial', a callable or None; got {precond!r}."
+        )
     if not callable(precond):
-        raise TypeError(f"{_FN}: option `precond` must be 'jacobi', 'polynomial', a callable or None; got {type(precond).__name__}.")
+        raise TypeError(
+            f"{_FN}: option `precond` must be 'jacobi', 'polynomial', a callable or None; got {type(precond).__name__}."
+        )
     out = jax.eval_shape(jax.vmap(precond, in_axes=(None, 0)), precond_params, jax.ShapeDtypeStruct((1, n), dtype))
     if out.shape != (1, n):
         raise ValueError(
-            f"{_FN}: `precond(precond_params, x)` must return shape (n,) = ({n},) for x of shape (n,); got {tuple(out.shape[1:])}."
+            f"{_FN}: `precond(precond_params, x)` must return shape (n,) = ({n},) for x of shape (n,); "
+            f"got {tuple(out.shape[1:])}."
         )
     return _precond.user(precond), precond_params

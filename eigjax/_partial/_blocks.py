@@ -7,7 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from .._eigh import _mm
+from .._linalg import _mm
 
 
 def _hermitian_small(h):

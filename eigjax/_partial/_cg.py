@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .._eigh import _mm
+from .._linalg import _mm
 from ._blocks import _coefficients, _eigh_small, _hermitian_small
 from ._operators import _per_vector, _to_layout
 
@@ -76,7 +76,9 @@ def _deflated_cg(mv, b, wd, awd, w, sign, tol, maxiter, precond=None, bwd=None):
             t = jax.lax.linalg.triangular_solve(lf, h_a, left_side=True, lower=True)
             t = jax.lax.linalg.triangular_solve(lf, t, left_side=False, lower=True, transpose_a=True, conjugate_a=True)
             m_val, m_vec = _eigh_small(_hermitian_small(t))
-            m_vec = jax.lax.linalg.triangular_solve(lf, m_vec, left_side=True, lower=True, transpose_a=True, conjugate_a=True)
+            m_vec = jax.lax.linalg.triangular_solve(
+                lf, m_vec, left_side=True, lower=True, transpose_a=True, conjugate_a=True
+            )
         g = sign * (m_val[None, :] - w[:, None])
         floor = 1e3 * float(jnp.finfo(real).eps) * jnp.maximum(jnp.max(jnp.abs(m_val)), jnp.max(jnp.abs(w)))
         ok = g > floor

@@ -72,7 +72,9 @@ def _chebyshev_filter(op_l, x, pairs, cut, upper, scale_at, cols):
     def step(x, y, sigma, first):  # T_{j+1} from T_{j-1} = x and T_j = y
         sigma_new = jnp.where(first, sigma1, 1.0 / (2.0 / sigma1 - sigma))
         scale = jnp.where(first, sigma1 / e, 2.0 * sigma_new / e)
-        y_new = (op_l(y) - c.astype(dt) * y) * scale.astype(dt) - jnp.where(first, 0.0, sigma * sigma_new).astype(dt) * x
+        y_new = (op_l(y) - c.astype(dt) * y) * scale.astype(dt) - jnp.where(first, 0.0, sigma * sigma_new).astype(
+            dt
+        ) * x
         return y_new, sigma_new
 
     def body(i, carry):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .._eigh import _mm
+from .._linalg import _mm
 from ._blocks import (
     _coefficients,
     _eigh_small,
@@ -55,6 +55,13 @@ def _krylov_solve(op, x0, cfg: _Config):
         x, _, _, _, _, it = state
         return (*restart(x), it + 1)
 
-    state = (x0, jnp.zeros_like(x0), jnp.zeros((p,), real), jnp.full((p,), jnp.inf, real), jnp.zeros((), real), jnp.zeros((), jnp.int32))
+    state = (
+        x0,
+        jnp.zeros_like(x0),
+        jnp.zeros((p,), real),
+        jnp.full((p,), jnp.inf, real),
+        jnp.zeros((), real),
+        jnp.zeros((), jnp.int32),
+    )
     x, ax, ts, res, anorm, it = jax.lax.while_loop(cond, body, state)
     return ts, x, ax, res, it, done(res, anorm), jnp.asarray(jnp.inf, real)  # no spectral bound

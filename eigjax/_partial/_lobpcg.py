@@ -31,7 +31,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .._eigh import _mm
+from .._linalg import _mm
 from ._blocks import _coefficients, _eigh_small, _hermitian_small, _row_norms
 from ._types import _Config
 
@@ -58,12 +58,10 @@ def _svqb_transform(g, mask, real):
 def _svqb(s, bs, mask):
     """``M`` with the rows of ``M s`` B-orthonormal (SVQB twice), and the kept mask."""
     real = jnp.finfo(s.dtype).dtype
-    total = None
-    for _ in range(2):
-        m, mask = _svqb_transform(_gram(s, bs), mask, real)
-        s, bs = _mm(m, s), _mm(m, bs)
-        total = m if total is None else _mm(m, total)
-    return total, s, bs, mask
+    total, mask = _svqb_transform(_gram(s, bs), mask, real)
+    s, bs = _mm(total, s), _mm(total, bs)
+    m, mask = _svqb_transform(_gram(s, bs), mask, real)  # the second pass: rounding of the first
+    return _mm(m, total), _mm(m, s), _mm(m, bs), mask
 
 
 def _ritz(y, ay, kept, p):
@@ -145,7 +143,9 @@ def _dense_generalized_solve(op_a, op_b, cfg: _Config):
     t = jax.lax.linalg.triangular_solve(l, a, left_side=True, lower=True)
     c = jax.lax.linalg.triangular_solve(l, t, left_side=False, lower=True, transpose_a=True, conjugate_a=True)
     theta_all, u = _eigh_small(_hermitian_small(c))
-    v = jax.lax.linalg.triangular_solve(l, u[:, : cfg.p], left_side=True, lower=True, transpose_a=True, conjugate_a=True)
+    v = jax.lax.linalg.triangular_solve(
+        l, u[:, : cfg.p], left_side=True, lower=True, transpose_a=True, conjugate_a=True
+    )
     theta, x = theta_all[: cfg.p], v.T
     ax, bx = op_a(x), op_b(x)
     res = _row_norms(ax - theta[:, None].astype(cfg.dtype) * bx)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import sparse as jsparse
 
-from .._eigh import _mm
+from .._linalg import _mm
 
 
 def _to_layout(x, cols: bool):

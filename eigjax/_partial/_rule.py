@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._eigh import _mm
+from .._ad import twin_custom_jvp
 from .._gaps import gap_matrix, inverse_gaps, nan_on_cut
 from .._guard import checked_pairs, guard
+from .._linalg import _mm
 from ._blocks import _coefficients
 from ._cg import _chebyshev_preconditioner, _deflated_cg
 from ._operators import _per_vector
@@ -18,23 +17,14 @@ from ._solve import _solve, _solve_general
 from ._types import _FN, _MAX_PRECOND_STEPS
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _partial(params, matmat, cfg):
+def _partial_primal(params, matmat, cfg):
     return _solve(params, matmat, cfg)
 
 
-# The primal inside the rule: the same values; its JVP (reached only by second and
-# higher derivatives) is NaN on cut pairs inside the block, where the cut would give a
-# wrong finite second derivative (see eigjax._eigh._eigh_inner).
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _partial_inner(params, matmat, cfg):
-    return _solve(params, matmat, cfg)
-
-
-def _partial_rule(matmat, cfg, primals, tangents, *, higher):
+def _partial_rule(matmat, cfg, primals, tangents, *, primal, higher):
     (params,), (params_dot,) = primals, tangents
-    # The primal through _partial_inner so that the rule is differentiable again.
-    out = _partial_inner(params, matmat, cfg)
+    # The primal through the inner twin so that the rule is differentiable again.
+    out = primal(params, matmat, cfg)
     w, vc, res, it, conv, w_extra, v_extra, av_extra, bound = out
     v = vc.T  # rows
     y = jax.jvp(lambda prm: matmat(prm, v), (params,), (params_dot,))[1]  # rows of dA V
@@ -59,8 +49,16 @@ def _partial_rule(matmat, cfg, primals, tangents, *, higher):
         # eigjax.eigh (eigjax._guard): inside = V q (as columns), so the cotangent of q
         # is V^T Vbar, Hermitian on each group for a loss invariant to its basis.
         phase = jnp.issubdtype(p.dtype, jnp.complexfloating)
-        w_dot, q = guard(w_dot, q, checked_pairs(f), w, name=_FN, mode="hermitian", phase=phase,
-                         debug=cfg.degenerate_check == "debug")
+        w_dot, q = guard(
+            w_dot,
+            q,
+            checked_pairs(f),
+            w,
+            name=_FN,
+            mode="hermitian",
+            phase=phase,
+            debug=cfg.degenerate_check == "debug",
+        )
     inside = _mm(q.T, v)
 
     sign = -1.0 if cfg.largest else 1.0
@@ -68,7 +66,9 @@ def _partial_rule(matmat, cfg, primals, tangents, *, higher):
     proj = lambda x: x - _mm(_coefficients(x, v), v)
 
     shifted = lambda x: sign * (matmat(params, x) - x * wc)  # B'_i = sign (A - w_i), unprojected
-    shifted_l = lambda x: sign * (matmat(params, x, cfg.cols) - x * _per_vector(w, cfg.cols).astype(v.dtype))  # in the hot loops' layout
+    shifted_l = lambda x: (
+        sign * (matmat(params, x, cfg.cols) - x * _per_vector(w, cfg.cols).astype(v.dtype))
+    )  # in the hot loops' layout
     inner = lambda x: proj(shifted(x))  # B_i on S^perp, where the iterates of the solve stay
     op = lambda x: inner(proj(x))  # the operator on all of C^n, for custom_linear_solve
     # A W from the forward's last Rayleigh-Ritz step (W is orthogonal to V up to rounding).
@@ -106,14 +106,21 @@ def _partial_rule(matmat, cfg, primals, tangents, *, higher):
     # The extra Ritz pairs only accelerate the solve (its solution does not depend on
     # them), so they carry no derivative.
     tangents_out = (
-        w_dot, v_dot, jnp.zeros_like(res), zero_int, zero_bool,
-        jnp.zeros_like(w_extra), jnp.zeros_like(v_extra), jnp.zeros_like(av_extra), jnp.zeros_like(bound),
+        w_dot,
+        v_dot,
+        jnp.zeros_like(res),
+        zero_int,
+        zero_bool,
+        jnp.zeros_like(w_extra),
+        jnp.zeros_like(v_extra),
+        jnp.zeros_like(av_extra),
+        jnp.zeros_like(bound),
     )
     return out, tangents_out
 
 
-_partial.defjvp(functools.partial(_partial_rule, higher=False))
-_partial_inner.defjvp(functools.partial(_partial_rule, higher=True))
+# The twin custom_jvp (eigjax._ad): first-order rule outside, NaN on cut pairs inside.
+_partial, _partial_inner = twin_custom_jvp(_partial_primal, _partial_rule, nondiff_argnums=(1, 2))
 
 
 # The generalized pencil A v = w B v, V^H B V = I (B = I when ops[1] is None), forward by
@@ -133,22 +140,16 @@ _partial_inner.defjvp(functools.partial(_partial_rule, higher=True))
 # definite, so the pairing (Pi r)^H T (Pi r) is an inner product) and the further Ritz vectors
 # of the forward as coarse space (_deflated_cg). The solve's operator Pi K Pi^H is Hermitian
 # and its solution map Pi^H (Pi K Pi^H)^+ Pi is too, so custom_linear_solve transposes it.
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _partial_general(params, ops, cfg):
+def _partial_general_primal(params, ops, cfg):
     return _solve_general(params, ops, cfg)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _partial_general_inner(params, ops, cfg):
-    return _solve_general(params, ops, cfg)
-
-
-def _general_rule(ops, cfg, primals, tangents, *, higher):
+def _general_rule(ops, cfg, primals, tangents, *, primal, higher):
     (params,), (params_dot,) = primals, tangents
     a_prm, b_prm, pc_prm = params
     a_dot, b_dot = params_dot[0], params_dot[1]
     a_mm, b_mm, pc = ops
-    out = _partial_general_inner(params, ops, cfg)
+    out = primal(params, ops, cfg)
     w, vc, res, it, conv, w_extra, v_extra, av_extra, bv_extra, bound = out
     v = vc.T  # rows, B-orthonormal
     ya = jax.jvp(lambda prm: a_mm(prm, v), (a_prm,), (a_dot,))[1]  # rows of dA V
@@ -174,8 +175,16 @@ def _general_rule(ops, cfg, primals, tangents, *, higher):
         c = jnp.where(degenerate & ~jnp.eye(cfg.k, dtype=bool), jnp.nan, c)
     elif cfg.degenerate_check:
         phase = jnp.issubdtype(c.dtype, jnp.complexfloating)
-        w_dot, c = guard(w_dot, c, checked_pairs(f), w, name=_FN, mode="hermitian", phase=phase,
-                         debug=cfg.degenerate_check == "debug")
+        w_dot, c = guard(
+            w_dot,
+            c,
+            checked_pairs(f),
+            w,
+            name=_FN,
+            mode="hermitian",
+            phase=phase,
+            debug=cfg.degenerate_check == "debug",
+        )
     inside = _mm(c.T, v)
 
     sign = -1.0 if cfg.largest else 1.0
@@ -191,8 +200,9 @@ def _general_rule(ops, cfg, primals, tangents, *, higher):
         pc_prm_c = jax.lax.stop_gradient(pc_prm)
         precond = lambda r: pi_h(pc(pc_prm_c, pi(r)))
     wd = pi_h(v_extra)
-    solve = lambda _, b: _deflated_cg(inner, pi(b), wd, pi(av_extra), w, sign, cfg.cg_tol, cfg.cg_maxiter,
-                                      precond, bwd=pi(bv_extra))
+    solve = lambda _, b: _deflated_cg(
+        inner, pi(b), wd, pi(av_extra), w, sign, cfg.cg_tol, cfg.cg_maxiter, precond, bwd=pi(bv_extra)
+    )
     rhs = -sign * pi(ya - yb * wc[:, None])
     if jnp.issubdtype(v.dtype, jnp.complexfloating):
         tsolve = lambda _, b: jnp.conj(solve(None, jnp.conj(b)))
@@ -203,11 +213,20 @@ def _general_rule(ops, cfg, primals, tangents, *, higher):
     zero_int = np.zeros(it.shape, dtype=jax.dtypes.float0)
     zero_bool = np.zeros(conv.shape, dtype=jax.dtypes.float0)
     tangents_out = (
-        w_dot, v_dot, jnp.zeros_like(res), zero_int, zero_bool, jnp.zeros_like(w_extra),
-        jnp.zeros_like(v_extra), jnp.zeros_like(av_extra), jnp.zeros_like(bv_extra), jnp.zeros_like(bound),
+        w_dot,
+        v_dot,
+        jnp.zeros_like(res),
+        zero_int,
+        zero_bool,
+        jnp.zeros_like(w_extra),
+        jnp.zeros_like(v_extra),
+        jnp.zeros_like(av_extra),
+        jnp.zeros_like(bv_extra),
+        jnp.zeros_like(bound),
     )
     return out, tangents_out
 
 
-_partial_general.defjvp(functools.partial(_general_rule, higher=False))
-_partial_general_inner.defjvp(functools.partial(_general_rule, higher=True))
+_partial_general, _partial_general_inner = twin_custom_jvp(
+    _partial_general_primal, _general_rule, nondiff_argnums=(1, 2)
+)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from .._hooks import gauge_hook
 from ._blocks import (
     _eigh_small,
     _hermitian_small,
@@ -34,7 +35,7 @@ def _use_dense(cfg: _Config) -> bool:
     return 4 * cfg.p > cfg.n
 
 
-def _solve(params, matmat, cfg: _Config):
+def _solve_unhooked(params, matmat, cfg: _Config):
     """All ``p`` Ritz pairs of the block: the ``k`` wanted (ascending) and the rest, with ``A`` applied to the rest."""
     sign = -1.0 if cfg.largest else 1.0
     op = lambda x: sign * matmat(params, x)
@@ -55,7 +56,7 @@ def _solve(params, matmat, cfg: _Config):
     return w, v.T, r, it, conv, sign * theta[k:], x[k:], sign * ax[k:], bound
 
 
-def _solve_general(params, ops, cfg: _Config):
+def _solve_general_unhooked(params, ops, cfg: _Config):
     """All ``p`` Ritz pairs of the pencil ``(A, B)`` (``B = I`` when ``ops[1]`` is None) by LOBPCG.
 
     Returns the ``k`` wanted pairs (ascending, eigenvectors as B-orthonormal columns), their
@@ -79,3 +80,9 @@ def _solve_general(params, ops, cfg: _Config):
         w, v, r = w[::-1], v[::-1], r[::-1]
     real = jnp.finfo(cfg.dtype).dtype
     return w, v.T, r, it, conv, sign * theta[k:], x[k:], sign * ax[k:], bx[k:], jnp.asarray(jnp.inf, real)
+
+
+# The forward solves, hook points of eigjax.random_gauge (eigjax._hooks): the wanted pairs
+# come first, (w, V as columns, ...), in both.
+_solve = gauge_hook("eigh_partial", _solve_unhooked, kind="partial")
+_solve_general = gauge_hook("eigh_partial_generalized", _solve_general_unhooked, kind="partial")

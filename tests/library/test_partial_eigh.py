@@ -20,21 +20,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import central_fd, hermitian_direction, random_hermitian, rel_err, rng, with_spectrum
 from jax.experimental import sparse as jsparse
 
 import eigjax
-from helpers import central_fd, hermitian_direction, random_hermitian, rel_err, rng, with_spectrum
 
 jit = functools.partial(
     jax.jit, compiler_options={"xla_cpu_use_fusion_emitters": False, "xla_backend_optimization_level": 0}
 )
 
 N = 200
-SPEC = np.sort(np.concatenate([[1.0, 1.5, 2.0, 2.0, 3.0], np.linspace(5.0, 17.0, N - 10), [18.0, 19.0, 19.0, 19.5, 20.0]]))
+SPEC = np.sort(
+    np.concatenate([[1.0, 1.5, 2.0, 2.0, 3.0], np.linspace(5.0, 17.0, N - 10), [18.0, 19.0, 19.0, 19.5, 20.0]])
+)
 WEIGHT = np.sin(np.arange(N * N).reshape(N, N) / 7.0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def matrix():
     return with_spectrum(rng(0), SPEC)
 
@@ -48,7 +50,7 @@ def loss_from(w, v):
     return jnp.sum(w) + jnp.sum((v @ v.T) * WEIGHT)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference_grad(k, which):
     """d loss_from / dA (symmetric) from NumPy's eigh: P_S + sum over i in S, j not in S."""
     w, v = np.linalg.eigh(matrix())
@@ -91,7 +93,8 @@ def test_dense_matches_eigh(k, which, method):
         # trace(V V^T) = k: its cotangent for V lies in the subspace itself and is all
         # rounding once projected out; the solve must not amplify it.
         trace = lambda a: (lambda res: jnp.sum(res.eigenvalues) + jnp.sum(res.eigenvectors**2))(
-            eigjax.eigh_partial(a, k, which=which, method=method))
+            eigjax.eigh_partial(a, k, which=which, method=method)
+        )
         return (*jax.grad(loss, has_aux=True)(a), jax.grad(trace)(a))
 
     g, res, g_trace = run(a)
@@ -205,7 +208,10 @@ def test_layouts_agree(form):
     n, k = 120, 3
     r = rng(7)
     if form == "operator":
-        x0 = (jnp.asarray(np.linspace(0.0, 6.0, n) + 0.3 * r.standard_normal(n)), jnp.asarray(0.5 + 0.2 * r.standard_normal(n - 1)))
+        x0 = (
+            jnp.asarray(np.linspace(0.0, 6.0, n) + 0.3 * r.standard_normal(n)),
+            jnp.asarray(0.5 + 0.2 * r.standard_normal(n - 1)),
+        )
         solve = lambda prm, layout: eigjax.eigh_partial(tridiagonal, k, params=prm, n=n, layout=layout)
     else:
         dt = np.complex128 if form == "dense_complex" else np.float64
@@ -214,7 +220,9 @@ def test_layouts_agree(form):
             a = np.where(np.abs(a) > 0.05, a, 0.0)  # sparse-ish, still symmetric
             idx = np.argwhere(a != 0).astype(np.int32)
             x0 = jnp.asarray(a[idx[:, 0], idx[:, 1]])
-            solve = lambda data, layout: eigjax.eigh_partial(jsparse.BCOO((data, jnp.asarray(idx)), shape=a.shape), k, layout=layout)
+            solve = lambda data, layout: eigjax.eigh_partial(
+                jsparse.BCOO((data, jnp.asarray(idx)), shape=a.shape), k, layout=layout
+            )
         else:
             x0 = jnp.asarray(a)
             solve = lambda m, layout: eigjax.eigh_partial(m, k, which="largest", layout=layout)
@@ -268,7 +276,9 @@ def test_complex_iterative_path(method):
     @jit
     def run(a, da):
         # One forward: linearize gives forward mode, its transpose reverse mode.
-        f = lambda a: (lambda res: (proj(res.eigenvectors), res))(eigjax.eigh_partial(a, 2, which="largest", method=method))
+        f = lambda a: (lambda res: (proj(res.eigenvectors), res))(
+            eigjax.eigh_partial(a, 2, which="largest", method=method)
+        )
         (_, res), f_jvp = jax.linearize(f, a)
         dp = f_jvp(da)[0]
         (g,) = jax.linear_transpose(lambda t: f_jvp(t)[0], a)(jnp.conj(da))

@@ -110,8 +110,12 @@ def test_bcoo_pencil_matches_eigh_generalized():
     @jit
     def run(da, db):
         def loss(da, db):
-            res = eigjax.eigh_partial(jsparse.BCOO((da, sa.indices), shape=sa.shape), K,
-                                      b=jsparse.BCOO((db, sb.indices), shape=sb.shape), precond="jacobi")
+            res = eigjax.eigh_partial(
+                jsparse.BCOO((da, sa.indices), shape=sa.shape),
+                K,
+                b=jsparse.BCOO((db, sb.indices), shape=sb.shape),
+                precond="jacobi",
+            )
             return loss_from(res.eigenvalues, res.eigenvectors), res
 
         return jax.grad(loss, argnums=(0, 1), has_aux=True)(da, db)
@@ -154,7 +158,10 @@ def test_matrix_free_pencil_grad_matches_fd():
     """A stiffness-like A(p) and a mass-like B(q), both tridiagonal and matrix-free."""
     n, k = 150, 3
     r = rng(12)
-    pa = (jnp.asarray(2.0 + np.linspace(0, 3, n) + 0.3 * r.standard_normal(n)), jnp.asarray(-1.0 + 0.1 * r.standard_normal(n - 1)))
+    pa = (
+        jnp.asarray(2.0 + np.linspace(0, 3, n) + 0.3 * r.standard_normal(n)),
+        jnp.asarray(-1.0 + 0.1 * r.standard_normal(n - 1)),
+    )
     pb = (jnp.asarray(4.0 + r.uniform(0, 1, n)), jnp.asarray(1.0 + 0.1 * r.standard_normal(n - 1)))
     weight = jnp.asarray(r.standard_normal(n))
     dirs = tuple(jnp.asarray(r.standard_normal(x.shape)) for x in (*pa, *pb))
@@ -185,6 +192,7 @@ def test_preconditioners_agree():
         outs = []
         for bb in (None, b):
             for pc, pp in ((None, None), ("jacobi", None), ("polynomial", None), (user, inv_diag)):
+
                 def loss(a, bb, pc=pc, pp=pp):
                     res = eigjax.eigh_partial(a, K, b=bb, method="lobpcg", precond=pc, precond_params=pp)
                     return loss_from(res.eigenvalues, res.eigenvectors), res
@@ -255,7 +263,9 @@ def test_complex_pencil_matches_eigh_generalized():
 
     (_, res), g_part = jit(jax.value_and_grad(partial, argnums=(0, 1), has_aux=True))(a, b)
     g_dense = jax.grad(dense, argnums=(0, 1))(a, b)
-    np.testing.assert_allclose(res.eigenvalues, scipy.linalg.eigh(np.asarray(a), np.asarray(b), eigvals_only=True)[:k], rtol=1e-10)
+    np.testing.assert_allclose(
+        res.eigenvalues, scipy.linalg.eigh(np.asarray(a), np.asarray(b), eigvals_only=True)[:k], rtol=1e-10
+    )
     for x, y in zip(g_part, g_dense):
         assert rel_err(x, y) < 1e-8
 

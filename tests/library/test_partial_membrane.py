@@ -34,7 +34,7 @@ def test_fundamental_and_gradient_match_scipy_and_fd(problem_data):
     lam, g = jax.jit(jax.value_and_grad(membrane.fundamental))(rho, data)
     chk = membrane.check_density(M, np.asarray(rho))
     np.testing.assert_allclose(float(lam), chk["lambda_1"], rtol=1e-10)
-    np.testing.assert_allclose(np.asarray(g), -chk["lambda_1"] ** 2 * chk["grad_inverse"], rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(g), -(chk["lambda_1"] ** 2) * chk["grad_inverse"], rtol=1e-7, atol=1e-12)
     d = jnp.asarray(rng(21).standard_normal(rho.shape))
     fd = central_fd(lambda t: membrane.fundamental(rho + t * d, data), 0.0, 1.0, h=1e-4)
     assert abs(float(jnp.sum(g * d)) - float(fd)) <= 1e-7 * abs(float(fd))
