@@ -15,8 +15,8 @@ Lanczos steps run from every row of the random start block (largest Ritz value p
 last residual norm, Zhou & Li 2011; no basis is stored), raised if a Ritz value of the
 block ever reaches it. The degree of each filter is what would reach the tolerance if
 the current rate held, at least 6, at most 1.5 times the previous one (so the cut is
-refined while it is still far from ``lambda_{p+1}``: measured 20% fewer products on a
-grid Laplacian) and at most what keeps the amplification spread inside the block below
+refined while it is still far from ``lambda_{p+1}``: fewer products on a grid Laplacian,
+benchmarks/results_partial.md) and at most what keeps the amplification spread inside the block below
 ``eps**-0.5`` (so the QR loses no accuracy). The ``k`` largest are the ``k`` smallest of
 ``-A``.
 
@@ -52,9 +52,9 @@ solved densely. Blocks are stored as rows, shape ``(p, n)``, except in the two h
 (``layout="columns"``) run on columns, shape ``(n, p)``: there a matrix-free ``matvec`` is
 ``vmap``-ed over the trailing axis, so each gather ``x[idx]`` reads ``p`` contiguous
 values and the operator's own index and weight arrays are read once per block, not once
-per vector (the grid benchmark's forward: 5.9 s on rows, 3.1 s on columns). A BCOO matrix whose indices are concrete (not
+per vector (the grid benchmark's forward: BENCHMARKS.md, "Partial eigh vs scipy eigsh", and benchmarks/results_partial.md). A BCOO matrix whose indices are concrete (not
 traced) is converted once to a padded row (ELL) layout whose product is gathers only
-(XLA's scatter-add is several times slower on CPU).
+(XLA's scatter-add is slower on CPU: benchmarks/results_partial.md).
 
 Derivative (docs/derivatives.md). For the computed pairs ``(w_i, v_i)``, ``V = [v_i]``
 spanning ``S``, ``Y = dA V`` (``jax.jvp`` of the operator in its parameters) and
@@ -82,7 +82,7 @@ sign is flipped), so conjugate gradients apply. The solver is deflated, precondi
   below ``lo + hi``, so it is symmetric positive definite even where ``lo`` is only an
   estimate, and CG is left a condition number of about 5: a few tens of iterations, each
   ``m`` cheap products, instead of hundreds of iterations each paying projections and
-  inner products (measured 5x faster on a grid Laplacian with n = 100,000). The Krylov
+  inner products (benchmarks/results_partial.md, "What changed"). The Krylov
   method has no spectral bound and runs deflated CG alone.
 
 The solution does not depend on ``W`` or the preconditioner (they only accelerate). The

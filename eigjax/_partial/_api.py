@@ -196,10 +196,10 @@ def eigh_partial(
         derivative's preconditioner): ``"columns"`` (``(n, p)``; the operator is applied
         to ``p`` columns at once, so a gather ``x[idx]`` reads ``p`` contiguous values and
         the operator's index arrays are read once per block) or ``"rows"`` (``(p, n)``).
-        Only speed depends on it. Columns made the grid benchmark's forward 1.9x
-        faster; XLA lays out some gather patterns badly on columns (an operator built
-        from several degree-bucketed tables and a permutation ran 4x slower there), so
-        time both for a new operator. ``benchmarks/results_partial.md`` has the numbers.
+        Only speed depends on it. Columns made the grid benchmark's forward faster;
+        XLA lays out some gather patterns badly on columns (an operator built from
+        several degree-bucketed tables and a permutation ran slower there), so time
+        both for a new operator. ``benchmarks/results_partial.md`` has the numbers.
       degenerate_check: reverse mode tests the cotangent on each degenerate pair inside
         the block and returns NaN where the cut rule would be wrong (see
         :func:`eigjax.eigh`). ``None`` (default): ``True``; ``False`` trusts the loss;

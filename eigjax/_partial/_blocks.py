@@ -22,7 +22,7 @@ def _eigh_small(h):
 
 def _start_block(shape, dtype, seed: int):
     """Deterministic pseudo-random block, uniform in [-1/2, 1/2) (an integer hash: compiles
-    far faster than ``jax.random``, and a start block needs no statistical quality)."""
+    faster than ``jax.random``, and a start block needs no statistical quality)."""
     size = math.prod(shape)
 
     def uniform(salt):

@@ -26,7 +26,7 @@ def _lanczos_bounds(op, x0, steps: int):
     of the last Lanczos residual). One row would do; running the whole block costs
     ``steps`` block products (negligible next to the filters), gives the most cautious
     bound, and keeps XLA on its matrix-matrix path (a single-vector dense product compiles
-    ten times slower on CPU). No reorthogonalisation: lost orthogonality only repeats
+    much more slowly on CPU). No reorthogonalisation: lost orthogonality only repeats
     converged Ritz values. After a breakdown (an invariant subspace reached) the remaining
     steps add zeros to the tridiagonal matrix, which can only lower the smallest / raise
     the largest Ritz value: both stay safe for the filter.
@@ -61,7 +61,7 @@ def _chebyshev_filter(op_l, x, pairs, cut, upper, scale_at, cols):
 
     Scaled three-term recurrence (Zhou & Saad 2007, Algorithm 3.2), two steps per loop
     iteration so that the loop carry is never swapped (a swap costs XLA two block copies
-    per step, measured 40% of the step); the first step is a loop step with its own
+    per step: benchmarks/results_partial.md); the first step is a loop step with its own
     coefficients, so the operator appears twice in the program, not three times.
     """
     e = (upper - cut) / 2
