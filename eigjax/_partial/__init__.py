@@ -52,9 +52,10 @@ solved densely. Blocks are stored as rows, shape ``(p, n)``, except in the two h
 (``layout="columns"``) run on columns, shape ``(n, p)``: there a matrix-free ``matvec`` is
 ``vmap``-ed over the trailing axis, so each gather ``x[idx]`` reads ``p`` contiguous
 values and the operator's own index and weight arrays are read once per block, not once
-per vector (the grid benchmark's forward: BENCHMARKS.md, "Partial eigh vs scipy eigsh", and benchmarks/results_partial.md). A BCOO matrix whose indices are concrete (not
-traced) is converted once to a padded row (ELL) layout whose product is gathers only
-(XLA's scatter-add is slower on CPU: benchmarks/results_partial.md).
+per vector (the grid benchmark's forward: BENCHMARKS.md, "Partial eigh vs scipy eigsh",
+and benchmarks/results_partial.md). A BCOO matrix whose indices are concrete (not traced)
+is converted once to a padded row (ELL) layout whose product is gathers only (XLA's
+scatter-add is slower on CPU: benchmarks/results_partial.md).
 
 Derivative (docs/derivatives.md). For the computed pairs ``(w_i, v_i)``, ``V = [v_i]``
 spanning ``S``, ``Y = dA V`` (``jax.jvp`` of the operator in its parameters) and
