@@ -381,17 +381,21 @@ def _threefry2x32(k0: int, k1: int, x0: jax.Array, x1: jax.Array) -> tuple[jax.A
     return x0 + ks[5 % 3], x1 + ks[6 % 3] + u(5)
 
 
-def _normals(seed: int, rows, m: int, dtype) -> jax.Array:
-    """``(len(rows), m)`` standard normals; entry ``(i, j)`` depends on ``(seed, rows[i], j)`` only.
+def _normals(seed: int, rows, m: int, dtype, var=1.0) -> jax.Array:
+    """``(len(rows), m)`` normals of variance ``var`` (a number, or one per column); entry ``(i, j)``
+    depends on ``(seed, rows[i], j)`` only.
 
     Counter-based: the Threefry-2x32 hash (:func:`_threefry2x32`, the generator of
     ``jax.random``, keyed as ``PRNGKey(seed)``) of the counter ``(row, h)`` gives 64 bits: two
     float32 normals (entries ``h`` and ``h + ceil(m / 2)``), or one float64. Each word becomes
-    a uniform ``u`` on the symmetric open grid ``(k + 1/2) 2^(1 - p) - 1`` in ``(-1, 1)``
-    (``p`` = 23 or 52 mantissa bits: mean exactly 0, never +-1) and then ``sqrt(2) erfinv(u)``,
+    a uniform ``u`` on the symmetric open grid ``(2k + 1) 2^-p - 1`` in ``(-1, 1)`` (``p`` = 23
+    or 52 mantissa bits, ``2^p`` points: mean exactly 0, never +-1) and then ``sqrt(2) erfinv(u)``,
     the map of ``jax.random.normal``: one normal per word, elementwise (on XLA:CPU about 2x
     faster than Box-Muller's log, sqrt, cos and sin per pair once the hash is cheap). The
-    tails end at 5.5 sigma (float32). Elementwise over the whole chunk in one program: no
+    tails end at 5.5 sigma (float32). The scale ``sqrt(2 var)`` is one constant per column:
+    one rounding, which XLA cannot reassociate with another constant differently for another
+    chunk shape (two multiplications did: 1-ulp differences in a chunk of one row).
+    Elementwise over the whole chunk in one program: no
     per-row key derivation, nothing that depends on the chunk or the process a row falls in.
     """
     dtype = np.dtype(dtype)
@@ -407,18 +411,20 @@ def _normals(seed: int, rows, m: int, dtype) -> jax.Array:
         bits = (o0.astype(jnp.uint64) << jnp.uint64(32)) | o1.astype(jnp.uint64)
         uint, nbits = jnp.uint64, 64
     nmant = np.finfo(dtype).nmant
-    two_bits = np.array(2.0, dtype).view(np.dtype(f"uint{nbits}"))
-    # [2, 4): the top mantissa bits under the exponent of 2.0; minus 3: [-1, 1) in steps of 2^(1 - p)
-    u = jax.lax.bitcast_convert_type((bits >> uint(nbits - nmant)) | uint(two_bits), dtype) - np.array(3.0, dtype)
-    u = u + np.array(2.0**-nmant, dtype)  # exact: the grid's midpoints, symmetric about 0
-    return np.array(np.sqrt(2.0), dtype) * jax.scipy.special.erfinv(u)
+    sint = jnp.int32 if nbits == 32 else jnp.int64
+    # the top p + 1 bits, made odd, less 2^p: the odd integers of (-2^p, 2^p), exact in integers
+    # and in the float (|t| < 2^p), then an exact power-of-two scale: no rounding anywhere
+    t = ((bits >> uint(nbits - nmant - 1)) | uint(1)).astype(sint) - sint(2**nmant)
+    u = t.astype(dtype) * np.array(2.0**-nmant, dtype)
+    scale = np.broadcast_to(np.sqrt(2.0 * np.asarray(var, np.float64)), (m,)).astype(dtype)
+    return jax.scipy.special.erfinv(u) * scale[None, :]
 
 
 def _generate(kind, seed, n, dtype, rows):
     """Row ``rows[i]`` of generator ``kind``: a function of ``(seed, rows[i])`` only.
 
     ``random_symmetric`` draws only the upper triangle, ``n (n + 1) / 2`` normals, row by row:
-    the diagonal ``N(0, 1)`` and the off-diagonal ``N(0, 1/2)`` (the normal times ``sqrt(1/2)``),
+    the diagonal ``N(0, 1)`` and the off-diagonal ``N(0, 1/2)`` (``erfinv(u)`` itself),
     mirrored: the distribution of ``(x + x^T) / 2`` for ``x`` of independent standard normals
     (the Gaussian orthogonal ensemble up to scale), which the first stream drew from ``n^2``
     normals. ``random_general``: ``n^2`` standard normals. ``planted_degenerate``: ``Q diag(w) Q^T``
@@ -426,8 +432,7 @@ def _generate(kind, seed, n, dtype, rows):
     """
     if kind == "random_symmetric":
         iu, ju = np.triu_indices(n)
-        z = _normals(seed, rows, len(iu), dtype)
-        z = z * np.where(iu == ju, 1.0, np.sqrt(0.5)).astype(dtype)[None, :]
+        z = _normals(seed, rows, len(iu), dtype, var=np.where(iu == ju, 1.0, 0.5))
         pos = np.zeros((n, n), int)
         pos[iu, ju] = pos[ju, iu] = np.arange(len(iu))
         if n > 8:  # a gather: one op, whatever n (n^2 slices compile for minutes at n = 64)
