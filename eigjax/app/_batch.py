@@ -340,7 +340,7 @@ class _Shards:
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
-# Threefry-2x32 rotation constants (Salmon et al. 2011, Table 4; Random123 ``threefry.h``)
+# Threefry-2x32 rotation constants (Salmon et al. 2011; Random123 ``threefry.h``, R_32x2)
 _THREEFRY_ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)
 
 
@@ -371,17 +371,17 @@ def _threefry2x32(k0: int, k1: int, x0: jax.Array, x1: jax.Array) -> tuple[jax.A
         return x0 + ks_i[i % 3], x1 + ks_i[(i + 1) % 3] + i.astype(u)
 
     def eight(step, x):  # rounds 8 step .. 8 step + 7 and two injections
-        x0, x1 = rounds(*x, _THREEFRY_ROTATIONS[:4])
+        x0, x1 = rounds(x[0], x[1], _THREEFRY_ROTATIONS[:4])
         x0, x1 = inject(x0, x1, 2 * step + 1)
         x0, x1 = rounds(x0, x1, _THREEFRY_ROTATIONS[4:])
         return inject(x0, x1, 2 * step + 2)
 
     x = jax.lax.fori_loop(0, 2, eight, (x0 + ks[0], x1 + ks[1]))
-    x0, x1 = rounds(*x, _THREEFRY_ROTATIONS[:4])  # rounds 16 .. 19
+    x0, x1 = rounds(x[0], x[1], _THREEFRY_ROTATIONS[:4])  # rounds 16 .. 19
     return x0 + ks[5 % 3], x1 + ks[6 % 3] + u(5)
 
 
-def _normals(seed: int, rows, m: int, dtype, var=1.0) -> jax.Array:
+def _normals(seed: int, rows, m: int, dtype, var: float | np.ndarray = 1.0) -> jax.Array:
     """``(len(rows), m)`` normals of variance ``var`` (a number, or one per column); entry ``(i, j)``
     depends on ``(seed, rows[i], j)`` only.
 
