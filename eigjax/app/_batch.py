@@ -30,10 +30,14 @@ key `<key>`: expected <what>, got <value>``; :class:`BatchRunError` for the dire
 the machine).
 
 Generators are deterministic per row and counter-based: row ``i``'s normals come from
-Threefry hashes of the counters ``(i, j)`` under ``PRNGKey(seed)`` (:func:`_normals`),
-drawn inside the program that computes the chunk (no host copy), so results do not
-depend on chunking, device count, process count or interruption. Its throughput against
-the computation it feeds: BENCHMARKS.md, "Batch evaluation across processes".
+Threefry-2x32 hashes of the counters ``(i, j)`` under ``PRNGKey(seed)``, one normal per
+32-bit word by ``sqrt(2) erfinv`` (:func:`_normals`; ``random_symmetric`` draws only the
+upper triangle, :func:`_generate`), drawn inside the program that computes the chunk (no
+host copy), so results do not depend on chunking, device count, process count or
+interruption. The stream has an id in the config's fingerprint (``threefry-counter-erfinv-2``
+since the generator became faster; rows of an older stream are not resumed into). Its
+throughput against the computation it feeds: ``benchmarks/bench_batch_generator.py``,
+``benchmarks/results_batch.md``.
 
 Multi-process, multi-host (tested with 2 and 3 local CPU processes,
 ``tests/app/test_distributed.py``): when ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``
@@ -336,52 +340,110 @@ class _Shards:
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
 
-def _normals(seed: int, rows, m: int, dtype) -> jax.Array:
-    """``(len(rows), m)`` standard normals; entry ``(i, j)`` depends on ``(seed, rows[i], j)`` only.
+# Threefry-2x32 rotation constants (Salmon et al. 2011; Random123 ``threefry.h``, R_32x2)
+_THREEFRY_ROTATIONS = (13, 15, 26, 6, 17, 29, 16, 24)
 
-    Counter-based: the Threefry-2x32 hash (the generator of ``jax.random``, keyed as
-    ``PRNGKey(seed)``) of the counter ``(row, h)`` gives 64 bits: two float32 uniforms, or
-    one float64 uniform; pairs of uniforms become pairs of normals by Box-Muller
-    (``sqrt(-2 log u1) (cos, sin)(2 pi u2)``; on XLA:CPU ``erfinv``, the map of
-    ``jax.random.normal``, costs about 1.5x the hash). Elementwise over the whole chunk in one
-    program: no per-row key derivation, nothing that depends on the chunk or the process
-    a row falls in.
+
+def _threefry2x32(k0: int, k1: int, x0: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Threefry-2x32 with 20 rounds of the counters ``(x0, x1)`` (uint32) under the key ``(k0, k1)``.
+
+    The hash of Salmon, Moraes, Dror and Shaw, "Parallel random numbers: as easy as 1, 2, 3"
+    (SC'11), with the default 20 rounds (Crush-resistant from 13; the rest is their safety
+    margin): bit-identical to ``jax.extend.random.threefry2x32_p``, the hash of ``jax.random``
+    (tested, with Random123's known-answer vectors). Written in ``jax.numpy`` because that
+    primitive lowers on XLA:CPU to a scalar kernel (about 1e7 rows/s of 5 hashes, the old
+    bound); the rounds run in a ``fori_loop`` of 8 rounds a step, which keeps XLA:CPU from
+    fusing all 20 with the normal map into one loop body that LLVM no longer vectorizes
+    (measured: 4-6x slower fused).
     """
-    from jax.extend.random import threefry2x32_p
+    u = jnp.uint32
+    ks = (u(k0), u(k1), u(k0 ^ k1 ^ 0x1BD11BDA))
 
+    def rounds(x0, x1, rots):
+        for r in rots:
+            x0 = x0 + x1
+            x1 = (x1 << u(r)) | (x1 >> u(32 - r))
+            x1 = x1 ^ x0
+        return x0, x1
+
+    def inject(x0, x1, i):  # the key schedule after every 4 rounds; i is traced in the loop
+        ks_i = jnp.stack(ks)
+        return x0 + ks_i[i % 3], x1 + ks_i[(i + 1) % 3] + i.astype(u)
+
+    def eight(step, x):  # rounds 8 step .. 8 step + 7 and two injections
+        x0, x1 = rounds(x[0], x[1], _THREEFRY_ROTATIONS[:4])
+        x0, x1 = inject(x0, x1, 2 * step + 1)
+        x0, x1 = rounds(x0, x1, _THREEFRY_ROTATIONS[4:])
+        return inject(x0, x1, 2 * step + 2)
+
+    x = jax.lax.fori_loop(0, 2, eight, (x0 + ks[0], x1 + ks[1]))
+    x0, x1 = rounds(x[0], x[1], _THREEFRY_ROTATIONS[:4])  # rounds 16 .. 19
+    return x0 + ks[5 % 3], x1 + ks[6 % 3] + u(5)
+
+
+def _normals(seed: int, rows, m: int, dtype, var: float | np.ndarray = 1.0) -> jax.Array:
+    """``(len(rows), m)`` normals of variance ``var`` (a number, or one per column); entry ``(i, j)``
+    depends on ``(seed, rows[i], j)`` only.
+
+    Counter-based: the Threefry-2x32 hash (:func:`_threefry2x32`, the generator of
+    ``jax.random``, keyed as ``PRNGKey(seed)``) of the counter ``(row, h)`` gives 64 bits: two
+    float32 normals (entries ``h`` and ``h + ceil(m / 2)``), or one float64. Each word becomes
+    a uniform ``u`` on the symmetric open grid ``(2k + 1) 2^-p - 1`` in ``(-1, 1)`` (``p`` = 23
+    or 52 mantissa bits, ``2^p`` points: mean exactly 0, never +-1) and then ``sqrt(2) erfinv(u)``,
+    the map of ``jax.random.normal``: one normal per word, elementwise (on XLA:CPU about 2x
+    faster than Box-Muller's log, sqrt, cos and sin per pair once the hash is cheap). The
+    tails end at 5.5 sigma (float32). The scale ``sqrt(2 var)`` is one constant per column:
+    one rounding, which XLA cannot reassociate with another constant differently for another
+    chunk shape (two multiplications did: 1-ulp differences in a chunk of one row).
+    Elementwise over the whole chunk in one program: no
+    per-row key derivation, nothing that depends on the chunk or the process a row falls in.
+    """
     dtype = np.dtype(dtype)
-    k1, k2 = np.uint32(seed >> 32), np.uint32(seed & 0xFFFFFFFF)
-    pairs = -(-m // 2)
-    nh = pairs if dtype == np.float32 else 2 * pairs  # hashes per row
+    k0, k1 = (seed >> 32) & 0xFFFFFFFF, seed & 0xFFFFFFFF
+    half = -(-m // 2)
+    nh = half if dtype == np.float32 else m  # hashes per row
     x0 = jnp.broadcast_to(rows.astype(jnp.uint32)[:, None], (rows.shape[0], nh))
     x1 = jnp.broadcast_to(jnp.arange(nh, dtype=jnp.uint32)[None, :], (rows.shape[0], nh))
-    o0, o1 = threefry2x32_p.bind(jnp.broadcast_to(k1, x0.shape), jnp.broadcast_to(k2, x0.shape), x0, x1)
+    o0, o1 = _threefry2x32(k0, k1, x0, x1)
     if dtype == np.float32:
-        b1, b2, uint, nbits = o0, o1, jnp.uint32, 32
+        bits, uint, nbits = jnp.concatenate([o0, o1], axis=1)[:, :m], jnp.uint32, 32
     else:
         bits = (o0.astype(jnp.uint64) << jnp.uint64(32)) | o1.astype(jnp.uint64)
-        b1, b2, uint, nbits = bits[:, :pairs], bits[:, pairs:], jnp.uint64, 64
-    one = np.array(1.0, dtype)
-    one_bits = one.view(np.dtype(f"uint{nbits}"))
-    shift = uint(nbits - np.finfo(dtype).nmant)
-
-    def unit(b):  # [0, 1): the mantissa bits under the exponent of 1.0
-        return jax.lax.bitcast_convert_type((b >> shift) | uint(one_bits), dtype) - one
-
-    radius = jnp.sqrt(np.array(-2.0, dtype) * jnp.log(one - unit(b1)))  # 1 - u in (0, 1]
-    theta = np.array(2 * np.pi, dtype) * unit(b2)
-    return jnp.concatenate([radius * jnp.cos(theta), radius * jnp.sin(theta)], axis=1)[:, :m]
+        uint, nbits = jnp.uint64, 64
+    nmant = np.finfo(dtype).nmant
+    sint = jnp.int32 if nbits == 32 else jnp.int64
+    # the top p + 1 bits, made odd, less 2^p: the odd integers of (-2^p, 2^p), exact in integers
+    # and in the float (|t| < 2^p), then an exact power-of-two scale: no rounding anywhere
+    t = ((bits >> uint(nbits - nmant - 1)) | uint(1)).astype(sint) - sint(2**nmant)
+    u = t.astype(dtype) * np.array(2.0**-nmant, dtype)
+    scale = np.broadcast_to(np.sqrt(2.0 * np.asarray(var, np.float64)), (m,)).astype(dtype)
+    return jax.scipy.special.erfinv(u) * scale[None, :]
 
 
 def _generate(kind, seed, n, dtype, rows):
-    """Row ``rows[i]`` of generator ``kind``: a function of ``(seed, rows[i])`` only."""
+    """Row ``rows[i]`` of generator ``kind``: a function of ``(seed, rows[i])`` only.
+
+    ``random_symmetric`` draws only the upper triangle, ``n (n + 1) / 2`` normals, row by row:
+    the diagonal ``N(0, 1)`` and the off-diagonal ``N(0, 1/2)`` (``erfinv(u)`` itself),
+    mirrored: the distribution of ``(x + x^T) / 2`` for ``x`` of independent standard normals
+    (the Gaussian orthogonal ensemble up to scale), which the first stream drew from ``n^2``
+    normals. ``random_general``: ``n^2`` standard normals. ``planted_degenerate``: ``Q diag(w) Q^T``
+    with ``Q`` from the QR of ``n^2`` normals and ``w`` sorted normals, the two smallest equal.
+    """
+    if kind == "random_symmetric":
+        iu, ju = np.triu_indices(n)
+        z = _normals(seed, rows, len(iu), dtype, var=np.where(iu == ju, 1.0, 0.5))
+        pos = np.zeros((n, n), int)
+        pos[iu, ju] = pos[ju, iu] = np.arange(len(iu))
+        if n > 8:  # a gather: one op, whatever n (n^2 slices compile for minutes at n = 64)
+            return jnp.take(z, pos.reshape(-1), axis=1).reshape(-1, n, n)
+        # n^2 static slices fuse into one elementwise loop: 3x faster than the gather on XLA:CPU at n = 3
+        return jnp.stack([z[:, pos[i, j]] for i in range(n) for j in range(n)], axis=1).reshape(-1, n, n)
     m = n * n + (n if kind == "planted_degenerate" else 0)
     z = _normals(seed, rows, m, dtype)
     x = z[:, : n * n].reshape(-1, n, n)
     if kind == "random_general":
         return x
-    if kind == "random_symmetric":
-        return (x + jnp.swapaxes(x, -1, -2)) / 2
     q, r = jnp.linalg.qr(x)
     q = q * jnp.where(jnp.diagonal(r, axis1=-2, axis2=-1) < 0, -1.0, 1.0).astype(dtype)[:, None, :]
     w = jnp.sort(z[:, n * n :], axis=-1)
@@ -445,7 +507,8 @@ def _fingerprint(cfg, count, n, dtype):
         stamps = [[os.path.basename(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths]
         stamp = [stamps[0][1], stamps[0][2]] if not os.path.isdir(inp["path"]) else stamps
     # the generator's stream (counter-based since issue 17): rows of an older stream are not resumed into
-    stream = "threefry-counter-box-muller-1" if "generator" in inp else None
+    # ("-2": Threefry-2x32-20, one normal per 32-bit word by erfinv, random_symmetric from its upper triangle)
+    stream = "threefry-counter-erfinv-2" if "generator" in inp else None
     blob = json.dumps(
         {
             "cfg": {k: v for k, v in cfg.items() if k != "progress"},
@@ -694,8 +757,8 @@ class _Progress:
             )
         if fp != self.fp:
             raise BatchConfigError(
-                f"batch_eval: cannot resume: the config or the input file (its size or modification "
-                f"time) differs from the run in {path}"
+                f"batch_eval: cannot resume: the config, the input file (its size or modification "
+                f"time) or the generator's stream (rows drawn by another eigjax version) differs from the run in {path}"
             )
         if not all(0 <= c < self.nchunks for c in done):
             raise BatchRunError(
