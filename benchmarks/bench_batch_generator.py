@@ -5,7 +5,7 @@ Two parts, in one run:
 1. In-process, steady state (one chunk of --chunk rows after compilation; medians of
    --repeats interleaved repeats, benchmarks/_timing.py):
      generator      the evaluator's generator alone (random_symmetric 3x3 float32, the
-                    jitted ``_generate`` of ``_Source``), rows -> matrices on the device;
+                    jitted ``generate_matrices`` of ``batch_input``), rows -> matrices on the device;
      generator-v1   the previous stream's generator (Threefry primitive, n^2 normals by
                     Box-Muller, (x + x^T) / 2), kept here for the comparison only;
      compute        the evaluator's jitted chunk function on matrices already on the
@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import medians  # noqa: E402
 
-from eigjax.app._batch import _generate, _make_fn, _Source  # noqa: E402
+from eigjax.app import batch_function, batch_input, generate_matrices  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = {"op": "eigh", "vectors": True, "grad_loss": "sum_squares"}
@@ -71,14 +71,14 @@ def generate_v1(seed, n, rows):
 
 def in_process(chunk, repeats):
     inp = {"generator": "random_symmetric", "n": 3, "count": chunk, "seed": 0, "dtype": "float32"}
-    src = _Source(inp)
+    src = batch_input(inp)
     devices = jax.local_devices()
     mesh = jax.sharding.Mesh(np.array(devices), ("batch",))
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("batch"))
-    compute = _make_fn(CFG)
+    compute = batch_function(CFG)
     chunk_fn = jax.jit(compute, in_shardings=sharding, out_shardings=sharding)  # as _compute builds it
     fused = jax.jit(
-        lambda r: compute(_generate("random_symmetric", 0, 3, np.dtype("float32"), r)),
+        lambda r: compute(generate_matrices("random_symmetric", 0, 3, np.dtype("float32"), r)),
         in_shardings=sharding,
         out_shardings=sharding,
     )
@@ -103,7 +103,7 @@ def in_process(chunk, repeats):
 
 def whole_runs(count, runs, workdir):
     path = os.path.join(workdir, "in.npy")
-    rows = _Source({"generator": "random_symmetric", "n": 3, "count": count, "seed": 0, "dtype": "float32"})
+    rows = batch_input({"generator": "random_symmetric", "n": 3, "count": count, "seed": 0, "dtype": "float32"})
     np.save(path, rows.rows(0, count))
     env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
     base = [sys.executable, "-m", "eigjax", "run", "batch_eval", "--no-progress"]

@@ -9,6 +9,9 @@ batch evaluator. It needs the ``app`` extra (optax, pyyaml, tqdm, matplotlib):
   (``resolve_config(load_config(path)) -> (cfg, module, problem)``); :func:`make_optimizer`:
   the optax optimizer a config's ``optimizer:`` block names (``benchmarks/bench_runner.py``
   rebuilds the runner's loop with these).
+* :func:`batch_input`, :func:`generate_matrices`, :func:`batch_function`: the batch
+  evaluator's pieces (its input source by row range, the synthetic generator's rows, the
+  per-chunk computation), for benchmarks (``benchmarks/bench_batch_generator.py``).
 * :func:`run_check`: the entry point of ``eigjax check`` (``run_check(argv) -> exit
   status``), without the command line.
 * :class:`ConfigError` (also named :class:`BatchConfigError`): an invalid config.
@@ -21,6 +24,9 @@ Example:
     0
 """
 
+from ._batch import _generate as generate_matrices
+from ._batch import _make_fn as batch_function
+from ._batch import _Source as batch_input
 from ._batch import run_batch_eval as run_batch_eval
 from ._check import run_check as run_check
 from ._config import load_yaml as load_config
@@ -34,6 +40,9 @@ __all__ = [
     "BatchConfigError",
     "ConfigError",
     "Experiment",
+    "batch_function",
+    "batch_input",
+    "generate_matrices",
     "load_config",
     "make_optimizer",
     "resolve_config",
