@@ -230,7 +230,6 @@ def test_degenerate_pencil_group_sum(dtype):
     assert abs(_lin(ga, gb, da, db) - fd) < 1e-8 * max(1.0, abs(fd))
 
 
-
 def test_single_eigenvalue_of_a_group_depends_on_the_gauge():
     # Documented: one eigenvalue of a degenerate group has no derivative; its returned
     # gradient changes with the basis of the group (eigjax.random_gauge re-gauges the
@@ -243,6 +242,7 @@ def test_single_eigenvalue_of_a_group_depends_on_the_gauge():
     assert not bool(single.invariant) and float(single.grad_change) > 1e-3
     pair = eigjax.check_gauge_invariance(lambda x: jnp.sum(eigjax.eigvalsh_generalized(x, b)[:2]), a)
     assert bool(pair.invariant)
+
 
 # ---------------------------------------------------------------------------
 # Second derivatives
