@@ -30,6 +30,7 @@ from ._eigh import EighResult as EighResult
 from ._eigh import eigh as eigh
 from ._eigh import eigvalsh as eigvalsh
 from ._generalized_eigh import eigh_generalized as eigh_generalized
+from ._generalized_eigh import eigvalsh_generalized as eigvalsh_generalized
 from ._matfun import expm as expm
 from ._matfun import inv_sqrtm as inv_sqrtm
 from ._matfun import logm as logm

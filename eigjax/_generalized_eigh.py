@@ -37,9 +37,19 @@ degenerate pairs (where the cut would give a wrong finite second derivative).
 Not positive definite ``B``: the Cholesky factorisation fails and every output is NaN
 (never an exception under ``jit``). ``check=True`` raises a ``ValueError`` instead when
 ``b`` is concrete.
+
+Values only (:func:`eigvalsh_generalized`). A ``custom_jvp`` whose primal, which runs
+alone when nothing is differentiated, is the same reduction followed by eigjax's
+values-only ``eigvalsh`` forward of ``C`` (:mod:`eigjax._eigvals_only`): no eigenvectors
+and no back-substitution ``V = L^{-H} U``. Its rule calls the full decomposition (the
+inner twin above, so higher derivatives go through its rule) and returns
+``dw_i = Re(P_ii - w_i Q_ii)``, computed as ``Re sum_j conj(V_ji) (dA V - dB V w)_ji``:
+two matrix products, no eigengaps.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +61,7 @@ from ._ad import twin_custom_jvp
 from ._checks import as_square_matrix, check_nonnegative_float, check_same_shape
 from ._dense_eigh import _eigh_solve
 from ._eigh import EighResult
+from ._eigvals_only import eigvalsh_values
 from ._gaps import default_tolerance, gap_matrix, inverse_gaps
 from ._guard import checked_pairs, guard, resolve_check
 from ._hooks import gauge_hook, jit_entry
@@ -126,7 +137,7 @@ def _eigh_gen_rule(degenerate_tol, degenerate_check, primals, tangents, *, prima
 _eigh_gen, _eigh_gen_inner = twin_custom_jvp(_eigh_gen_primal, _eigh_gen_rule, nondiff_argnums=(2, 3))
 
 
-def _check_positive_definite(b: jax.Array) -> None:
+def _check_positive_definite(b: jax.Array, fn: str = _FN) -> None:
     """Raise ``ValueError`` if a concrete ``b`` is not Hermitian positive definite."""
     if isinstance(b, Tracer):
         return  # values unknown at trace time: documented, outputs are NaN instead
@@ -139,12 +150,12 @@ def _check_positive_definite(b: jax.Array) -> None:
         m = bh.reshape((-1,) + bh.shape[-2:])[first]
         if not np.all(np.isfinite(m)):  # eigvalsh would raise LinAlgError on inf/NaN
             raise ValueError(
-                f"{_FN}: argument `b` must be Hermitian positive definite with finite entries; "
+                f"{fn}: argument `b` must be Hermitian positive definite with finite entries; "
                 f"its Hermitian part{where} has {int(np.sum(~np.isfinite(m)))} non-finite (inf or NaN) entries."
             )
         wmin = float(np.min(np.linalg.eigvalsh(m)))
         raise ValueError(
-            f"{_FN}: argument `b` must be Hermitian positive definite; its Hermitian part{where} "
+            f"{fn}: argument `b` must be Hermitian positive definite; its Hermitian part{where} "
             f"has smallest eigenvalue {wmin:.3e} and the Cholesky factorisation failed."
         )
 
@@ -214,3 +225,98 @@ def eigh_generalized(
     degenerate_check = resolve_check(degenerate_check, fn=_FN)
     w, v = _eigh_gen_entry(a, b, degenerate_tol, degenerate_check)
     return EighResult(w, v)
+
+
+# ---------------------------------------------------------------------------------------
+# Values only: no eigenvectors when nothing is differentiated.
+
+_FN_VALUES = "eigjax.eigvalsh_generalized"
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _eigvalsh_gen(a, b, degenerate_tol):
+    # Runs alone only when nothing is differentiated: Cholesky, two triangular solves and
+    # the values-only eigvalsh of C. A b that is not positive definite gives a NaN
+    # factor, hence a NaN C and all-NaN values; an inf in b can reduce to a finite C.
+    a, b = _hermitian_part(a), _hermitian_part(b)
+    _, c = _reduce(a, b)
+    w = eigvalsh_values(c, False)  # c is Hermitian already (_reduce)
+    return jnp.where(_all_finite(a, b)[..., None], w, jnp.asarray(jnp.nan, w.dtype))
+
+
+@_eigvalsh_gen.defjvp
+def _eigvalsh_gen_jvp(degenerate_tol, primals, tangents):
+    (a, b), (a_dot, b_dot) = primals, tangents
+    # The full decomposition through the inner twin, whose own rule differentiates this
+    # rule again (jax.hessian): exact at distinct eigenvalues, NaN on degenerate pairs.
+    w, v = _eigh_gen_inner(a, b, degenerate_tol, True)
+    a_dot = _hermitian_part(a_dot)
+    b_dot = _hermitian_part(b_dot)
+    # dw_i = Re(P_ii - w_i Q_ii) = Re sum_j conj(V_ji) (dA V - dB V diag(w))_ji
+    x = _mm(a_dot, v) - _mm(b_dot, v) * w.astype(v.dtype)[..., None, :]
+    return w, jnp.real(jnp.sum(jnp.conj(v) * x, axis=-2))
+
+
+_eigvalsh_gen_entry = jit_entry(lambda a, b, tol: _eigvalsh_gen(a, b, tol), static_argnums=(2,))
+
+
+def eigvalsh_generalized(
+    a: ArrayLike,
+    b: ArrayLike,
+    *,
+    degenerate_tol: float | None = None,
+    check: bool = False,
+) -> jax.Array:
+    r"""Eigenvalues of the Hermitian-definite pencil ``A v = w B v``, without eigenvectors.
+
+    The values of :func:`eigjax.eigh_generalized`, differentiable in ``A`` and ``B``.
+    When nothing is differentiated no eigenvectors are computed: the Cholesky reduction
+    ``C = L^{-1} A L^{-H}`` (``B = L L^H``) is followed by the values-only solver of
+    :func:`eigjax.eigvalsh` (LAPACK ``syevd``/``heevd`` with ``jobz='N'`` on the CPU).
+    Under differentiation the rule runs the full decomposition for ``V`` (``V^H B V = I``).
+
+    Derivative: with ``P = V^H dA V`` and ``Q = V^H dB V``, ``dw_i = Re(P_ii - w_i Q_ii)``
+    (two matrix products, no eigengaps, so never NaN from degeneracy). At a degenerate
+    eigenvalue it is exact for every loss symmetric in each degenerate group's eigenvalues
+    (e.g. the sum of the group, ``sum(w**2)``); a single eigenvalue of a degenerate group
+    is not differentiable there, and what is returned for it is the diagonal entry of
+    ``(P - w Q)`` in the computed (arbitrary) basis of the group, as for
+    :func:`eigjax.eigvalsh`. Second derivatives (``jax.hessian``) go through
+    :func:`eigjax.eigh_generalized`'s rule: exact at distinct eigenvalues, NaN at
+    degenerate pairs.
+
+    Args:
+      a: Hermitian matrices, shape ``(..., n, n)`` (the Hermitian part is used, and the
+        tangent is projected on Hermitian matrices).
+      b: Hermitian positive definite matrices, the same shape as ``a``.
+      degenerate_tol: used only by second and higher derivatives (eigenvalue pairs
+        closer than this are degenerate there, and get NaN); see
+        :func:`eigjax.eigh_generalized`. First derivatives do not depend on it.
+      check: if True and ``b`` is concrete (not traced under ``jit``/``grad``), raise
+        ``ValueError`` when ``b`` is not positive definite. Traced input is not checked.
+
+    Returns:
+      Ascending real eigenvalues, shape ``(..., n)``. A ``b`` that is not positive
+      definite, or a non-finite entry in ``a`` or ``b``, gives all-NaN values (and NaN
+      derivatives) for that matrix of the batch.
+
+    Raises:
+      TypeError: ``a`` or ``b`` is not a numeric array.
+      ValueError: ``a`` or ``b`` is not square, their shapes differ, or (with
+        ``check=True``) ``b`` is not positive definite.
+
+    Example:
+      >>> import jax.numpy as jnp, eigjax
+      >>> a = jnp.array([[2., 0.], [0., 3.]]); b = jnp.array([[2., 0.], [0., 1.]])
+      >>> eigjax.eigvalsh_generalized(a, b).round(6).tolist()
+      [1.0, 3.0]
+    """
+    a = as_square_matrix(a, name="a", fn=_FN_VALUES)
+    b = as_square_matrix(b, name="b", fn=_FN_VALUES)
+    check_same_shape(a, b, names=("a", "b"), fn=_FN_VALUES)
+    degenerate_tol = check_nonnegative_float(degenerate_tol, name="degenerate_tol", fn=_FN_VALUES)
+    dtype = jnp.result_type(a.dtype, b.dtype)
+    a, b = a.astype(dtype), b.astype(dtype)
+    if check:
+        _check_positive_definite(b, fn=_FN_VALUES)
+    return _eigvalsh_gen_entry(a, b, degenerate_tol)

@@ -49,6 +49,11 @@ CASES = {
         lambda a: jnp.linalg.eigh(jnp.linalg.cholesky(_spd(8)) @ a),
         lambda: _sym(8),
     ),
+    "eigvalsh_generalized": (
+        lambda a: eigjax.eigvalsh_generalized(a, _spd(8)),
+        lambda a: jnp.linalg.eigvalsh(jnp.linalg.cholesky(_spd(8)) @ a),
+        lambda: _sym(8),
+    ),
     "eigh_partial": (
         lambda a: eigjax.eigh_partial(a, 2, which="smallest"),
         jnp.linalg.eigh,
