@@ -16,7 +16,14 @@ rest, marked as skipped, so the command always finishes):
    forward's bandwidth floor (input read once, eigenvalues and eigenvectors written once);
 4. the accelerators' solver variants forced (``eigjax.internal.eigh_small_accel``:
    entries vs tiled), to check the dispatch table (``eigjax.internal.accel_solver``);
-5. eigh n in {1024, 4096} value-and-grad against jnp; eig n = 256 forward against jnp.
+5. eigh n in {1024, 4096} value-and-grad against jnp; eig n = 256 forward against jnp;
+6. the Pallas kernel (``eigjax.internal.eigh_small_pallas``, one matrix per lane, not in
+   the dispatch yet), n in {2, 3, 4, 8}, batch 1e6 float32 (float64 after, if time is
+   left): accuracy on random / degenerate / 1e+-30 batches with the bounds of section 1,
+   then forward time against ``vmap(jnp.linalg.eigh)``, the entry solver
+   (``eigh_small_accel``, n <= 4) and the bandwidth floor, for both layouts. On a CPU it
+   runs in Pallas' interpret mode on a tiny batch (n = 2, 3; a check of the script only).
+   ``--pallas`` runs only sections 2 and 6.
 
 Repeats adapt to the cost of a call (at least 3, up to 15 or ~1 s of calls); a call over
 2 s is timed once and marked.
@@ -235,6 +242,72 @@ def large(rng, budget: float) -> None:
         emit(f"| eig n = 256 float64 forward | {t['e'] * 1e3:.1f} | jnp: {type(e).__name__} | - |")
 
 
+def pallas_section(rng, bw: float, budget: float) -> None:
+    emit("")
+    emit("## 6. Pallas kernel (eigjax.internal.eigh_small_pallas; forward, ms)")
+    emit("")
+    on_cpu = jax.default_backend() == "cpu"
+    if on_cpu:
+        emit("On a CPU: Pallas interpret mode, batch 64, n = 2, 3 only (a check of the script; no timing claims).")
+        emit("")
+    interp = {"interpret": True} if on_cpu else {}
+    emit(
+        "| n | batch | dtype | accuracy: max residual / eps, orth / (n eps) | pallas strided | pallas transposed"
+        " | entry solver | jnp | jnp / pallas | pallas / floor |"
+    )
+    emit("|---|---|---|---|---|---|---|---|---|---|")
+    jnp_eigh = jax.jit(jax.vmap(jnp.linalg.eigh))
+    sizes = (2, 3) if on_cpu else (2, 3, 4, 8)
+    for dtype in (np.float32, np.float64):
+        for n in sizes:
+            batch = 64 if on_cpu else 10**6
+            name = f"| {n} | {batch:.0e} | {np.dtype(dtype).name} |"
+            if time.perf_counter() - T0 > budget:
+                emit(f"{name} skipped (time budget) |")
+                continue
+            fns = {
+                "strided": jax.jit(lambda x: eigjax.internal.eigh_small_pallas(x, **interp)),
+                "transposed": jax.jit(lambda x: eigjax.internal.eigh_small_pallas(x, layout="transposed", **interp)),
+            }
+            eps = float(np.finfo(dtype).eps)
+            worst_res = worst_orth = 0.0
+            try:
+                for kind in ("random", "degenerate", "big", "small"):
+                    a = sym_batch(rng, 64 if on_cpu else 65536 + 8, n, dtype, kind)
+                    w, v = fns["strided"](jnp.asarray(a))
+                    a64, w64, v64 = (np.asarray(x, np.float64) for x in (a, w, v))
+                    an = np.linalg.norm(a64, axis=(-2, -1))
+                    res = np.max(np.linalg.norm(a64 @ v64 - v64 * w64[..., None, :], axis=(-2, -1)) / an) / eps
+                    orth = np.max(np.linalg.norm(np.swapaxes(v64, -1, -2) @ v64 - np.eye(n), axis=(-2, -1))) / (n * eps)
+                    ref = np.linalg.eigvalsh(a64)
+                    werr = np.max(np.abs(w64 - ref) / np.max(np.abs(ref), axis=-1, keepdims=True)) / (n * eps)
+                    worst_res, worst_orth = max(worst_res, res), max(worst_orth, orth)
+                    ok = res <= 50 and orth <= 50 and werr <= 20 and np.all(np.diff(w64, axis=-1) >= 0)
+                    if not ok:
+                        FAILED.append(("pallas", n, np.dtype(dtype).name, kind, res, orth, werr))
+            except Exception as e:  # noqa: BLE001 - a lowering failure is a result to record
+                emit(f"{name} FAILED: {type(e).__name__}: {str(e)[:300]} |")
+                FAILED.append(("pallas", n, np.dtype(dtype).name, type(e).__name__))
+                continue
+            acc = f"{worst_res:.1f}, {worst_orth:.2f}"
+            if on_cpu:
+                emit(f"{name} {acc} | - | - | - | - | - | - |")
+                continue
+            a = jnp.asarray(sym_batch(rng, batch, n, dtype))
+            fns["jnp"] = jnp_eigh
+            if n <= 4:
+                fns["entries"] = jax.jit(lambda x: eigjax.internal.eigh_small_accel(x, method="entries"))
+            t = timed(fns, a)
+            floor = a.dtype.itemsize * batch * (2 * n * n + n) / bw
+            best = min(t["strided"], t["transposed"])
+            cell = lambda k, t=t: f"{t[k] * 1e3:.3f}" if k in t else "-"
+            emit(
+                f"{name} {acc} | {cell('strided')} | {cell('transposed')} | {cell('entries')} | {cell('jnp')}"
+                f" | {t['jnp'] / best:.1f}x | {best / floor:.1f} |"
+            )
+            del a
+
+
 def finish(code: int = 0) -> None:
     emit("")
     emit(f"Total {time.perf_counter() - T0:.0f} s.")
@@ -250,6 +323,7 @@ if __name__ == "__main__":
     p.add_argument("--budget", type=float, default=420.0, help="seconds after which remaining rows are skipped")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (a check of the script on a CPU)")
     p.add_argument("--focus", action="store_true", help="only the dispatch rows: n 2-8, batch 1e5/1e6, checks at 1.3e5")
+    p.add_argument("--pallas", action="store_true", help="only the bandwidth and the Pallas kernel (section 6)")
     ARGS = p.parse_args()
     SCALE = 1000 if ARGS.smoke else 1
     dev = jax.devices()[0]
@@ -258,11 +332,16 @@ if __name__ == "__main__":
     )
     emit("")
     rng = np.random.default_rng(0)
+    if ARGS.pallas:
+        emit("")
+        pallas_section(rng, bandwidth(), ARGS.budget)
+        finish(1 if FAILED else 0)
     check_correctness(rng)
     emit("")
     bw = bandwidth()
     small_table(rng, bw, ARGS.budget * (1.0 if ARGS.focus else 0.6))
     if not ARGS.focus:
         variants(rng, ARGS.budget * 0.75)
-        large(rng, ARGS.budget)
+        large(rng, ARGS.budget * 0.85)
+        pallas_section(rng, bw, ARGS.budget)
     finish(1 if FAILED else 0)

@@ -14,6 +14,9 @@ import ``eigjax._*``.
 * :func:`eigh_small` / :func:`eigh_small_accel`: the pure-JAX Jacobi solvers for batches
   of small real symmetric matrices (forward only; ``eigjax.eigh`` adds the derivative
   rules), callable on every backend.
+* :func:`eigh_small_pallas`: the same Jacobi method as one Pallas kernel (Triton on a
+  GPU, ``interpret=True`` anywhere), one matrix per lane; forward only, not yet used
+  by ``eigjax.eigh`` (awaiting a GPU measurement).
 
 The application's entry points (``run_check``, ``load_config``, ``resolve_config``,
 ``make_optimizer``) are public in :mod:`eigjax.app`.
@@ -30,12 +33,14 @@ from .._small import eigh_small as eigh_small
 from .._small import eigh_small_accel as eigh_small_accel
 from .._small_dispatch import accel_solver as accel_solver
 from .._small_dispatch import cpu_solver as cpu_solver
+from .._small_pallas import eigh_small_pallas as eigh_small_pallas
 
 __all__ = [
     "accel_solver",
     "cpu_solver",
     "eigh_small",
     "eigh_small_accel",
+    "eigh_small_pallas",
     "native_available",
     "native_status",
 ]
