@@ -244,6 +244,7 @@ def _solve(load, n: int, sweeps: int, symmetrize: bool, loop: bool = False, barr
     for k, (lo, up) in raw.items():
         m[k] = lo * scale if up is None else (lo * scale) * 0.5 + (up * scale) * 0.5
     w, v, _ = _jacobi_lists(m, n, sweeps, eps, loop=loop, barrier=barrier)
+    assert v is not None  # vectors are always accumulated here
     poison = jnp.where(finite, jnp.ones_like(x0), jnp.full_like(x0, jnp.nan))
     w = [x * unscale for x in w]
     cols = [[v[r][c] * poison for r in range(n)] for c in range(n)]
