@@ -164,6 +164,20 @@ def _check_positive_definite(b: jax.Array, fn: str = _FN) -> None:
 _eigh_gen_entry = jit_entry(lambda a, b, tol, chk: _eigh_gen(a, b, tol, chk), static_argnums=(2, 3))
 
 
+def _check_pencil(a, b, degenerate_tol, check: bool, *, fn: str):
+    """The arguments of a generalized decomposition, checked (square, same shape, a
+    non-negative tolerance; with ``check``, ``b`` positive definite) and cast to one dtype."""
+    a = as_square_matrix(a, name="a", fn=fn)
+    b = as_square_matrix(b, name="b", fn=fn)
+    check_same_shape(a, b, names=("a", "b"), fn=fn)
+    degenerate_tol = check_nonnegative_float(degenerate_tol, name="degenerate_tol", fn=fn)
+    dtype = jnp.result_type(a.dtype, b.dtype)
+    a, b = a.astype(dtype), b.astype(dtype)
+    if check:
+        _check_positive_definite(b, fn=fn)
+    return a, b, degenerate_tol
+
+
 def eigh_generalized(
     a: ArrayLike,
     b: ArrayLike,
@@ -214,14 +228,7 @@ def eigh_generalized(
       >>> eigjax.eigh_generalized(a, b).eigenvalues.round(6).tolist()
       [1.0, 3.0]
     """
-    a = as_square_matrix(a, name="a", fn=_FN)
-    b = as_square_matrix(b, name="b", fn=_FN)
-    check_same_shape(a, b, names=("a", "b"), fn=_FN)
-    degenerate_tol = check_nonnegative_float(degenerate_tol, name="degenerate_tol", fn=_FN)
-    dtype = jnp.result_type(a.dtype, b.dtype)
-    a, b = a.astype(dtype), b.astype(dtype)
-    if check:
-        _check_positive_definite(b)
+    a, b, degenerate_tol = _check_pencil(a, b, degenerate_tol, check, fn=_FN)
     degenerate_check = resolve_check(degenerate_check, fn=_FN)
     w, v = _eigh_gen_entry(a, b, degenerate_tol, degenerate_check)
     return EighResult(w, v)
@@ -311,12 +318,5 @@ def eigvalsh_generalized(
       >>> eigjax.eigvalsh_generalized(a, b).round(6).tolist()
       [1.0, 3.0]
     """
-    a = as_square_matrix(a, name="a", fn=_FN_VALUES)
-    b = as_square_matrix(b, name="b", fn=_FN_VALUES)
-    check_same_shape(a, b, names=("a", "b"), fn=_FN_VALUES)
-    degenerate_tol = check_nonnegative_float(degenerate_tol, name="degenerate_tol", fn=_FN_VALUES)
-    dtype = jnp.result_type(a.dtype, b.dtype)
-    a, b = a.astype(dtype), b.astype(dtype)
-    if check:
-        _check_positive_definite(b, fn=_FN_VALUES)
+    a, b, degenerate_tol = _check_pencil(a, b, degenerate_tol, check, fn=_FN_VALUES)
     return _eigvalsh_gen_entry(a, b, degenerate_tol)

@@ -17,6 +17,26 @@ from ._solve import _solve, _solve_general
 from ._types import _FN, _MAX_PRECOND_STEPS
 
 
+def _hermitian_solve(op, rhs, solve):
+    """``jax.lax.custom_linear_solve`` for a Hermitian ``op``: its transpose is its complex
+    conjugate (symmetric when real), so reverse mode reuses ``solve``."""
+    if jnp.issubdtype(rhs.dtype, jnp.complexfloating):
+        tsolve = lambda _, b: jnp.conj(solve(None, jnp.conj(b)))
+        return jax.lax.custom_linear_solve(op, rhs, solve, transpose_solve=tsolve)
+    return jax.lax.custom_linear_solve(op, rhs, solve, symmetric=True)
+
+
+def _tangents(out, w_dot, v_dot):
+    """The solve's output tangents: ``w_dot`` and ``v_dot``, then zeros. Residual norms carry
+    no derivative, counters and flags are integer (float0), and the extra Ritz pairs only
+    accelerate the derivative's solve (its solution does not depend on them)."""
+    rest = (
+        jnp.zeros_like(x) if jnp.issubdtype(x.dtype, jnp.inexact) else np.zeros(x.shape, dtype=jax.dtypes.float0)
+        for x in out[2:]
+    )
+    return (w_dot, v_dot, *rest)
+
+
 def _partial_primal(params, matmat, cfg):
     return _solve(params, matmat, cfg)
 
@@ -25,7 +45,7 @@ def _partial_rule(matmat, cfg, primals, tangents, *, primal, higher):
     (params,), (params_dot,) = primals, tangents
     # The primal through the inner twin so that the rule is differentiable again.
     out = primal(params, matmat, cfg)
-    w, vc, res, it, conv, w_extra, v_extra, av_extra, bound = out
+    w, vc, res, _, _, w_extra, v_extra, av_extra, bound = out
     v = vc.T  # rows
     y = jax.jvp(lambda prm: matmat(prm, v), (params,), (params_dot,))[1]  # rows of dA V
     # dw from Y alone (not from P), so an eigenvalue-only loss never touches the rest.
@@ -94,29 +114,9 @@ def _partial_rule(matmat, cfg, primals, tangents, *, primal, higher):
     # lies in S, as trace(V V^H C) with C = I.
     solve = lambda _, b: _deflated_cg(inner, proj(b), v_extra, av_extra, w, sign, cfg.cg_tol, cfg.cg_maxiter, precond)
     rhs = -sign * proj(y)
-    if jnp.issubdtype(v.dtype, jnp.complexfloating):
-        # op is Hermitian, so its transpose is its complex conjugate.
-        tsolve = lambda _, b: jnp.conj(solve(None, jnp.conj(b)))
-        u = jax.lax.custom_linear_solve(op, rhs, solve, transpose_solve=tsolve)
-    else:
-        u = jax.lax.custom_linear_solve(op, rhs, solve, symmetric=True)
+    u = _hermitian_solve(op, rhs, solve)
     v_dot = (inside + proj(u)).T
-    zero_int = np.zeros(it.shape, dtype=jax.dtypes.float0)
-    zero_bool = np.zeros(conv.shape, dtype=jax.dtypes.float0)
-    # The extra Ritz pairs only accelerate the solve (its solution does not depend on
-    # them), so they carry no derivative.
-    tangents_out = (
-        w_dot,
-        v_dot,
-        jnp.zeros_like(res),
-        zero_int,
-        zero_bool,
-        jnp.zeros_like(w_extra),
-        jnp.zeros_like(v_extra),
-        jnp.zeros_like(av_extra),
-        jnp.zeros_like(bound),
-    )
-    return out, tangents_out
+    return out, _tangents(out, w_dot, v_dot)
 
 
 # The twin custom_jvp (eigjax._ad): first-order rule outside, NaN on cut pairs inside.
@@ -150,7 +150,7 @@ def _general_rule(ops, cfg, primals, tangents, *, primal, higher):
     a_dot, b_dot = params_dot[0], params_dot[1]
     a_mm, b_mm, pc = ops
     out = primal(params, ops, cfg)
-    w, vc, res, it, conv, w_extra, v_extra, av_extra, bv_extra, bound = out
+    w, vc, res, _, _, w_extra, v_extra, av_extra, bv_extra, bound = out
     v = vc.T  # rows, B-orthonormal
     ya = jax.jvp(lambda prm: a_mm(prm, v), (a_prm,), (a_dot,))[1]  # rows of dA V
     if b_mm is None:
@@ -204,27 +204,9 @@ def _general_rule(ops, cfg, primals, tangents, *, primal, higher):
         inner, pi(b), wd, pi(av_extra), w, sign, cfg.cg_tol, cfg.cg_maxiter, precond, bwd=pi(bv_extra)
     )
     rhs = -sign * pi(ya - yb * wc[:, None])
-    if jnp.issubdtype(v.dtype, jnp.complexfloating):
-        tsolve = lambda _, b: jnp.conj(solve(None, jnp.conj(b)))
-        u = jax.lax.custom_linear_solve(op, rhs, solve, transpose_solve=tsolve)
-    else:
-        u = jax.lax.custom_linear_solve(op, rhs, solve, symmetric=True)
+    u = _hermitian_solve(op, rhs, solve)
     v_dot = (inside + pi_h(u)).T
-    zero_int = np.zeros(it.shape, dtype=jax.dtypes.float0)
-    zero_bool = np.zeros(conv.shape, dtype=jax.dtypes.float0)
-    tangents_out = (
-        w_dot,
-        v_dot,
-        jnp.zeros_like(res),
-        zero_int,
-        zero_bool,
-        jnp.zeros_like(w_extra),
-        jnp.zeros_like(v_extra),
-        jnp.zeros_like(av_extra),
-        jnp.zeros_like(bv_extra),
-        jnp.zeros_like(bound),
-    )
-    return out, tangents_out
+    return out, _tangents(out, w_dot, v_dot)
 
 
 _partial_general, _partial_general_inner = twin_custom_jvp(

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import yaml
+from test_distributed import finish, free_port  # the same process helpers as the batch evaluator's tests
 
 from eigjax.app import _cli as cli
 from eigjax.app import _runner
@@ -36,28 +35,6 @@ def config(tmp_path) -> str:
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def finish(procs, timeout):
-    """Wait for every process (killing all of them on timeout); return [(rc, stdout, stderr)]."""
-    deadline = time.time() + timeout
-    out = []
-    try:
-        for p in procs:
-            so, se = p.communicate(timeout=max(1.0, deadline - time.time()))
-            out.append((p.returncode, so, se))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    return out
 
 
 def launch(cfg, out, nproc, *extra, sweep=SWEEP):
