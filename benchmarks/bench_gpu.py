@@ -1,37 +1,37 @@
 """GPU benchmark and checks (issue 16): one command, under 8 minutes on one GPU.
 
-    PYTHONPATH=. python benchmarks/bench_gpu.py --out gpu.md [--budget 420]
+    PYTHONPATH=. python benchmarks/bench_gpu.py --out gpu.md [--budget 420] [--variants] [--sizes 2,3,4]
 
 Writes a markdown report (and prints it) with, in this order (a time budget skips the
 rest, marked as skipped, so the command always finishes):
 
-1. correctness on the GPU: ``eigjax.eigh`` (the accelerators' pure-JAX Jacobi path) on
-   random, exactly degenerate and 1e+-30 batches, residual / orthogonality / eigenvalue
-   error against NumPy float64, and one JVP against central differences of the
-   eigenvalues in float64; a violation stops the run with exit 1;
-2. the HBM bandwidth measured by a copy (read + write bytes / time), the floor's basis;
-3. small batched eigh, n in {2, 3, 4, 8, 16, 32} x batch {1e4, 1e6}, float32/float64,
-   forward and value-and-grad of an eigenvector loss, eigjax against
+1. the HBM bandwidth measured by a copy (read + write bytes / time), the floor's basis;
+2. correctness on the GPU: ``eigjax.eigh`` and ``eigjax.eigvalsh`` (whichever solver the
+   dispatch picks, named in the table) on random, exactly degenerate, clustered (pairs
+   4 eps apart) and 1e+-30 batches of 4,104 matrices (a partial last block),
+   residual / orthogonality / eigenvalue error against NumPy float64, and one JVP
+   against central differences of the eigenvalues in float64; a violation makes the
+   exit status 1 (the benchmarks still run);
+3. with ``--variants``: the dispatch's alternatives at 1e6 matrices, n = 2, 3, 4: the
+   Pallas kernel (``eigjax.internal.eigh_small_pallas``) with several block sizes and
+   layouts, the pure-JAX entry solver and cuSOLVER, with the bandwidth floor;
+4. small batched eigh, n in {2, 3, 4, 8, 16, 32} (or ``--sizes``) x batch {1e4, 1e6},
+   float32/float64, forward and value-and-grad of an eigenvector loss, eigjax against
    ``jax.vmap(jnp.linalg.eigh)`` (cuSOLVER), medians of interleaved repeats, with the
    forward's bandwidth floor (input read once, eigenvalues and eigenvectors written once);
-4. the accelerators' solver variants forced (``eigjax.internal.eigh_small_accel``:
-   entries vs tiled), to check the dispatch table (``eigjax.internal.accel_solver``);
 5. eigh n in {1024, 4096} value-and-grad against jnp; eig n = 256 forward against jnp;
-6. the Pallas kernel (``eigjax.internal.eigh_small_pallas``, one matrix per lane, not in
-   the dispatch yet), n in {2, 3, 4, 8}, batch 1e6 float32 (float64 after, if time is
-   left): accuracy on random / degenerate / 1e+-30 batches with the bounds of section 1,
-   then forward time against ``vmap(jnp.linalg.eigh)``, the entry solver
-   (``eigh_small_accel``, n <= 4) and the bandwidth floor, for both layouts. On a CPU it
-   runs in Pallas' interpret mode on a tiny batch (n = 2, 3; a check of the script only).
-   ``--pallas`` runs only sections 2 and 6.
+6. the batch evaluator on the shipped batch_eval config scaled to 4e6 matrices.
 
-Repeats adapt to the cost of a call (at least 3, up to 15 or ~1 s of calls); a call over
-2 s is timed once and marked.
+On a CPU (``--smoke``: tiny sizes) it checks the script only; the kernel then runs in
+Pallas' interpret mode. Repeats adapt to the cost of a call (at least 3, up to 15 or
+~1 s of calls); a call over 2 s is timed once and marked.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import functools
 import statistics
 import sys
 import time
@@ -81,6 +81,11 @@ def sym_batch(rng, batch, n, dtype, kind="random"):
         q, _ = np.linalg.qr(rng.standard_normal((batch, n, n)))
         w = np.where(np.arange(n) < (n + 1) // 2, 1.0, 2.0)
         a = (q * w[None, None, :]) @ np.swapaxes(q, -1, -2)
+    elif kind == "near":  # pairs of eigenvalues 4 eps apart
+        q, _ = np.linalg.qr(rng.standard_normal((batch, n, n)))
+        eps = float(np.finfo(dtype).eps)
+        w = 1.0 + np.arange(n) // 2 + (np.arange(n) % 2) * 4 * eps
+        a = (q * w[None, None, :]) @ np.swapaxes(q, -1, -2)
     elif kind == "big":
         a = a * 1e30
     elif kind == "small":
@@ -97,14 +102,20 @@ def loss_eigh(fn):
 
 
 def check_correctness(rng) -> None:
-    emit("## 1. Correctness on the GPU (eigjax.eigh; bounds of tests/library/test_small.py)")
+    emit("## 2. Correctness (eigjax.eigh and eigvalsh; bounds of tests/library/test_small.py)")
     emit("")
-    emit("| n | dtype | family | residual / (eps ||A||) | orthogonality / (n eps) | max |w - w_ref| / (n eps max|w|) |")
-    emit("|---|---|---|---|---|---|")
+    emit(
+        "| n | dtype | family | residual / (eps ||A||) | orthogonality / (n eps) | max |w - w_ref| / (n eps max|w|)"
+        " | same, eigvalsh | solver |"
+    )
+    emit("|---|---|---|---|---|---|---|---|")
     bad = []
-    for n in (2, 3, 4, 8, 16) if not ARGS.focus else (4, 8):
+    for n in ARGS.sizes or ((2, 3, 4, 8, 16) if not ARGS.focus else (4, 8)):
         for dtype in (np.float32, np.float64):
-            for kind in ("random", "degenerate", "big", "small"):
+            if time.perf_counter() - T0 > ARGS.budget * 0.3:
+                emit(f"| {n} | {np.dtype(dtype).name} | skipped (time budget) | | | |")
+                continue
+            for kind in ("random", "degenerate", "near", "big", "small")[: 3 if ARGS.sizes else 5]:
                 a = sym_batch(rng, 131072 if ARGS.focus else 4096 // SCALE + 8, n, dtype, kind)
                 w, v = jax.jit(eigjax.eigh)(jnp.asarray(a))
                 a64, w64, v64 = (np.asarray(x, np.float64) for x in (a, w, v))
@@ -114,8 +125,18 @@ def check_correctness(rng) -> None:
                 orth = np.max(np.linalg.norm(np.swapaxes(v64, -1, -2) @ v64 - np.eye(n), axis=(-2, -1))) / (n * eps)
                 ref = np.linalg.eigvalsh(a64)
                 werr = np.max(np.abs(w64 - ref) / np.max(np.abs(ref), axis=-1, keepdims=True)) / (n * eps)
-                emit(f"| {n} | {np.dtype(dtype).name} | {kind} | {res:.1f} | {orth:.2f} | {werr:.2f} |")
-                if not (res <= 50 and orth <= 50 and werr <= 20 and np.all(np.diff(w64, axis=-1) >= 0)):
+                # values only (eigvalsh: the kernel without the rotations' accumulation)
+                wo = np.asarray(jax.jit(eigjax.eigvalsh)(jnp.asarray(a)), np.float64)
+                werr_o = np.max(np.abs(wo - ref) / np.max(np.abs(ref), axis=-1, keepdims=True)) / (n * eps)
+                if PLATFORM == "cpu":
+                    solver = eigjax.internal.cpu_solver(n, len(a))
+                else:
+                    solver = eigjax.internal.accel_solver(n, len(a), dtype, platform=PLATFORM)
+                emit(
+                    f"| {n} | {np.dtype(dtype).name} | {kind} | {res:.1f} | {orth:.2f} | {werr:.2f} | {werr_o:.2f}"
+                    f" | {solver} |"
+                )
+                if not (res <= 50 and orth <= 50 and max(werr, werr_o) <= 20 and np.all(np.diff(w64, axis=-1) >= 0)):
                     bad.append((n, np.dtype(dtype).name, kind))
     # one directional derivative against central differences (float64, distinct eigenvalues)
     for n in (3, 8):
@@ -139,13 +160,13 @@ def bandwidth() -> float:
     f = jax.jit(lambda x: x * 1.0001)
     t = timed({"copy": f}, x)["copy"]
     bw = 2 * x.nbytes / t
-    emit(f"## 2. HBM bandwidth: {bw / 1e12:.2f} TB/s (x * 1.0001 over 2 GiB float32: read + write bytes / median time)")
+    emit(f"## 1. HBM bandwidth: {bw / 1e12:.2f} TB/s (x * 1.0001 over 2 GiB float32: read + write bytes / median time)")
     emit("")
     return bw
 
 
 def small_table(rng, bw: float, budget: float) -> None:
-    emit("## 3. Small batched eigh: eigjax.eigh vs jax.vmap(jnp.linalg.eigh)")
+    emit("## 4. Small batched eigh: eigjax.eigh vs jax.vmap(jnp.linalg.eigh)")
     emit("")
     emit("Times are medians (ms). floor = (input + eigenvalues + eigenvectors bytes) / bandwidth.")
     emit("")
@@ -157,7 +178,7 @@ def small_table(rng, bw: float, budget: float) -> None:
         (n, b, d)
         for d in (np.float32, np.float64)
         for b in (10**6 // SCALE, 10**4 // SCALE)
-        for n in (2, 3, 4, 8, 16, 32)
+        for n in ARGS.sizes or (2, 3, 4, 8, 16, 32)
     ]
     if ARGS.focus:
         rows = [(n, b, d) for d in (np.float32, np.float64) for b in (10**6, 10**5) for n in (2, 3, 4, 8)]
@@ -184,23 +205,46 @@ def small_table(rng, bw: float, budget: float) -> None:
         del a
 
 
-def variants(rng, budget: float) -> None:
+def variants(rng, bw: float, budget: float) -> None:
+    """The dispatch's alternatives at 1e6 matrices, forward: the Pallas kernel's block
+    sizes and loop forms, the entry solver, cuSOLVER; the fastest is marked."""
     emit("")
-    emit("## 4. Accelerator solver variants (forward, batch 1e6, float32; ms)")
+    emit("## 3. Solver variants (forward, batch 1e6; ms, medians)")
     emit("")
-    emit("| n | entries (fori) | tiled (whole batch) |")
-    emit("|---|---|---|")
-    for n in (4, 5, 8, 16):
-        if time.perf_counter() - T0 > budget:
-            emit(f"| {n} | skipped (time budget) | |")
-            continue
-        a = jnp.asarray(sym_batch(rng, 10**6 // SCALE, n, np.float32))
-        fns = {"tiled": jax.jit(lambda x: eigjax.internal.eigh_small_accel(x, method="tiled"))}
-        if n <= 4:
-            fns["entries"] = jax.jit(lambda x: eigjax.internal.eigh_small_accel(x, method="entries"))
-        t = timed(fns, a)
-        cell = lambda k, t=t: f"{t[k] * 1e3:.3f}" if k in t else "-"
-        emit(f"| {n} | {cell('entries')} | {cell('tiled')} |")
+    emit("pallas bB: eigjax.internal.eigh_small_pallas(block=B) (sweeps unrolled); T: transposed layout;")
+    emit("entries: the pure-JAX entry solver; jnp: vmap(jnp.linalg.eigh) (cuSOLVER).")
+    emit("")
+    emit("| n | dtype | variant times | fastest | jnp / fastest | fastest / floor |")
+    emit("|---|---|---|---|---|---|")
+    pallas = eigjax.internal.eigh_small_pallas
+    if PLATFORM == "cpu":  # a check of the script: the interpreter, tiny batches
+        pallas = functools.partial(pallas, interpret=True)
+    for dtype in (np.float32, np.float64):
+        for n in (2, 3, 4) if SCALE == 1 else (2, 3):
+            name = f"| {n} | {np.dtype(dtype).name} |"
+            if time.perf_counter() - T0 > budget:
+                emit(f"{name} skipped (time budget) | | | |")
+                continue
+            a = jnp.asarray(sym_batch(rng, 10**6 // SCALE, n, dtype))
+            fns = {"jnp": jax.jit(jax.vmap(jnp.linalg.eigh))}
+            blocks = ((128, 256) if ARGS.sizes else (64, 128, 256)) if dtype == np.float32 else (128,)
+            for blk in blocks:
+                fns[f"pallas b{blk}"] = jax.jit(functools.partial(pallas, block=blk))
+            if dtype == np.float32:
+                fns["pallas b128 T"] = jax.jit(functools.partial(pallas, layout="transposed"))
+            if n <= 4:
+                fns["entries"] = jax.jit(lambda x: eigjax.internal.eigh_small_accel(x, method="entries"))
+            try:
+                t = timed(fns, a)
+            except Exception as e:  # noqa: BLE001 - a compile failure is a result to record
+                emit(f"{name} FAILED: {type(e).__name__}: {str(e)[:300]} | | | |")
+                FAILED.append(("variants", n, np.dtype(dtype).name, type(e).__name__))
+                continue
+            best = min((k for k in t if k != "jnp"), key=t.get)
+            floor = a.dtype.itemsize * a.shape[0] * (2 * n * n + n) / bw
+            cells = ", ".join(f"{k} {v * 1e3:.3f}" for k, v in t.items())
+            emit(f"{name} {cells} | {best} | {t['jnp'] / t[best]:.1f}x | {t[best] / floor:.1f} |")
+            del a
 
 
 def large(rng, budget: float) -> None:
@@ -242,70 +286,35 @@ def large(rng, budget: float) -> None:
         emit(f"| eig n = 256 float64 forward | {t['e'] * 1e3:.1f} | jnp: {type(e).__name__} | - |")
 
 
-def pallas_section(rng, bw: float, budget: float) -> None:
+def batch_eval_section(budget: float) -> None:
+    """The shipped batch_eval config (eigh + gradient of sum(w**2), random symmetric
+    3x3 float32), scaled to 4e6 matrices in chunks of 2**20, written to a temp dir."""
+    import tempfile
+
+    import yaml
+
+    from eigjax.app import run_batch_eval
+
     emit("")
-    emit("## 6. Pallas kernel (eigjax.internal.eigh_small_pallas; forward, ms)")
+    emit("## 6. Batch evaluator (configs/batch_eval.yaml, count 4e6, chunk_size 2**20)")
     emit("")
-    on_cpu = jax.default_backend() == "cpu"
-    if on_cpu:
-        emit("On a CPU: Pallas interpret mode, batch 64, n = 2, 3 only (a check of the script; no timing claims).")
-        emit("")
-    interp = {"interpret": True} if on_cpu else {}
-    emit(
-        "| n | batch | dtype | accuracy: max residual / eps, orth / (n eps) | pallas strided | pallas transposed"
-        " | entry solver | jnp | jnp / pallas | pallas / floor |"
-    )
-    emit("|---|---|---|---|---|---|---|---|---|---|")
-    jnp_eigh = jax.jit(jax.vmap(jnp.linalg.eigh))
-    sizes = (2, 3) if on_cpu else (2, 3, 4, 8)
-    for dtype in (np.float32, np.float64):
-        for n in sizes:
-            batch = 64 if on_cpu else 10**6
-            name = f"| {n} | {batch:.0e} | {np.dtype(dtype).name} |"
-            if time.perf_counter() - T0 > budget:
-                emit(f"{name} skipped (time budget) |")
-                continue
-            fns = {
-                "strided": jax.jit(lambda x: eigjax.internal.eigh_small_pallas(x, **interp)),
-                "transposed": jax.jit(lambda x: eigjax.internal.eigh_small_pallas(x, layout="transposed", **interp)),
-            }
-            eps = float(np.finfo(dtype).eps)
-            worst_res = worst_orth = 0.0
-            try:
-                for kind in ("random", "degenerate", "big", "small"):
-                    a = sym_batch(rng, 64 if on_cpu else 65536 + 8, n, dtype, kind)
-                    w, v = fns["strided"](jnp.asarray(a))
-                    a64, w64, v64 = (np.asarray(x, np.float64) for x in (a, w, v))
-                    an = np.linalg.norm(a64, axis=(-2, -1))
-                    res = np.max(np.linalg.norm(a64 @ v64 - v64 * w64[..., None, :], axis=(-2, -1)) / an) / eps
-                    orth = np.max(np.linalg.norm(np.swapaxes(v64, -1, -2) @ v64 - np.eye(n), axis=(-2, -1))) / (n * eps)
-                    ref = np.linalg.eigvalsh(a64)
-                    werr = np.max(np.abs(w64 - ref) / np.max(np.abs(ref), axis=-1, keepdims=True)) / (n * eps)
-                    worst_res, worst_orth = max(worst_res, res), max(worst_orth, orth)
-                    ok = res <= 50 and orth <= 50 and werr <= 20 and np.all(np.diff(w64, axis=-1) >= 0)
-                    if not ok:
-                        FAILED.append(("pallas", n, np.dtype(dtype).name, kind, res, orth, werr))
-            except Exception as e:  # noqa: BLE001 - a lowering failure is a result to record
-                emit(f"{name} FAILED: {type(e).__name__}: {str(e)[:300]} |")
-                FAILED.append(("pallas", n, np.dtype(dtype).name, type(e).__name__))
-                continue
-            acc = f"{worst_res:.1f}, {worst_orth:.2f}"
-            if on_cpu:
-                emit(f"{name} {acc} | - | - | - | - | - | - |")
-                continue
-            a = jnp.asarray(sym_batch(rng, batch, n, dtype))
-            fns["jnp"] = jnp_eigh
-            if n <= 4:
-                fns["entries"] = jax.jit(lambda x: eigjax.internal.eigh_small_accel(x, method="entries"))
-            t = timed(fns, a)
-            floor = a.dtype.itemsize * batch * (2 * n * n + n) / bw
-            best = min(t["strided"], t["transposed"])
-            cell = lambda k, t=t: f"{t[k] * 1e3:.3f}" if k in t else "-"
-            emit(
-                f"{name} {acc} | {cell('strided')} | {cell('transposed')} | {cell('entries')} | {cell('jnp')}"
-                f" | {t['jnp'] / best:.1f}x | {best / floor:.1f} |"
-            )
-            del a
+    if time.perf_counter() - T0 > budget:
+        emit("skipped (time budget)")
+        return
+    with open("configs/batch_eval.yaml") as f:
+        cfg = yaml.safe_load(f)["batch"]
+    cfg["input"]["count"] = 4 * 10**6 // SCALE
+    cfg["chunk_size"] = 2**20 // SCALE
+    cfg["progress"] = False
+    for name in ("cold (compiles)", "warm"):
+        with tempfile.TemporaryDirectory() as d:
+            t = time.perf_counter()
+            summary = run_batch_eval(dict(cfg), d)
+            dt = time.perf_counter() - t
+        emit(
+            f"- {name}: {cfg['input']['count'] / dt:.3g} matrices/s ({dt:.2f} s wall, writing .npy outputs); summary keys: "
+            f"{sorted(summary)[:12]}"
+        )
 
 
 def finish(code: int = 0) -> None:
@@ -323,25 +332,24 @@ if __name__ == "__main__":
     p.add_argument("--budget", type=float, default=420.0, help="seconds after which remaining rows are skipped")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (a check of the script on a CPU)")
     p.add_argument("--focus", action="store_true", help="only the dispatch rows: n 2-8, batch 1e5/1e6, checks at 1.3e5")
-    p.add_argument("--pallas", action="store_true", help="only the bandwidth and the Pallas kernel (section 6)")
+    p.add_argument("--variants", action="store_true", help="also section 4: the dispatch's alternatives at 1e6")
+    p.add_argument("--sizes", type=lambda x: tuple(int(v) for v in x.split(",")), help="only these n (e.g. 2,3,4)")
     ARGS = p.parse_args()
+    faulthandler.enable()
     SCALE = 1000 if ARGS.smoke else 1
     dev = jax.devices()[0]
+    PLATFORM = "cuda" if dev.platform == "gpu" else dev.platform
     emit(
         f"# eigjax GPU benchmark: {dev.device_kind} ({dev.platform}), jax {jax.__version__}, {time.strftime('%Y-%m-%d')}"
     )
     emit("")
     rng = np.random.default_rng(0)
-    if ARGS.pallas:
-        emit("")
-        pallas_section(rng, bandwidth(), ARGS.budget)
-        finish(1 if FAILED else 0)
-    check_correctness(rng)
-    emit("")
     bw = bandwidth()
-    small_table(rng, bw, ARGS.budget * (1.0 if ARGS.focus else 0.6))
+    check_correctness(rng)
+    if ARGS.variants:
+        variants(rng, bw, ARGS.budget * 0.55)
+    small_table(rng, bw, ARGS.budget * (1.0 if ARGS.focus else 0.85))
     if not ARGS.focus:
-        variants(rng, ARGS.budget * 0.75)
-        large(rng, ARGS.budget * 0.85)
-        pallas_section(rng, bw, ARGS.budget)
+        large(rng, ARGS.budget * 0.92)
+        batch_eval_section(ARGS.budget)
     finish(1 if FAILED else 0)

@@ -19,11 +19,15 @@ Solvers (the numbers behind each choice are in BENCHMARKS.md):
   Exported programs (``jax.export``) never embed the native kernel: its custom call has no
   compatibility guarantee, so they use the pure-JAX solvers or LAPACK, whose targets JAX
   guarantees, and reload anywhere without eigjax.
+* ``cuda``: the Pallas kernel of :mod:`eigjax._small_pallas` (one Triton kernel, a
+  matrix per thread) where ``PALLAS_PLAN`` says (float32, ``n = 3, 4``, batches of 1e6
+  or more: the only batch size measured), except in exported programs (Triton calls
+  have no compatibility guarantee); then as ``rocm`` and ``tpu``.
 * ``cuda``, ``rocm``, ``tpu``: the pure-JAX Jacobi solver of :func:`eigh_small_accel`
-  (XLA fuses its elementwise sweeps on these backends) where it was measured faster than
-  cuSOLVER on an H200: ``n <= 3``, and ``n = 4, 8`` in batches of ``ACCEL_MIN_BATCH`` or
-  more (``eigjax._small.accel_plan``); the backend's solver otherwise. TPU follows the
-  same table, unmeasured (no TPU was available).
+  where it was measured faster than cuSOLVER on an H200: ``n <= 3``, and ``n = 4`` in
+  batches of ``ACCEL_MIN_BATCH`` or more (``eigjax._small.accel_plan``); the backend's
+  solver otherwise. ROCm and TPU follow the same table, unmeasured (no such device was
+  available).
 
 Sharding: every solver is batch-parallel. The native kernel's custom call carries a
 Shardy rule (and XLA's ``num_batch_dims`` attribute) saying that its batch dimensions
@@ -145,10 +149,35 @@ def cpu_solver(n: int, batch: int, *, for_export: bool = False) -> str:
     return "lapack"
 
 
-def accel_solver(n: int, batch: int) -> str:
-    """``"jax"`` or ``"backend"``: the GPU's and TPU's solver for ``batch`` matrices of
-    size ``n`` (``eigjax._small.accel_plan``)."""
+# Where the Pallas kernel (eigjax/_small_pallas.py, lowered through Triton) solves the
+# batch on a CUDA GPU: (n, dtype) -> (fewest matrices, kernel options). Measured on an
+# H200 (BENCHMARKS.md, "GPU (H200)") at 1e6 float32 matrices only, against the entry
+# solver and cuSOLVER: faster at n = 3 (0.27 ms with block 256 vs 0.56 and 10.5) and
+# n = 4 (0.41 ms transposed vs 2.09 and 12.4); slower than the entry solver at n = 2
+# (0.23 vs 0.20 ms). float64 and smaller batches were not measured (device time ran
+# out), so they keep the choices below. For n >= 5 Triton took 14 s (n = 5) to over
+# 100 s (n = 8) to compile the kernel.
+PALLAS_PLAN: dict[tuple[int, np.dtype], tuple[int, dict[str, object]]] = {
+    (3, np.dtype(np.float32)): (1_000_000, {"block": 256}),
+    (4, np.dtype(np.float32)): (1_000_000, {"layout": "transposed"}),
+}
+
+
+def accel_solver(n: int, batch: int, dtype=np.float32, *, platform: str = "cuda", for_export: bool = False) -> str:
+    """``"pallas"``, ``"jax"`` or ``"backend"``: the accelerators' solver for ``batch``
+    real ``n x n`` matrices of ``dtype`` in a program lowered for ``platform``
+    (``"cuda"``, ``"rocm"`` or ``"tpu"``). The Pallas kernel on CUDA where
+    ``PALLAS_PLAN`` says, except in exported programs (``jax.export`` guarantees no
+    compatibility for Triton calls, so those use stable operations); then the pure-JAX
+    entry solver where ``eigjax._small.accel_plan`` says; else the backend's solver."""
+    if platform == "cuda" and not for_export and _pallas_options(n, batch, dtype) is not None:
+        return "pallas"
     return "backend" if accel_plan(n, batch) is None else "jax"
+
+
+def _pallas_options(n: int, batch: int, dtype) -> dict[str, object] | None:
+    min_batch, options = PALLAS_PLAN.get((n, np.dtype(dtype)), (math.inf, {}))
+    return options if batch >= min_batch else None
 
 
 def _shape(ctx) -> tuple[int, int]:
@@ -166,10 +195,23 @@ def _cpu_lowering(ctx, a, *, symmetrize, vectors):
     return _lower_jax(fn, ctx, a, symmetrize, vectors)
 
 
-def _accel_lowering(ctx, a, *, symmetrize, vectors):
-    plan = accel_plan(*_shape(ctx))
-    if plan is None:
+def _accel_lowering(ctx, a, *, symmetrize, vectors, platform):
+    n, batch = _shape(ctx)
+    for_export = getattr(ctx.module_context.lowering_parameters, "for_export", False)
+    solver = accel_solver(n, batch, ctx.avals_in[0].dtype, platform=platform, for_export=for_export)
+    if solver == "pallas":
+        from ._small_pallas import eigh_small_pallas  # Pallas is imported only when lowered for it
+
+        options = _pallas_options(n, batch, ctx.avals_in[0].dtype) or {}
+
+        def solve(x):
+            out = eigh_small_pallas(x, symmetrize=symmetrize, vectors=vectors, **options)
+            return out if vectors else (out,)
+
+        return mlir.lower_fun(solve, multiple_results=True)(ctx, a)
+    if solver == "backend":
         return _lower_jax(_lapack, ctx, a, symmetrize, vectors)
+    plan = accel_plan(n, batch) or {}
     return _lower_jax(lambda x, s: eigh_small_accel(x, symmetrize=s, **plan), ctx, a, symmetrize, vectors)
 
 
@@ -210,4 +252,4 @@ def _sdy_rule(ctx, nbatch: int, vectors: bool):
 
 mlir.register_lowering(small_eigh_p, _cpu_lowering, platform="cpu")
 for _platform in ("cuda", "rocm", "tpu"):
-    mlir.register_lowering(small_eigh_p, _accel_lowering, platform=_platform)
+    mlir.register_lowering(small_eigh_p, functools.partial(_accel_lowering, platform=_platform), platform=_platform)

@@ -31,12 +31,19 @@ Maths: the formulas of :mod:`eigjax._small` (Rutishauser's rotation without divi
   of ``max`` is ``maxnumf``, which drops NaN; the power-of-two scales computed from the
   exponent bits (``frexp`` in bit operations).
 
+On an H200 (benchmarks/results_gpu_pallas.md) it meets the accuracy bounds below on
+random, exactly degenerate, clustered and 1e+-30 batches at n = 2, 3, 4 (float32 and
+float64), where the Triton compile takes 1-3 s; at n = 5 the compile took 14-16 s and at
+n = 8 over 100 s, unrolled or looped.
+
 Contract: that of :func:`eigjax._small.eigh_small_accel` for real float32/float64
 ``(..., n, n)``, ``2 <= n <= 16``: the lower triangle (or with ``symmetrize`` the
 symmetric part ``(a + a^T) / 2``), ascending eigenvalues ``(..., n)`` and orthonormal
 eigenvectors ``(..., n, n)`` as columns (no sign convention), all NaN for a matrix
-with a NaN or inf entry in the part read. Forward only, not wired into the dispatch
-(no GPU measurement yet).
+with a NaN or inf entry in the part read; ``vectors=False`` gives the eigenvalues
+alone. Forward only: ``eigjax.eigh`` reaches it through the small-matrix primitive
+(eigjax/_small_dispatch.py, ``PALLAS_PLAN``: float32 ``n = 3, 4`` on CUDA, measured on
+an H200), whose derivative rules are those of every other solver.
 
 On a GPU it lowers through Triton; ``interpret=True`` runs the same kernel body on any
 backend (how the tests run it on the CPU).
@@ -52,14 +59,19 @@ import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-# Fixed sweep counts (cyclic order, skip threshold), by n and dtype. For n = 3, 4 measured
-# with ``sweeps_needed`` below on 4096 matrices of each hard family (random, exactly
+# Fixed sweep counts (cyclic order, skip threshold) for n <= 4, measured with
+# ``sweeps_needed`` below on 4096 matrices of each hard family (random, exactly
 # degenerate, clustered within 4 eps, a cluster of n - 1 spread by 1e-3, graded
 # 1..10^-(n-1), 1e30): the number of sweeps after which no matrix rotates any pair any
 # more (a further sweep is then the identity): n = 3: 4 (float32 and float64); n = 4: 5
-# (float32), 6 (float64). These are the counts used (n = 3 float64 keeps one more). For
-# n = 5..8 the counts are provisional (not yet measured that way; n = 8 meets the test
-# bounds with them); measure before relying on them.
+# (float32), 6 (float64). These are the counts used (n = 3 float64 keeps one more).
+# For n >= 5 the same measurement (tests/library/test_small.py's families, 638 matrices)
+# gave n = 5: 5/6 (float32/float64), 6: 5/7, 7: 6/7, 8: 5/8; the table keeps one sweep
+# more. n = 9..16 were not measured (XLA:CPU took over 10 minutes to compile one sweep
+# at n = 12): ``n // 2 + 6`` there, a guess. On the H200 (jax 0.11.2) Triton took 14-16 s
+# to compile the kernel at n = 5 and over 100 s at n = 8 (unrolled or looped), so only
+# n <= 4 is dispatched to it (eigjax/_small_dispatch.py); a loop that stops once a sweep
+# rotates nothing (a block-wide max in the loop condition) crashed Triton's compiler.
 _SWEEPS = {
     (2, np.dtype(np.float32)): 1,
     (2, np.dtype(np.float64)): 1,
@@ -67,22 +79,22 @@ _SWEEPS = {
     (3, np.dtype(np.float64)): 5,
     (4, np.dtype(np.float32)): 5,
     (4, np.dtype(np.float64)): 6,
-    (5, np.dtype(np.float32)): 5,
-    (5, np.dtype(np.float64)): 6,
+    (5, np.dtype(np.float32)): 6,
+    (5, np.dtype(np.float64)): 7,
     (6, np.dtype(np.float32)): 6,
-    (6, np.dtype(np.float64)): 6,
-    (7, np.dtype(np.float32)): 6,
-    (7, np.dtype(np.float64)): 7,
+    (6, np.dtype(np.float64)): 8,
+    (7, np.dtype(np.float32)): 7,
+    (7, np.dtype(np.float64)): 8,
     (8, np.dtype(np.float32)): 6,
-    (8, np.dtype(np.float64)): 7,
+    (8, np.dtype(np.float64)): 9,
 }
+_FIXED_MAX_N = 4
 _MAX_N = 16
 
 
 def default_sweeps(n: int, dtype) -> int:
-    """The fixed sweep count for ``n`` and ``dtype`` (``_SWEEPS``; for ``n > 8``, not
-    measured, ``n // 2 + 4`` is used)."""
-    return _SWEEPS.get((n, np.dtype(dtype)), n // 2 + 4)
+    """The fixed sweep count (``_SWEEPS``; ``n // 2 + 6`` for ``n > 8``, not measured)."""
+    return _SWEEPS.get((n, np.dtype(dtype)), n // 2 + 6)
 
 
 def _pow2_scales(amax, finite):
@@ -209,23 +221,28 @@ def _jacobi_lists(
 
 def _sort(w, cols):
     """Odd-even transposition network: ``w`` ascending, ``cols[c]`` (the eigenvector
-    columns, lists of entries) permuted with it; ``n`` passes of compare-and-swap."""
+    columns, lists of entries; none for values only) permuted with it; ``n`` passes of
+    compare-and-swap."""
     n = len(w)
     w, cols = list(w), [list(c) for c in cols]
     for pass_ in range(n):
         for i in range(pass_ % 2, n - 1, 2):
             swap = w[i + 1] < w[i]
             w[i], w[i + 1] = jnp.where(swap, w[i + 1], w[i]), jnp.where(swap, w[i], w[i + 1])
+            if not cols:
+                continue
             ci, cj = cols[i], cols[i + 1]
             cols[i] = [jnp.where(swap, y, x) for x, y in zip(ci, cj)]
             cols[i + 1] = [jnp.where(swap, x, y) for x, y in zip(ci, cj)]
     return w, cols
 
 
-def _solve(load, n: int, sweeps: int, symmetrize: bool, loop: bool = False, barrier: bool = False):
+def _solve(
+    load, n: int, sweeps: int, symmetrize: bool, loop: bool = False, barrier: bool = False, vectors: bool = True
+):
     """The whole solver on entries: ``load(i, j)`` gives ``a[:, i, j]`` (one array over
     the matrices). Returns the sorted eigenvalues (list of ``n`` arrays) and the
-    eigenvector columns ``cols[c][r]``."""
+    eigenvector columns ``cols[c][r]`` (``[]`` without ``vectors``)."""
     pairs = [(i, j) for i in range(n) for j in range(i, n)]
     if symmetrize:
         raw = {k: (load(k[1], k[0]), load(k[0], k[1]) if k[0] != k[1] else None) for k in pairs}
@@ -243,11 +260,10 @@ def _solve(load, n: int, sweeps: int, symmetrize: bool, loop: bool = False, barr
     m = {}
     for k, (lo, up) in raw.items():
         m[k] = lo * scale if up is None else (lo * scale) * 0.5 + (up * scale) * 0.5
-    w, v, _ = _jacobi_lists(m, n, sweeps, eps, loop=loop, barrier=barrier)
-    assert v is not None  # vectors are always accumulated here
+    w, v, _ = _jacobi_lists(m, n, sweeps, eps, with_vectors=vectors, loop=loop, barrier=barrier)
     poison = jnp.where(finite, jnp.ones_like(x0), jnp.full_like(x0, jnp.nan))
     w = [x * unscale for x in w]
-    cols = [[v[r][c] * poison for r in range(n)] for c in range(n)]
+    cols = [] if v is None else [[v[r][c] * poison for r in range(n)] for c in range(n)]
     if barrier:
         # XLA (the interpreter's compiler) may duplicate a computation into several
         # fusions with different FMA contraction, so that one decision (rotate or skip a
@@ -260,7 +276,7 @@ def _solve(load, n: int, sweeps: int, symmetrize: bool, loop: bool = False, barr
     return _sort(w, cols)
 
 
-def _kernel(x_ref, w_ref, v_ref, *, n, b, block, sweeps, symmetrize, layout, masked, loop, interpret):
+def _kernel(x_ref, w_ref, *v_ref, n, b, block, sweeps, symmetrize, layout, masked, loop, interpret):
     start = pl.program_id(0) * block
     rows = pl.ds(start, block)
     mask = (start + jax.lax.broadcasted_iota(jnp.int32, (block,), 0)) < b if masked else None
@@ -279,16 +295,17 @@ def _kernel(x_ref, w_ref, v_ref, *, n, b, block, sweeps, symmetrize, layout, mas
         else:
             plgpu.store(at(ref, k), val, mask=mask)
 
-    w, cols = _solve(load, n, sweeps, symmetrize, loop, barrier=interpret)
+    w, cols = _solve(load, n, sweeps, symmetrize, loop, barrier=interpret, vectors=bool(v_ref))
     for i in range(n):
         store(w_ref, i, w[i])
-    for c in range(n):
+    for c in range(len(cols)):
         for r in range(n):
-            store(v_ref, r * n + c, cols[c][r])
+            store(v_ref[0], r * n + c, cols[c][r])
 
 
 @functools.partial(
-    jax.jit, static_argnames=("sweeps", "block", "num_warps", "symmetrize", "layout", "loop", "interpret")
+    jax.jit,
+    static_argnames=("sweeps", "block", "num_warps", "symmetrize", "layout", "loop", "vectors", "interpret"),
 )
 def eigh_small_pallas(
     a: jax.Array,
@@ -299,16 +316,16 @@ def eigh_small_pallas(
     symmetrize: bool = False,
     layout: str = "strided",
     loop: bool | None = None,
+    vectors: bool = True,
     interpret: bool = False,
-) -> tuple[jax.Array, jax.Array]:
+):
     """Eigenvalues (ascending) and eigenvectors (columns) of real symmetric
     ``(..., n, n)`` input, ``2 <= n <= 16``, in one Pallas kernel (module docstring).
 
     Args:
       a: float32 or float64 ``(..., n, n)``; the lower triangle is read, or with
         ``symmetrize`` the symmetric part.
-      sweeps: Jacobi sweeps (default: ``default_sweeps(n, dtype)``, measured for
-        ``n <= 8``).
+      sweeps: Jacobi sweeps (default: ``default_sweeps(n, dtype)``).
       block: matrices per program of the grid (a power of two: the Triton lowering
         needs power-of-two array sizes).
       num_warps: Triton warps per program (default ``block // 32``, clipped to 1..8: one
@@ -316,33 +333,44 @@ def eigh_small_pallas(
       layout: ``"strided"`` (read and write the batch in place) or ``"transposed"``
         (XLA transposes to batch-last around the kernel).
       loop: the sweeps after the first in a loop (one sweep per iteration) instead of
-        unrolled; default: unrolled on a GPU, looped under ``interpret`` (XLA:CPU takes
-        minutes to compile the unrolled ``n = 8`` kernel, and the unrolled ``n = 4``
-        kernel gave wrong eigenvectors on degenerate input under the interpreter, while
-        the same unrolled arithmetic under ``jax.jit`` (``eigh_entries_jax``) and the
-        looped kernel are right: not diagnosed, see the tests).
+        unrolled; default: unrolled for ``n <= 4`` on a GPU, looped otherwise (under
+        ``interpret`` XLA:CPU compiles the unrolled form slowly, and the unrolled
+        ``n = 4`` kernel once gave wrong eigenvectors on degenerate input under the
+        interpreter, not diagnosed, see the tests).
+      vectors: ``False``: eigenvalues only (no rotation is accumulated); returns ``w``.
       interpret: run the kernel body with Pallas' interpreter (any backend; the tests).
 
     Returns:
       ``(w, v)``: ``(..., n)`` ascending and ``(..., n, n)`` orthonormal columns, all NaN
-      for a matrix with a NaN or inf entry in the part read.
+      for a matrix with a NaN or inf entry in the part read (``w`` alone without
+      ``vectors``).
 
     Raises:
       TypeError: a dtype other than float32/float64.
-      ValueError: ``n`` outside 2..16, ``block`` not a power of two, unknown ``layout``.
+      ValueError: ``n`` outside 2..16, ``block`` not a power of two, unknown ``layout``
+        or ``loop``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> w, v = eigh_small_pallas(jnp.array([[[2.0, 1.0], [1.0, 2.0]]]), interpret=True)
+      >>> w.round(6).tolist()
+      [[1.0, 3.0]]
     """
+    where = "eigjax.internal.eigh_small_pallas"
     if a.dtype not in (jnp.float32, jnp.float64):
-        raise TypeError(
-            f"eigjax._small_pallas.eigh_small_pallas: argument `a` must be float32 or float64; got dtype {a.dtype}."
-        )
+        raise TypeError(f"{where}: argument `a` must be float32 or float64; got dtype {a.dtype}.")
     *batch, n, n2 = a.shape
     if n != n2 or not 2 <= n <= _MAX_N:
-        raise ValueError(f"eigjax._small_pallas.eigh_small_pallas: need (..., n, n) with 2 <= n <= 16; got {a.shape}.")
+        raise ValueError(f"{where}: need (..., n, n) with 2 <= n <= 16; got {a.shape}.")
     if block < 1 or block & (block - 1):
-        raise ValueError(f"eigjax._small_pallas.eigh_small_pallas: block must be a power of two; got {block}.")
+        raise ValueError(f"{where}: block must be a power of two; got {block}.")
     if layout not in ("strided", "transposed"):
-        raise ValueError(f"eigjax._small_pallas.eigh_small_pallas: unknown layout {layout!r}.")
+        raise ValueError(f"{where}: unknown layout {layout!r}.")
+    if loop not in (None, False, True):
+        raise ValueError(f"{where}: loop must be None, False or True; got {loop!r}.")
     sweeps = default_sweeps(n, a.dtype) if sweeps is None else int(sweeps)
+    if loop is None:
+        loop = n > _FIXED_MAX_N or bool(interpret)
     b = int(np.prod(batch, dtype=np.int64))
     x = a.reshape(b, n * n)
     nblocks = max(1, -(-b // block))
@@ -355,12 +383,11 @@ def eigh_small_pallas(
         pad = jnp.broadcast_to(jnp.eye(n, dtype=a.dtype).reshape(1, n * n), (bp - b, n * n))
         x = jnp.concatenate([x, pad])
     rows = bp if interpret else b
+    shapes = ((rows, n), (rows, n * n))
     if layout == "transposed":
         x = x.T
-        out_shape = (jax.ShapeDtypeStruct((n, rows), a.dtype), jax.ShapeDtypeStruct((n * n, rows), a.dtype))
-    else:
-        out_shape = (jax.ShapeDtypeStruct((rows, n), a.dtype), jax.ShapeDtypeStruct((rows, n * n), a.dtype))
-    loop = interpret if loop is None else bool(loop)
+        shapes = tuple(s[::-1] for s in shapes)
+    out_shape = tuple(jax.ShapeDtypeStruct(s, a.dtype) for s in shapes[: 2 if vectors else 1])
     warps = num_warps if num_warps is not None else max(1, min(8, block // 32))
     kernel = functools.partial(
         _kernel,
@@ -374,7 +401,7 @@ def eigh_small_pallas(
         loop=loop,
         interpret=interpret,
     )
-    w, v = pl.pallas_call(
+    out = pl.pallas_call(
         kernel,
         out_shape=out_shape,
         grid=(nblocks,),
@@ -383,9 +410,11 @@ def eigh_small_pallas(
         name=f"eigjax_jacobi_{n}x{n}",
     )(x)
     if layout == "transposed":
-        w, v = w.T, v.T
-    w, v = w[:b], v[:b]
-    return w.reshape(*batch, n), v.reshape(*batch, n, n)
+        out = tuple(y.T for y in out)
+    w = out[0][:b].reshape(*batch, n)
+    if not vectors:
+        return w
+    return w, out[1][:b].reshape(*batch, n, n)
 
 
 def eigh_entries_jax(a: jax.Array, *, sweeps: int | None = None, symmetrize: bool = False):

@@ -9,14 +9,15 @@ import ``eigjax._*``.
   ``EIGJAX_NATIVE=0``). The first call builds it (once per machine, 5-20 s; one log line
   on the ``eigjax`` logger says so, and another if it falls back).
 * :func:`cpu_solver` / :func:`accel_solver`: which small-matrix solver a program lowered
-  for the CPU or for a GPU/TPU uses for a given size (the dispatch table is in
+  for the CPU or for a GPU/TPU uses for a given size (and dtype, platform) (the dispatch table is in
   ``eigjax/_small_dispatch.py``).
 * :func:`eigh_small` / :func:`eigh_small_accel`: the pure-JAX Jacobi solvers for batches
   of small real symmetric matrices (forward only; ``eigjax.eigh`` adds the derivative
   rules), callable on every backend.
 * :func:`eigh_small_pallas`: the same Jacobi method as one Pallas kernel (Triton on a
-  GPU, ``interpret=True`` anywhere), one matrix per lane; forward only, not yet used
-  by ``eigjax.eigh`` (awaiting a GPU measurement).
+  GPU, ``interpret=True`` anywhere), one matrix per lane; forward only. ``eigjax.eigh``
+  uses it on CUDA where it was measured fastest (float32, ``n = 3, 4``, 1e6 matrices
+  or more: ``accel_solver`` says ``"pallas"``).
 
 The application's entry points (``run_check``, ``load_config``, ``resolve_config``,
 ``make_optimizer``) are public in :mod:`eigjax.app`.

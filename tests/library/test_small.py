@@ -114,12 +114,17 @@ def solver_in(f, shape, platform="cpu", dtype=jnp.float32):
     """The small-matrix solver in the program ``f`` lowered for ``platform``, read from
     the lowered module: the native kernel's custom call, LAPACK's or cuSOLVER's, or
     neither (the pure-JAX solvers)."""
-    x = jnp.ones(shape, dtype)
+    x = jax.ShapeDtypeStruct(shape, dtype)
     if platform == "cpu":
         text = jax.jit(f).lower(x).as_text()
+    elif platform == "cuda-jit":  # lowered for a GPU as jax.jit does, not for export
+        text = jax.jit(f).trace(x).lower(lowering_platforms=("cuda",)).as_text()
     else:
         text = jax.export.export(jax.jit(f), platforms=[platform])(x).mlir_module()
-    targets = set(re.findall(r"custom_call @(\w+)", text))
+    targets = set(re.findall(r"custom_call @([\w$.]+)", text))
+    if "__gpu$xla.gpu.triton" in targets:
+        assert targets == {"__gpu$xla.gpu.triton"}, targets
+        return "pallas"
     if any(t.startswith("eigjax_small_eigh") for t in targets):
         return "native"
     if any("syev" in t or "heev" in t or t == "Eigh" for t in targets):  # LAPACK, cuSOLVER, TPU
@@ -156,6 +161,26 @@ def test_dispatch_uses_fast_path_only_where_measured():
             assert solver_in(eigjax.eigh, shape, platform) == "jax", (platform, shape)
         for shape in ((big, 4, 4), (many, 8, 8), (many, 16, 16), (big, 17, 17)):
             assert solver_in(eigjax.eigh, shape, platform) == "backend", (platform, shape)
+
+
+def test_gpu_dispatch_uses_the_pallas_kernel_only_where_measured():
+    """On CUDA the Pallas kernel solves float32 batches of 1e6 or more at n = 3, 4 (the
+    H200 measurement, BENCHMARKS.md); float64, n = 2, smaller batches, TPU/ROCm and
+    exported programs (Triton calls have no compatibility guarantee) keep the stable
+    solvers. Read from the lowered modules, lowered here on a CPU-only machine."""
+    acc, big = eigjax.internal.accel_solver, 10**6
+    assert acc(3, big) == acc(4, big) == acc(4, 4 * big) == "pallas"
+    assert acc(3, big - 1) == acc(2, big) == acc(3, big, np.float64) == "jax"
+    assert acc(3, big, platform="tpu") == acc(3, big, platform="rocm") == acc(3, big, for_export=True) == "jax"
+    assert acc(5, big) == acc(8, big) == "backend"
+    for n in (3, 4):
+        assert solver_in(eigjax.eigh, (big, n, n), "cuda-jit") == "pallas"
+        assert solver_in(eigjax.eigvalsh, (big, n, n), "cuda-jit") == "pallas"
+        assert solver_in(jax.grad(lambda a: jnp.sum(eigjax.eigh(a)[1] ** 4)), (big, n, n), "cuda-jit") == "pallas"
+        assert solver_in(eigjax.eigh, (big, n, n), "cuda") == "jax"  # exported
+        assert solver_in(eigjax.eigh, (big, n, n), "cuda-jit", jnp.float64) == "jax"
+    assert solver_in(eigjax.eigh, (big - 1, 3, 3), "cuda-jit") == "jax"
+    assert solver_in(jax.vmap(eigjax.eigh), (big, 3, 3), "cuda-jit") == "pallas"
 
 
 def test_complex_routed_to_backend_solver():
