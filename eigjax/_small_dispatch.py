@@ -32,8 +32,9 @@ Solvers (the numbers behind each choice are in BENCHMARKS.md):
 Sharding: every solver is batch-parallel. The native kernel's custom call carries a
 Shardy rule (and XLA's ``num_batch_dims`` attribute) saying that its batch dimensions
 may be sharded and its matrix dimensions may not, so a batch sharded over devices is
-solved where it lies, with no all-gather; the other solvers are ordinary XLA operations
-that the partitioner handles itself.
+solved where it lies, with no all-gather; the Pallas kernel's Triton call is wrapped in
+``custom_partitioning`` with the same rule (``_pallas_solve``); the other solvers are
+ordinary XLA operations that the partitioner handles itself.
 
 Every solver returns all-NaN eigenvalues and eigenvectors for a matrix with a NaN or inf
 entry anywhere (also in the triangle not read).
@@ -200,19 +201,74 @@ def _accel_lowering(ctx, a, *, symmetrize, vectors, platform):
     for_export = getattr(ctx.module_context.lowering_parameters, "for_export", False)
     solver = accel_solver(n, batch, ctx.avals_in[0].dtype, platform=platform, for_export=for_export)
     if solver == "pallas":
-        from ._small_pallas import eigh_small_pallas  # Pallas is imported only when lowered for it
-
         options = _pallas_options(n, batch, ctx.avals_in[0].dtype) or {}
-
-        def solve(x):
-            out = eigh_small_pallas(x, symmetrize=symmetrize, vectors=vectors, **options)
-            return out if vectors else (out,)
-
+        solve = functools.partial(
+            _pallas_solve, symmetrize=symmetrize, vectors=vectors, options=options, partition=_several_devices(ctx)
+        )
         return mlir.lower_fun(solve, multiple_results=True)(ctx, a)
     if solver == "backend":
         return _lower_jax(_lapack, ctx, a, symmetrize, vectors)
     plan = accel_plan(n, batch) or {}
     return _lower_jax(lambda x, s: eigh_small_accel(x, symmetrize=s, **plan), ctx, a, symmetrize, vectors)
+
+
+def _several_devices(ctx) -> bool:
+    """Whether the program being lowered spans several devices that XLA partitions (not
+    inside a ``shard_map`` over all of them); as ``custom_partitioning`` decides it."""
+    context = ctx.module_context.axis_context
+    devices = getattr(context, "device_assignment", None)
+    if devices is not None:
+        return len(devices) > 1
+    mesh = getattr(context, "mesh", None)
+    if mesh is None or set(getattr(context, "manual_axes", ())) == set(mesh.axis_names):
+        return False
+    return mesh.size > 1
+
+
+def _pallas_solve(
+    x, *, symmetrize: bool, vectors: bool, options: dict, partition: bool = True, interpret: bool = False
+) -> tuple:
+    """The Pallas kernel on ``x`` of shape ``(..., n, n)``, with ``partition`` partitioned
+    along the batch dimensions: a batch sharded over devices is solved where it lies
+    (each device runs the kernel on its shard), the matrix dimensions are never sharded.
+    A Triton call has no sharding rule of its own (XLA would gather the whole batch onto
+    every device), so the kernel is wrapped in ``custom_partitioning``; on one device (or
+    lowered with no devices, ahead of time) it is called as it is. Returns ``(w, v)`` or
+    ``(w,)``."""
+    from jax.experimental.custom_partitioning import custom_partitioning
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from ._small_pallas import eigh_small_pallas  # Pallas is imported only when lowered for it
+
+    nbatch = x.ndim - 2
+
+    def kernel(y):
+        out = eigh_small_pallas(y, symmetrize=symmetrize, vectors=vectors, interpret=interpret, **options)
+        return out if vectors else (out,)
+
+    def shardings(mesh, arg_shapes):
+        spec = tuple(getattr(arg_shapes[0].sharding, "spec", ()))
+        batch = (spec + (None,) * nbatch)[:nbatch]
+        arg = NamedSharding(mesh, PartitionSpec(*batch, None, None))
+        outs = (NamedSharding(mesh, PartitionSpec(*batch, None)), arg)
+        return arg, outs[: 2 if vectors else 1]
+
+    def per_shard(mesh, arg_shapes, result_shape):
+        arg, outs = shardings(mesh, arg_shapes)
+        return mesh, kernel, outs, (arg,)
+
+    def infer(mesh, arg_shapes, result_shape):
+        return shardings(mesh, arg_shapes)[1]
+
+    if not partition:
+        return kernel(x)
+    solve = custom_partitioning(kernel)
+    solve.def_partition(
+        per_shard,
+        infer_sharding_from_operands=infer,
+        sharding_rule="... i j -> ... k" + (", ... l m" if vectors else ""),
+    )
+    return solve(x)
 
 
 def _native_lowering(ctx, a, symmetrize, vectors):
