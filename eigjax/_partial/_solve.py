@@ -15,6 +15,7 @@ from ._blocks import (
 from ._chebyshev import _chebyshev_solve
 from ._krylov import _krylov_solve
 from ._lobpcg import _dense_generalized_solve, _lobpcg_solve
+from ._shift_invert import _shift_invert_solve
 from ._types import _Config
 
 
@@ -57,7 +58,8 @@ def _solve_unhooked(params, matmat, cfg: _Config):
 
 
 def _solve_general_unhooked(params, ops, cfg: _Config):
-    """All ``p`` Ritz pairs of the pencil ``(A, B)`` (``B = I`` when ``ops[1]`` is None) by LOBPCG.
+    """All ``p`` Ritz pairs of the pencil ``(A, B)`` (``B = I`` when ``ops[1]`` is None) by LOBPCG
+    (or, ``method="shift_invert"``, ``B = I``, by Krylov on the preconditioner as an exact inverse).
 
     Returns the ``k`` wanted pairs (ascending, eigenvectors as B-orthonormal columns), their
     residual norms ``||A v - w B v||``, the iteration count and flag, then the other Ritz
@@ -73,7 +75,10 @@ def _solve_general_unhooked(params, ops, cfg: _Config):
         theta, x, ax, bx, res, it, conv = _dense_generalized_solve(op_a, op_b, cfg)
     else:
         x0 = _start_block((cfg.p, cfg.n), cfg.dtype, cfg.seed)
-        theta, x, ax, bx, res, it, conv = _lobpcg_solve(op_a, op_b, precond, x0, cfg)
+        if cfg.method == "shift_invert":  # B = I (checked by eigh_partial)
+            theta, x, ax, bx, res, it, conv = _shift_invert_solve(op_a, precond, x0, cfg)
+        else:
+            theta, x, ax, bx, res, it, conv = _lobpcg_solve(op_a, op_b, precond, x0, cfg)
     k = cfg.k
     w, v, r = sign * theta[:k], x[:k], res[:k]
     if cfg.largest:
