@@ -106,9 +106,9 @@ def check_correctness(rng) -> None:
     emit("")
     emit(
         "| n | dtype | family | residual / (eps ||A||) | orthogonality / (n eps) | max |w - w_ref| / (n eps max|w|)"
-        " | same, eigvalsh | solver |"
+        " | same, eigvalsh | solver | s since start |"
     )
-    emit("|---|---|---|---|---|---|---|---|")
+    emit("|---|---|---|---|---|---|---|---|---|")
     bad = []
     for n in ARGS.sizes or ((2, 3, 4, 8, 16) if not ARGS.focus else (4, 8)):
         for dtype in (np.float32, np.float64):
@@ -134,7 +134,7 @@ def check_correctness(rng) -> None:
                     solver = eigjax.internal.accel_solver(n, len(a), dtype, platform=PLATFORM)
                 emit(
                     f"| {n} | {np.dtype(dtype).name} | {kind} | {res:.1f} | {orth:.2f} | {werr:.2f} | {werr_o:.2f}"
-                    f" | {solver} |"
+                    f" | {solver} | {time.perf_counter() - T0:.0f} |"
                 )
                 if not (res <= 50 and orth <= 50 and max(werr, werr_o) <= 20 and np.all(np.diff(w64, axis=-1) >= 0)):
                     bad.append((n, np.dtype(dtype).name, kind))
@@ -211,7 +211,8 @@ def variants(rng, bw: float, budget: float) -> None:
     emit("")
     emit("## 3. Solver variants (forward, batch 1e6; ms, medians)")
     emit("")
-    emit("pallas bB: eigjax.internal.eigh_small_pallas(block=B) (sweeps unrolled); T: transposed layout;")
+    emit("pallas bB wW: eigjax.internal.eigh_small_pallas(block=B, num_warps=W) (sweeps unrolled; default warps")
+    emit("B / 32); T: transposed layout;")
     emit("entries: the pure-JAX entry solver; jnp: vmap(jnp.linalg.eigh) (cuSOLVER).")
     emit("")
     emit("| n | dtype | variant times | fastest | jnp / fastest | fastest / floor |")
@@ -227,11 +228,14 @@ def variants(rng, bw: float, budget: float) -> None:
                 continue
             a = jnp.asarray(sym_batch(rng, 10**6 // SCALE, n, dtype))
             fns = {"jnp": jax.jit(jax.vmap(jnp.linalg.eigh))}
-            blocks = ((128, 256) if ARGS.sizes else (64, 128, 256)) if dtype == np.float32 else (128,)
-            for blk in blocks:
-                fns[f"pallas b{blk}"] = jax.jit(functools.partial(pallas, block=blk))
-            if dtype == np.float32:
-                fns["pallas b128 T"] = jax.jit(functools.partial(pallas, layout="transposed"))
+            # (block, warps): with fewer warps than block / 32 each thread holds several
+            # matrices (independent rotation chains in flight: the kernel is latency-bound)
+            shapes = [(128, None), (256, None), (256, 4), (512, 4)] if dtype == np.float32 else [(128, None), (256, 4)]
+            for blk, warps in shapes:
+                label = f"pallas b{blk}" + (f" w{warps}" if warps else "")
+                fns[label] = jax.jit(functools.partial(pallas, block=blk, num_warps=warps))
+            fns["pallas b128 T"] = jax.jit(functools.partial(pallas, layout="transposed"))
+            fns["pallas b256 w4 T"] = jax.jit(functools.partial(pallas, block=256, num_warps=4, layout="transposed"))
             if n <= 4:
                 fns["entries"] = jax.jit(lambda x: eigjax.internal.eigh_small_accel(x, method="entries"))
             try:
