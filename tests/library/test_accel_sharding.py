@@ -166,3 +166,21 @@ def test_pallas_kernel_is_partitioned_along_the_batch():
             assert all(s.startswith(("P('b'", "PartitionSpec('b'")) for s in r["sharded"]), (key, r["sharded"])
         else:  # the control: without the wrapper XLA gathers the batch
             assert r["all_gather"], key
+
+
+def test_the_pallas_path_is_wrapped_only_in_programs_over_several_devices():
+    """``custom_partitioning`` asserts on a program lowered with no devices (ahead of time,
+    for a platform this machine lacks), so the CUDA lowering wraps the kernel only where
+    the program spans several devices that XLA partitions: read from the lowering
+    context's axis context as ``custom_partitioning`` reads it."""
+    from types import SimpleNamespace as NS
+
+    from eigjax._small_dispatch import _several_devices
+
+    ctx = lambda axis_context: NS(module_context=NS(axis_context=axis_context))
+    assert not _several_devices(ctx(NS(device_assignment=None, num_devices=1)))  # AOT, no devices
+    assert not _several_devices(ctx(NS(device_assignment=("gpu0",), num_devices=1)))
+    assert _several_devices(ctx(NS(device_assignment=("gpu0", "gpu1"), num_devices=2)))
+    mesh = NS(axis_names=("b",), size=4)
+    assert _several_devices(ctx(NS(mesh=mesh, manual_axes=())))  # partitioned by XLA
+    assert not _several_devices(ctx(NS(mesh=mesh, manual_axes=("b",))))  # inside shard_map
