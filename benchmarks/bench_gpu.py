@@ -138,6 +138,26 @@ def check_correctness(rng) -> None:
                 )
                 if not (res <= 50 and orth <= 50 and max(werr, werr_o) <= 20 and np.all(np.diff(w64, axis=-1) >= 0)):
                     bad.append((n, np.dtype(dtype).name, kind))
+    # the NaN contract: a NaN or inf entry anywhere (also in the triangle not read) makes
+    # that matrix's outputs all NaN and leaves the others exact
+    for n in ARGS.sizes or (2, 3, 4, 8, 16):
+        for dtype in (np.float32, np.float64):
+            a = sym_batch(rng, 4104, n, dtype)
+            a[5, n - 1, 0], a[9, 0, n - 1], a[17, 0, 0] = np.nan, np.inf, -np.inf
+            bad_rows = [5, 9, 17]
+            w, v = (np.asarray(x) for x in jax.jit(eigjax.eigh)(jnp.asarray(a)))
+            wo = np.asarray(jax.jit(eigjax.eigvalsh)(jnp.asarray(a)))
+            good = np.setdiff1d(np.arange(len(a)), bad_rows)
+            ok = (
+                np.all(np.isnan(w[bad_rows]))
+                and np.all(np.isnan(v[bad_rows]))
+                and np.all(np.isnan(wo[bad_rows]))
+                and np.all(np.isfinite(w[good]))
+                and np.all(np.isfinite(wo[good]))
+            )
+            emit(f"NaN contract, n = {n}, {np.dtype(dtype).name}: {'kept' if ok else 'BROKEN'}")
+            if not ok:
+                bad.append((n, np.dtype(dtype).name, "nan contract"))
     # one directional derivative against central differences (float64, distinct eigenvalues)
     for n in (3, 8):
         a = jnp.asarray(sym_batch(rng, 256, n, np.float64))
