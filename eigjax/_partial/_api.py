@@ -181,9 +181,10 @@ def eigh_partial(
       block_size: block size ``p >= k``. Default ``k + max(4, k)`` (Chebyshev; the
         convergence rate is set by the gap between ``lambda_k`` and ``lambda_{p+1}``, and
         the extra vectors deflate the derivative's solve), ``k + max(3, k)`` (Krylov),
-        ``k + max(2, k // 4)`` (shift-invert).
+        ``k + 1`` (shift-invert).
       krylov_steps: blocks per restart ``m`` (Krylov and shift-invert; default
-        ``max(3, 64 // p)``, for shift-invert ``max(4, 96 // p)``, at most ``n // p - 1``).
+        ``max(3, 64 // p)``, for shift-invert ``min(24, max(4, 90 // p))``, at most
+        ``n // p - 1``; shift-invert unrolls these steps at trace time).
       max_restarts: cap on filter iterations (Chebyshev) or restarts (Krylov);
         ``converged`` in the result tells if it was hit.
       cg_tol, cg_maxiter: relative residual tolerance (default ``tol``) and iteration
@@ -299,7 +300,7 @@ def eigh_partial(
     degenerate_tol = check_nonnegative_float(degenerate_tol, name="degenerate_tol", fn=_FN)
     # shift-invert: each block costs a solve with p right-hand sides, so a thinner block
     # and more blocks per restart (measured on the benchmark's 100,000-node graph)
-    extra = {"krylov": max(3, k), "shift_invert": max(2, k // 4)}.get(method, max(4, k))
+    extra = {"krylov": max(3, k), "shift_invert": 1}.get(method, max(4, k))
     # ints only (a float or a string was coerced by int() before: 4.7 ran as 4)
     block_size = check_int(block_size, name="block_size", fn=_FN, minimum=1, allow_none=True)
     krylov_steps = check_int(krylov_steps, name="krylov_steps", fn=_FN, minimum=2, allow_none=True)
@@ -308,7 +309,7 @@ def eigh_partial(
         raise ValueError(f"{_FN}: option `block_size` must satisfy k <= block_size <= n; got {p}.")
     m = max(3, 64 // p) if krylov_steps is None else krylov_steps
     if method == "shift_invert":  # the dense path takes 4 p > n; Krylov needs (m + 1) p <= n
-        m = max(4, 96 // p) if krylov_steps is None else krylov_steps
+        m = min(24, max(4, 90 // p)) if krylov_steps is None else krylov_steps
         m = max(2, min(m, n_ // p - 1))
     max_restarts = check_int(max_restarts, name="max_restarts", fn=_FN, minimum=0)
     cg_maxiter = check_int(cg_maxiter, name="cg_maxiter", fn=_FN, minimum=1, allow_none=True)

@@ -31,7 +31,7 @@ def _shift_invert_solve(op_a, solve, x0, cfg: _Config):
     """``(theta, x, ax, bx, res, it, conv)`` as :func:`eigjax._partial._lobpcg._lobpcg_solve`
     returns them (``B = I``): the ``p`` Ritz pairs of ``op_a`` on the block that Krylov on
     ``-solve`` converged to, ascending, vectors as orthonormal rows."""
-    _, x, _, _, it, _, _ = _krylov_solve(lambda v: -solve(v), _orthonormal_rows(x0), cfg)
+    _, x, _, _, it, _, _ = _krylov_solve(lambda v: -solve(v), _orthonormal_rows(x0), cfg, unroll=True)
     ax = op_a(x)
     theta, z = _eigh_small(_hermitian_small(_coefficients(ax, x).T))
     zt = z.T.astype(cfg.dtype)
