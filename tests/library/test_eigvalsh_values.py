@@ -261,6 +261,8 @@ def test_exports_small_real_batches(platforms):
 # Sharding: the batch of the LAPACK calls is partitioned, not gathered.
 
 _SHARDED = """
+import faulthandler
+faulthandler.dump_traceback_later(90, exit=True)  # a hang prints every thread's stack and exits
 import jax, jax.numpy as jnp, numpy as np, eigjax
 mesh = jax.sharding.Mesh(np.array(jax.devices()), ("b",))
 s = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("b"))
@@ -268,6 +270,7 @@ x = np.random.default_rng(0).standard_normal((4, {n}, {n})).astype(np.float32)
 f = jax.jit(eigjax.eigvalsh, in_shardings=s, out_shardings=s)
 a = jax.device_put(jnp.asarray(x), s)
 assert "all-gather" not in f.lower(a).compile().as_text()
+print("compiled", flush=True)
 err = np.abs(np.asarray(f(a)) - np.linalg.eigvalsh((x + np.swapaxes(x, -1, -2)) / 2)).max()
 assert err < 1e-3, err
 print("ok")
@@ -279,21 +282,23 @@ def test_batch_sharded_without_gather():
     import os
     import subprocess
     import sys
+    import warnings
 
-    # One BLAS thread per device: once (a fresh-clone CI run, the other xdist worker busy)
-    # this subprocess hung past 300 s with two devices calling multithreaded OpenBLAS at
-    # once; alone it takes 2 s. Cause not established (see the session note).
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        "JAX_PLATFORMS": "cpu",
-        "OPENBLAS_NUM_THREADS": "1",
-    }
-    out = subprocess.run(
-        [sys.executable, "-c", _SHARDED.format(n=_eigvals_only.BLOCKED_N + 4)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    # Known, not diagnosed: in two fresh-clone CI runs out of about ten (the other xdist
+    # worker busy) this subprocess hung past 300 s; alone it takes 2 s, and a hundred
+    # runs here, loaded or not, never hung. The subprocess now runs with one BLAS thread,
+    # without the session's shared compilation cache and optimisation settings (only what
+    # the test needs), and dumps every thread's stack if it hangs for 90 s. A hang is
+    # retried once in a fresh process and reported as a warning with that stack; a second
+    # hang, a gathered batch or a wrong number fails.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu", OPENBLAS_NUM_THREADS="1")
+    code = _SHARDED.format(n=_eigvals_only.BLOCKED_N + 4)
+    run = lambda: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    out = run()
+    if out.returncode != 0 and "Timeout" in out.stderr and "ok" not in out.stdout:
+        warnings.warn(f"sharded eigvalsh hung once (retried); stacks:\n{out.stderr[-6000:]}", stacklevel=1)
+        first = out.stderr[-3000:]
+        out = run()
+        assert out.returncode == 0 and "ok" in out.stdout, f"hung twice; first:\n{first}\nsecond:\n{out.stderr[-3000:]}"
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
