@@ -131,7 +131,8 @@ _SCHEDULES = {3: ([(0, 1)], (1, 2, 0), 3), 4: ([(0, 1), (2, 3)], None, 1)}
 
 
 def _sort_network(w, cols):
-    """Sort eigenvalues ascending (list of arrays), permuting the eigenvector columns.
+    """Sort eigenvalues ascending (list of arrays), permuting the eigenvector columns
+    (lists of entries; an empty list for values only).
 
     Odd-even transposition network: ``n`` passes of compare-and-swap with
     ``jnp.where``, all elementwise over the batch.
@@ -142,6 +143,8 @@ def _sort_network(w, cols):
         for i in range(pass_ % 2, n - 1, 2):
             swap = w[i + 1] < w[i]
             w[i], w[i + 1] = jnp.where(swap, w[i + 1], w[i]), jnp.where(swap, w[i], w[i + 1])
+            if not cols:
+                continue
             ci, cj = cols[i], cols[i + 1]
             cols[i] = [jnp.where(swap, y, x) for x, y in zip(ci, cj)]
             cols[i + 1] = [jnp.where(swap, x, y) for x, y in zip(ci, cj)]

@@ -59,6 +59,8 @@ import numpy as np
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from ._small import _sort_network
+
 # Fixed sweep counts (cyclic order, skip threshold) for n <= 4, measured with
 # ``sweeps_needed`` below on 4096 matrices of each hard family (random, exactly
 # degenerate, clustered within 4 eps, a cluster of n - 1 spread by 1e-3, graded
@@ -219,24 +221,6 @@ def _jacobi_lists(
     return [m[(i, i)] for i in range(n)], v, done
 
 
-def _sort(w, cols):
-    """Odd-even transposition network: ``w`` ascending, ``cols[c]`` (the eigenvector
-    columns, lists of entries; none for values only) permuted with it; ``n`` passes of
-    compare-and-swap."""
-    n = len(w)
-    w, cols = list(w), [list(c) for c in cols]
-    for pass_ in range(n):
-        for i in range(pass_ % 2, n - 1, 2):
-            swap = w[i + 1] < w[i]
-            w[i], w[i + 1] = jnp.where(swap, w[i + 1], w[i]), jnp.where(swap, w[i], w[i + 1])
-            if not cols:
-                continue
-            ci, cj = cols[i], cols[i + 1]
-            cols[i] = [jnp.where(swap, y, x) for x, y in zip(ci, cj)]
-            cols[i + 1] = [jnp.where(swap, x, y) for x, y in zip(ci, cj)]
-    return w, cols
-
-
 def _solve(
     load, n: int, sweeps: int, symmetrize: bool, loop: bool = False, barrier: bool = False, vectors: bool = True
 ):
@@ -273,7 +257,7 @@ def _solve(
         # _jacobi_lists). The Triton lowering has no such barrier and needs none: each
         # value is one SSA value there, computed once.
         w, cols = jax.lax.optimization_barrier((w, cols))
-    return _sort(w, cols)
+    return _sort_network(w, cols)
 
 
 def _kernel(x_ref, w_ref, *v_ref, n, b, block, sweeps, symmetrize, layout, masked, loop, interpret):

@@ -26,6 +26,23 @@ def _hermitian_solve(op, rhs, solve):
     return jax.lax.custom_linear_solve(op, rhs, solve, symmetric=True)
 
 
+def _guard_block(w_dot, c, f, w, cfg):
+    """Reverse mode's test of the cotangent on the cut pairs inside the block (as
+    eigjax.eigh, eigjax._guard): ``c`` holds the in-block coefficients (``dV = V c``),
+    whose cotangent ``V^H Vbar`` is Hermitian on each group for a loss invariant to its
+    basis; ``f`` the inverse gaps (zero on cut pairs)."""
+    return guard(
+        w_dot,
+        c,
+        checked_pairs(f),
+        w,
+        name=_FN,
+        mode="hermitian",
+        phase=jnp.issubdtype(c.dtype, jnp.complexfloating),
+        debug=cfg.degenerate_check == "debug",
+    )
+
+
 def _tangents(out, w_dot, v_dot):
     """The solve's output tangents: ``w_dot`` and ``v_dot``, then zeros. Residual norms carry
     no derivative, counters and flags are integer (float0), and the extra Ritz pairs only
@@ -65,20 +82,7 @@ def _partial_rule(matmat, cfg, primals, tangents, *, primal, higher):
         f = nan_on_cut(f)
     q = f * p
     if cfg.degenerate_check and not higher:
-        # Reverse mode tests the cotangent on the cut pairs inside the block, as
-        # eigjax.eigh (eigjax._guard): inside = V q (as columns), so the cotangent of q
-        # is V^T Vbar, Hermitian on each group for a loss invariant to its basis.
-        phase = jnp.issubdtype(p.dtype, jnp.complexfloating)
-        w_dot, q = guard(
-            w_dot,
-            q,
-            checked_pairs(f),
-            w,
-            name=_FN,
-            mode="hermitian",
-            phase=phase,
-            debug=cfg.degenerate_check == "debug",
-        )
+        w_dot, q = _guard_block(w_dot, q, f, w, cfg)  # inside = V q (as columns)
     inside = _mm(q.T, v)
 
     sign = -1.0 if cfg.largest else 1.0
@@ -174,17 +178,7 @@ def _general_rule(ops, cfg, primals, tangents, *, primal, higher):
     if higher:
         c = jnp.where(degenerate & ~jnp.eye(cfg.k, dtype=bool), jnp.nan, c)
     elif cfg.degenerate_check:
-        phase = jnp.issubdtype(c.dtype, jnp.complexfloating)
-        w_dot, c = guard(
-            w_dot,
-            c,
-            checked_pairs(f),
-            w,
-            name=_FN,
-            mode="hermitian",
-            phase=phase,
-            debug=cfg.degenerate_check == "debug",
-        )
+        w_dot, c = _guard_block(w_dot, c, f, w, cfg)
     inside = _mm(c.T, v)
 
     sign = -1.0 if cfg.largest else 1.0
