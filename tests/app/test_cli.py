@@ -53,6 +53,28 @@ def load_npz(path):
         return {k: z[k] for k in z.files}
 
 
+def run_killed_after_checkpoint(monkeypatch, argv, step=10):
+    """``eigjax`` with ``argv`` in this process, stopped by an exception right after the
+    checkpoint of ``step`` is written (what a killed run leaves behind); the checkpoint
+    writer is restored afterwards."""
+    from eigjax.app import _runner
+
+    real_save = _runner._save_checkpoint
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(path, params, opt_state, at, *args):
+        real_save(path, params, opt_state, at, *args)
+        if at == step:
+            raise Killed
+
+    monkeypatch.setattr(_runner, "_save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        cli.main(argv)
+    monkeypatch.setattr(_runner, "_save_checkpoint", real_save)
+
+
 def test_every_config_has_a_smoke_overlay_and_run_headers():
     assert CONFIGS, "no configs ship"
     for path in CONFIGS:
@@ -727,26 +749,11 @@ def test_cli_lines_name_their_sweep_point(tmp_path, capsys):
 def test_resume_says_what_it_resumed_and_when_there_is_nothing_to_resume(tmp_path, capsys, monkeypatch):
     """Item 20: throughput after --resume covered only the resumed steps without saying so, and
     --resume without a checkpoint silently started over."""
-    from eigjax.app import _runner
-
     out = tmp_path / "out"
     base = ["run", "configs/seed_example3.yaml", "--smoke", "--out", str(out), "--no-progress"]
     assert cli.main([*base, "--resume"]) == 0  # nothing there yet
     assert "--resume: no checkpoint" in capsys.readouterr().err
-    real_save = _runner._save_checkpoint
-
-    class Killed(Exception):
-        pass
-
-    def save_then_die(path, params, opt_state, step, *args):
-        real_save(path, params, opt_state, step, *args)
-        if step == 10:
-            raise Killed
-
-    monkeypatch.setattr(_runner, "_save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        cli.main(base)
-    monkeypatch.setattr(_runner, "_save_checkpoint", real_save)
+    run_killed_after_checkpoint(monkeypatch, base)
     capsys.readouterr()
     assert cli.main([*base, "--resume"]) == 0
     stdout = capsys.readouterr().out

@@ -52,6 +52,18 @@ def write_config(path, cfg):
     return str(path)
 
 
+def process_env(port, nproc, k):
+    """The environment of process ``k`` of ``nproc`` in one jax.distributed run on CPU."""
+    return dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+        JAX_NUM_PROCESSES=str(nproc),
+        JAX_PROCESS_ID=str(k),
+        PYTHONPATH=ROOT,
+    )
+
+
 def launch(config, out, nproc, resume=False, env_extra=None, stderr=None):
     """Start ``nproc`` processes of one jax.distributed run; return their Popen objects.
 
@@ -60,14 +72,7 @@ def launch(config, out, nproc, resume=False, env_extra=None, stderr=None):
     port = free_port()
     procs = []
     for k in range(nproc):
-        env = dict(
-            os.environ,
-            JAX_PLATFORMS="cpu",
-            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-            JAX_NUM_PROCESSES=str(nproc),
-            JAX_PROCESS_ID=str(k),
-            PYTHONPATH=ROOT,
-        )
+        env = process_env(port, nproc, k)
         env.update(env_extra or {})
         args = [sys.executable, "-m", "eigjax", "run", config, "--out", str(out), "--no-progress"]
         if resume:

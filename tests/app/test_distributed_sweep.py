@@ -10,7 +10,6 @@ them all before it returns (as tests/app/test_distributed.py does for batch_eval
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -18,10 +17,10 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from test_distributed import finish, free_port  # the same process helpers as the batch evaluator's tests
+from test_cli import run_killed_after_checkpoint
+from test_distributed import finish, free_port, process_env  # the same process helpers as the batch evaluator's tests
 
 from eigjax.app import _cli as cli
-from eigjax.app import _runner
 from eigjax.app._config import apply_smoke, load_yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -41,14 +40,7 @@ def launch(cfg, out, nproc, *extra, sweep=SWEEP):
     port = free_port()
     procs = []
     for k in range(nproc):
-        env = dict(
-            os.environ,
-            JAX_PLATFORMS="cpu",
-            JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-            JAX_NUM_PROCESSES=str(nproc),
-            JAX_PROCESS_ID=str(k),
-            PYTHONPATH=str(ROOT),
-        )
+        env = process_env(port, nproc, k)
         args = [sys.executable, "-m", "eigjax", "run", cfg, "--out", str(out), "--no-progress", *sweep, *extra]
         procs.append(
             subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -108,20 +100,7 @@ def test_two_processes_resume_an_interrupted_one_process_sweep(tmp_path, referen
     two processes resume: process 0 continues group_000 at step 10, process 1 starts
     group_001. The results are the uninterrupted run's."""
     cfg, out = config(tmp_path), tmp_path / "out"
-    real_save = _runner._save_checkpoint
-
-    class Killed(Exception):
-        pass
-
-    def save_then_die(path, params, opt_state, step, *args):
-        real_save(path, params, opt_state, step, *args)
-        if step == 10:
-            raise Killed
-
-    monkeypatch.setattr(_runner, "_save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        cli.main(["run", cfg, "--out", str(out), "--no-progress", *SWEEP])
-    monkeypatch.setattr(_runner, "_save_checkpoint", real_save)
+    run_killed_after_checkpoint(monkeypatch, ["run", cfg, "--out", str(out), "--no-progress", *SWEEP])
     assert not (out / "group_001").exists() and not (out / "sweep_summary.json").exists()
     res = finish(launch(cfg, out, 2, "--resume"), timeout=180)
     for k, (rc, _, err) in enumerate(res):
