@@ -170,21 +170,25 @@ def eigh_partial(
         ``sqrt(spectral width / gap)``), ``"krylov"`` (restarted block Krylov; cost like
         ``width / gap``), ``"lobpcg"`` (blocked LOBPCG, Knyazev 2001, with soft locking
         and SVQB orthonormalisation; the only method for ``b`` and ``precond``),
-        ``"shift_invert"`` (block Krylov on a callable ``precond`` that applies
-        ``(A - sigma I)^{-1}`` exactly, e.g. a sparse factorisation built outside JAX and
-        called through ``jax.pure_callback``; then Rayleigh-Ritz with ``A``; no ``b``; as
-        ARPACK's shift-invert mode, for gaps too small for products alone; see
-        :mod:`eigjax._partial._shift_invert`) or ``"auto"`` (``"lobpcg"`` if ``b`` or
+        ``"shift_invert"`` (thick-restart block Lanczos on a callable ``precond`` that
+        applies ``(A - sigma I)^{-1}`` exactly, e.g. a sparse factorisation built outside
+        JAX and called through ``jax.pure_callback``; then Rayleigh-Ritz with ``A``; no
+        ``b``; as ARPACK's shift-invert mode, for gaps too small for products alone; an
+        eigenvalue of multiplicity above ``block_size`` (default 2) may be missed, as with
+        ARPACK; see :mod:`eigjax._partial._shift_invert`) or ``"auto"`` (``"lobpcg"`` if ``b`` or
         ``precond`` is given, else ``"chebyshev"``).
       tol: relative residual tolerance, ``||A v - w v|| <= tol * ||A||``. Default
         ``10 * eps**0.75`` (``1.8e-11`` in float64, ``6e-5`` in float32).
       block_size: block size ``p >= k``. Default ``k + max(4, k)`` (Chebyshev; the
         convergence rate is set by the gap between ``lambda_k`` and ``lambda_{p+1}``, and
-        the extra vectors deflate the derivative's solve), ``k + max(3, k)`` (Krylov),
-        ``k + 1`` (shift-invert).
-      krylov_steps: blocks per restart ``m`` (Krylov and shift-invert; default
-        ``max(3, 64 // p)``, for shift-invert ``min(24, max(4, 90 // p))``, at most
-        ``n // p - 1``; shift-invert unrolls these steps at trace time).
+        the extra vectors deflate the derivative's solve), ``k + max(3, k)`` (Krylov).
+        Shift-invert: the width ``b`` of its Lanczos block, ``1 <= b <= n``, default 2
+        (each step solves ``b`` right-hand sides; eigenvalues of multiplicity up to ``b``
+        are found reliably); it keeps ``k + 1`` Ritz pairs.
+      krylov_steps: blocks per restart ``m`` (Krylov; default ``max(3, 64 // p)``).
+        Shift-invert: the basis holds ``m`` blocks, default ``max(2 k + 12, 20)`` vectors
+        (ARPACK's ``ncv`` is ``max(2 k + 1, 20)``), at most ``n - b``; a restart keeps
+        about half.
       max_restarts: cap on filter iterations (Chebyshev) or restarts (Krylov);
         ``converged`` in the result tells if it was hit.
       cg_tol, cg_maxiter: relative residual tolerance (default ``tol``) and iteration
@@ -298,19 +302,26 @@ def eigh_partial(
     cg_tol = check_nonnegative_float(cg_tol, name="cg_tol", fn=_FN)
     cg_tol = tol if cg_tol is None else cg_tol
     degenerate_tol = check_nonnegative_float(degenerate_tol, name="degenerate_tol", fn=_FN)
-    # shift-invert: each block costs a solve with p right-hand sides, so a thinner block
-    # and more blocks per restart (measured on the benchmark's 100,000-node graph)
-    extra = {"krylov": max(3, k), "shift_invert": 1}.get(method, max(4, k))
+    extra = max(3, k) if method == "krylov" else max(4, k)
     # ints only (a float or a string was coerced by int() before: 4.7 ran as 4)
     block_size = check_int(block_size, name="block_size", fn=_FN, minimum=1, allow_none=True)
     krylov_steps = check_int(krylov_steps, name="krylov_steps", fn=_FN, minimum=2, allow_none=True)
-    p = min(n_, k + extra) if block_size is None else block_size
-    if not k <= p <= n_:
-        raise ValueError(f"{_FN}: option `block_size` must satisfy k <= block_size <= n; got {p}.")
-    m = max(3, 64 // p) if krylov_steps is None else krylov_steps
-    if method == "shift_invert":  # the dense path takes 4 p > n; Krylov needs (m + 1) p <= n
-        m = min(24, max(4, 90 // p)) if krylov_steps is None else krylov_steps
-        m = max(2, min(m, n_ // p - 1))
+    width = 1
+    if method == "shift_invert":
+        # The block is the Krylov block's width b (each step costs one solve with b
+        # right-hand sides); the Ritz pairs kept are p = k + 1; the basis holds m blocks
+        # (default about max(2 k + 12, 20) rows, like ARPACK's ncv; measured on the
+        # benchmark's 100,000-node graph, benchmarks/results_partial.md).
+        width = 2 if block_size is None else block_size
+        if not width <= n_:
+            raise ValueError(f"{_FN}: option `block_size` must satisfy 1 <= block_size <= n; got {width}.")
+        p = min(n_, k + 1)
+        m = -(-max(2 * k + 12, 20) // width) if krylov_steps is None else krylov_steps
+    else:
+        p = min(n_, k + extra) if block_size is None else block_size
+        if not k <= p <= n_:
+            raise ValueError(f"{_FN}: option `block_size` must satisfy k <= block_size <= n; got {p}.")
+        m = max(3, 64 // p) if krylov_steps is None else krylov_steps
     max_restarts = check_int(max_restarts, name="max_restarts", fn=_FN, minimum=0)
     cg_maxiter = check_int(cg_maxiter, name="cg_maxiter", fn=_FN, minimum=1, allow_none=True)
     seed = check_int(seed, name="seed", fn=_FN)
@@ -330,6 +341,7 @@ def eigh_partial(
         method=method,
         layout=layout,
         degenerate_check=resolve_check(degenerate_check, fn=_FN),
+        width=width,
     )
     if method not in ("lobpcg", "shift_invert"):
         return PartialEighResult(*_partial(prm, matmat, cfg)[:5])

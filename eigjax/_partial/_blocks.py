@@ -39,7 +39,14 @@ def _start_block(shape, dtype, seed: int):
 
 
 def _coefficients(x, q):
-    """``c[r, i] = q_i^H x_r``: components of the rows of ``x`` along the orthonormal rows of ``q``."""
+    """``c[r, i] = q_i^H x_r``: components of the rows of ``x`` along the orthonormal rows of ``q``.
+
+    For up to 4 rows of ``x``, one matrix-vector product per row, ``conj(q conj(x_r))``: XLA's
+    CPU dot contracting the long axis of a thin ``(b, n) x (n, r)`` pair measured 2-25x slower
+    (``b = 2``, ``r = 34``, ``n = 1e5``: 23 ms against 1.6 ms), and ``conj(q)`` would copy ``q``.
+    """
+    if x.shape[0] <= 4:
+        return jnp.stack([jnp.conj(_mm(q, jnp.conj(x[r]))) for r in range(x.shape[0])])
     return _mm(x, jnp.conj(q).T)
 
 

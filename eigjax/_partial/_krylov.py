@@ -16,21 +16,9 @@ from ._blocks import (
 from ._types import _Config
 
 
-def _krylov_solve(op, x0, cfg: _Config, unroll: bool = False):
-    """``unroll``: the ``m`` block steps of a restart unrolled at trace time, so that step
-    ``j`` orthogonalises against the ``(j + 1) p`` basis rows built so far instead of the
-    whole zero-padded buffer (half the arithmetic; ``m`` copies of ``op`` to compile, so
-    for cheap-to-compile operators: the shift-invert method's solve)."""
+def _krylov_solve(op, x0, cfg: _Config):
     n, p, m, k = cfg.n, cfg.p, cfg.m, cfg.k
     real = jnp.finfo(cfg.dtype).dtype
-
-    def blocks_unrolled(x):
-        q, aq = x, []
-        for j in range(m):
-            ablk = op(q[j * p : (j + 1) * p])
-            aq.append(ablk)
-            q = jnp.concatenate([q, _orthonormalise_against(q, ablk)])
-        return q[: m * p], jnp.concatenate(aq)
 
     def blocks_looped(x):
         q = jnp.zeros(((m + 1) * p, n), cfg.dtype)
@@ -50,7 +38,7 @@ def _krylov_solve(op, x0, cfg: _Config, unroll: bool = False):
         return q[: m * p], aq
 
     def restart(x):
-        qm, aq = (blocks_unrolled if unroll else blocks_looped)(x)
+        qm, aq = blocks_looped(x)
         h = _hermitian_small(_coefficients(aq, qm).T)
         theta, y = _eigh_small(h)
         anorm = jnp.max(jnp.abs(theta))

@@ -15,7 +15,7 @@ from ._blocks import (
 from ._chebyshev import _chebyshev_solve
 from ._krylov import _krylov_solve
 from ._lobpcg import _dense_generalized_solve, _lobpcg_solve
-from ._shift_invert import _shift_invert_solve
+from ._shift_invert import _shift_invert_solve, _too_small
 from ._types import _Config
 
 
@@ -59,7 +59,7 @@ def _solve_unhooked(params, matmat, cfg: _Config):
 
 def _solve_general_unhooked(params, ops, cfg: _Config):
     """All ``p`` Ritz pairs of the pencil ``(A, B)`` (``B = I`` when ``ops[1]`` is None) by LOBPCG
-    (or, ``method="shift_invert"``, ``B = I``, by Krylov on the preconditioner as an exact inverse).
+    (or, ``method="shift_invert"``, ``B = I``, by thick-restart Lanczos on the preconditioner as an exact inverse).
 
     Returns the ``k`` wanted pairs (ascending, eigenvectors as B-orthonormal columns), their
     residual norms ``||A v - w B v||``, the iteration count and flag, then the other Ritz
@@ -71,14 +71,13 @@ def _solve_general_unhooked(params, ops, cfg: _Config):
     op_a = lambda x: sign * a_mm(a_prm, x)
     op_b = (lambda x: x) if b_mm is None else (lambda x: b_mm(b_prm, x))
     precond = (lambda r: r) if pc is None else (lambda r: pc(pc_prm, r))
-    if 4 * cfg.p > cfg.n:
+    if _too_small(cfg) if cfg.method == "shift_invert" else 4 * cfg.p > cfg.n:
         theta, x, ax, bx, res, it, conv = _dense_generalized_solve(op_a, op_b, cfg)
+    elif cfg.method == "shift_invert":  # B = I (checked by eigh_partial)
+        theta, x, ax, bx, res, it, conv = _shift_invert_solve(op_a, precond, cfg)
     else:
         x0 = _start_block((cfg.p, cfg.n), cfg.dtype, cfg.seed)
-        if cfg.method == "shift_invert":  # B = I (checked by eigh_partial)
-            theta, x, ax, bx, res, it, conv = _shift_invert_solve(op_a, precond, x0, cfg)
-        else:
-            theta, x, ax, bx, res, it, conv = _lobpcg_solve(op_a, op_b, precond, x0, cfg)
+        theta, x, ax, bx, res, it, conv = _lobpcg_solve(op_a, op_b, precond, x0, cfg)
     k = cfg.k
     w, v, r = sign * theta[:k], x[:k], res[:k]
     if cfg.largest:

@@ -54,6 +54,7 @@ class _Config(NamedTuple):
     method: str
     layout: str
     degenerate_check: bool | str = True
+    width: int = 1  # shift-invert: the Krylov block's width (cfg.p: the Ritz pairs returned)
 
     @property
     def cols(self) -> bool:

@@ -1,12 +1,14 @@
-"""Tests for ``eigh_partial(..., method="shift_invert", precond=solve)``: block Krylov on a
-user's exact solve ``(A - sigma I)^{-1}``, Rayleigh-Ritz with ``A``, the LOBPCG path's
-derivative rule.
+"""Tests for ``eigh_partial(..., method="shift_invert", precond=solve)``: thick-restart block
+Lanczos on a user's exact solve ``(A - sigma I)^{-1}``, Rayleigh-Ritz with ``A``, the LOBPCG
+path's derivative rule.
 
 Oracles: NumPy's dense ``eigh`` for eigenvalues and the spectral projector ``V V^T`` (gauge
 invariant); eigjax's dense :func:`eigjax.eigh` for gradients of gauge-invariant losses (its
 rule is checked against finite differences in test_eigh.py); central finite differences of
 the loss in one direction. The test matrix has a degenerate pair inside the block at both
-ends (k = 4) and a gap after it, as in test_partial_generalized.py.
+ends (k = 4) and a gap after it, as in test_partial_generalized.py; further tests build
+spectra with an eigenvalue of multiplicity 3 (found by a block of 3, and through the
+breakdown of an exhausted Krylov space by the default block of 2).
 """
 
 import functools
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 import scipy.sparse.linalg
-from helpers import central_fd, hermitian_direction, rel_err, rng, with_spectrum
+from helpers import central_fd, hermitian_direction, is_complex, rel_err, rng, with_spectrum
 from jax.experimental import sparse as jsparse
 
 import eigjax
@@ -127,6 +129,65 @@ def test_an_inexact_solve_is_reported_not_accepted():
     assert float(jnp.max(res.residual_norms)) > 1e-6
 
 
+def lu_partial(a, k, sigma, **kw):
+    """``eigh_partial`` of the dense ``a`` with an exact LU solve of ``a - sigma I``."""
+    lu = jax.scipy.linalg.lu_factor(jnp.asarray(a - sigma * np.eye(len(a), dtype=a.dtype)))
+    solve = lambda lu, x: jax.scipy.linalg.lu_solve(lu, x)
+    return eigjax.eigh_partial(jnp.asarray(a), k, method="shift_invert", precond=solve, precond_params=lu, **kw)
+
+
+def assert_same_eigenpairs(res, a, k, atol):
+    """Eigenvalues and the spectral projector of the k smallest against NumPy (the block
+    boundary at k must not split a degenerate group, so the projector is unique)."""
+    w_ref, v_ref = np.linalg.eigh(a)
+    v = np.asarray(res.eigenvectors)
+    assert bool(res.converged)
+    np.testing.assert_allclose(res.eigenvalues, w_ref[:k], rtol=0, atol=atol)
+    np.testing.assert_allclose(v @ v.conj().T, v_ref[:, :k] @ v_ref[:, :k].conj().T, rtol=0, atol=10 * atol)
+    np.testing.assert_allclose(v.conj().T @ v, np.eye(k), rtol=0, atol=atol)
+
+
+def test_a_triple_eigenvalue_with_a_block_of_three():
+    """A block of b finds an eigenvalue of multiplicity b: here 3 (k = 6: 1, 2, 2, 2, 3, 3.5)."""
+    spec = np.sort(np.concatenate([[1.0, 2.0, 2.0, 2.0, 3.0, 3.5], np.linspace(6.0, 30.0, 114)]))
+    a = with_spectrum(rng(23), spec)
+    a = (a + a.T) / 2
+    res = jax.jit(lambda a: lu_partial(a, 6, 0.5, block_size=3))(a)
+    assert_same_eigenpairs(res, a, 6, 1e-10)
+
+
+@pytest.mark.parametrize("block_size", [1, 2])
+def test_an_exhausted_krylov_space_continues_from_fresh_rows(block_size):
+    """Four distinct eigenvalues (1 three times, 2 twice, 3, 7 for the rest): the Krylov space
+    of a block of b has dimension at most 4 b, so the block steps break down (the
+    orthogonalised block vanishes) well before the basis is full. The iteration continues
+    from pseudo-random rows orthogonalised against the basis, which also finds the copies of
+    1 beyond the block's width: all five smallest, exactly."""
+    spec = np.sort(np.concatenate([[1.0, 1.0, 1.0, 2.0, 2.0, 3.0], np.full(94, 7.0)]))
+    a = with_spectrum(rng(24), spec)
+    a = (a + a.T) / 2
+    res = jax.jit(lambda a: lu_partial(a, 5, 0.5, block_size=block_size))(a)
+    assert np.all(np.isfinite(np.asarray(res.eigenvectors)))
+    assert_same_eigenpairs(res, a, 5, 1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.float32])
+def test_complex_hermitian_and_float32(dtype):
+    """A complex Hermitian matrix (the Lanczos coefficients complex, T Hermitian) and float32
+    (tol 6e-5): eigenpairs against NumPy in float64, a pair of equal eigenvalues inside."""
+    spec = np.sort(np.concatenate([[1.0, 1.5, 2.0, 2.0, 4.0], np.linspace(6.0, 30.0, 95)]))
+    a = with_spectrum(rng(25), spec, dtype=np.complex128 if is_complex(dtype) else np.float64)
+    a = ((a + a.conj().T) / 2).astype(dtype)
+    res = jax.jit(lambda a: lu_partial(a, 4, 0.5))(a)
+    assert res.eigenvectors.dtype == dtype
+    assert_same_eigenpairs(
+        res,
+        np.asarray(a, np.complex128 if is_complex(dtype) else np.float64),
+        4,
+        1e-10 if dtype == np.complex128 else 2e-4,
+    )
+
+
 def test_argument_errors():
     a = jnp.asarray(matrix())
     with pytest.raises(ValueError, match="shift_invert.*callable `precond`"):
@@ -135,3 +196,5 @@ def test_argument_errors():
         eigjax.eigh_partial(a, K, method="shift_invert", precond="jacobi")
     with pytest.raises(ValueError, match="takes no `b`"):
         eigjax.eigh_partial(a, K, method="shift_invert", precond=lambda _, x: x, b=jnp.eye(N))
+    with pytest.raises(ValueError, match="1 <= block_size <= n"):
+        eigjax.eigh_partial(a, K, method="shift_invert", precond=lambda _, x: x, block_size=N + 1)
