@@ -41,6 +41,11 @@ and ``u_i`` in the B-orthogonal complement of ``V`` solves ``Pi (A - w_i B) Pi^H
 (Y_i - w_i Z_i)``, ``Pi = I - B V V^H``, by the same deflated CG (preconditioned by ``Pi^H T
 Pi``). With ``B = I`` it is the rule below.
 
+Forward, ``method="shift_invert"`` (``_shift_invert``): thick-restart block Lanczos
+(Krylov-Schur form; Wu & Simon 2000, Stewart 2001) on a user's exact solve ``(A - sigma
+I)^{-1}``, thin blocks (default 2 vectors, one solve each), half the basis' Ritz vectors
+kept at a restart, then Rayleigh-Ritz with ``A``; derivative as LOBPCG's with ``B = I``.
+
 Chebyshev and Krylov: converged when the ``k`` wanted residuals satisfy ``||A x_i - theta_i x_i|| <= tol *
 ||A||`` (``||A||`` estimated by the largest Ritz value in modulus seen: of the Krylov basis,
 or of the Lanczos steps and the block). The result reports the residual norms (of the

@@ -24,8 +24,8 @@ class PartialEighResult(NamedTuple):
         (``B``-orthonormal, ``V^H B V = I``, for a pencil).
       residual_norms: ``||A v_i - w_i v_i||`` (``||A v_i - w_i B v_i||``), shape ``(k,)``
         (no derivative).
-      iterations: Chebyshev filter iterations, block Krylov restarts (also of the
-        shift-invert method) or LOBPCG iterations used (0 for the dense path).
+      iterations: Chebyshev filter iterations, block Krylov restarts, thick restarts of
+        the shift-invert method's Lanczos or LOBPCG iterations used (0 for the dense path).
       converged: whether all ``k`` residuals met ``tol * ||A||`` (LOBPCG: ``tol * s *
         ||B v_i||``, ``s`` the largest Ritz value in modulus seen; shift-invert: ``||A||``
         from a short Lanczos run).
