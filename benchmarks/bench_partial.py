@@ -26,9 +26,10 @@ smallest non-zero ones; default tolerance unless ``--tol``):
 * value and gradient of ``trace(P C)``, ``P`` the projector onto the computed 9-dimensional
   subspace and ``C`` a fixed diagonal (gauge invariant: it depends on the subspace only);
 * both gradients from one forward (``jax.jacrev`` of the pair of losses);
-* peak resident memory (VmHWM) of each program, JAX's caches dropped and the counter reset
-  before it (so its own peak plus what stays alive: the graph, a user's LU), and the largest
-  (scipy runs in child processes, each with its own);
+* peak resident memory (VmHWM) while compiling and while running each program, JAX's caches
+  dropped, freed heap returned (``malloc_trim``) and the counter reset before each (so its
+  own peak plus what stays alive: the graph, a user's LU, the compiled program), and the
+  largest (scipy runs in child processes, each with its own);
 * ``scipy.sparse.linalg.eigsh`` on the same matrix: shift-invert (``sigma = -1e-3``, sparse
   LU) and plain Lanczos (``which="SA"``, killed after ``--sa-timeout`` seconds), each in a
   fresh process with its own peak memory;
@@ -150,16 +151,19 @@ def load():
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def release_memory():
-    """Drop JAX's caches (compiled programs of earlier steps), return freed memory to the
-    system and reset the peak-RSS counter (Linux ``clear_refs``), so that ``peak_rss_mb``
-    measures the next program: its own peak plus what is still alive (the graph, the LU)."""
+def release_memory(caches=True):
+    """Drop JAX's caches (compiled programs of earlier steps; not with ``caches=False``),
+    return freed heap to the system (glibc's ``malloc_trim``: an XLA compilation leaves
+    ~340 MB of freed memory in the process on the random graph) and reset the peak-RSS
+    counter (Linux ``clear_refs``), so that ``peak_rss_mb`` measures what comes next plus
+    what is still alive (the graph, a user's LU, the compiled program)."""
     import ctypes
     import gc
 
     import jax
 
-    jax.clear_caches()
+    if caches:
+        jax.clear_caches()
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -387,6 +391,9 @@ def run_eigjax(args, n, src, dst, exact):
         t = time.perf_counter()
         comp = jax.jit(f).lower(w0).compile()
         out[name + "_compile"] = time.perf_counter() - t
+        out[name + "_compile_peak_rss_mb"] = peak_rss_mb()
+        out["peak_rss_mb"] = max(out["peak_rss_mb"], peak_rss_mb())
+        release_memory(caches=False)
         times = []
         for _ in range(runs):
             res, wall, cpu = timed(comp, w0)
@@ -396,7 +403,8 @@ def run_eigjax(args, n, src, dst, exact):
         out[name + "_peak_rss_mb"] = peak_rss_mb()
         print(
             f"  {name}: compile {out[name + '_compile']:.1f} s, run {', '.join(f'{a:.2f} s (cpu {b:.2f})' for a, b in times)}"
-            f", peak RSS {out[name + '_peak_rss_mb']:.0f} MB   [{load()}]",
+            f"; peak RSS compiling {out[name + '_compile_peak_rss_mb']:.0f} MB, running "
+            f"{out[name + '_peak_rss_mb']:.0f} MB   [{load()}]",
             flush=True,
         )
         return res
