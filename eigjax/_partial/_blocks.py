@@ -71,6 +71,13 @@ def _rayleigh_ritz(op, q):
     return theta, x, ax, res
 
 
+def _poisoned(res):
+    """Whether a NaN has reached the residuals: it never leaves an iteration's state again
+    (a NaN in the operator, a solve or the start block), so the loops stop on it at once,
+    returning NaN with ``converged = False``, instead of running to ``max_restarts``."""
+    return jnp.any(jnp.isnan(res))
+
+
 def _acosh1p(delta):
     """``acosh(1 + delta)`` for ``delta >= 0``, accurate for small ``delta``."""
     delta = jnp.maximum(delta, 0.0)

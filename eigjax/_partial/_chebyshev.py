@@ -11,6 +11,7 @@ from ._blocks import (
     _acosh1p,
     _eigh_small,
     _orthonormal_rows,
+    _poisoned,
     _rayleigh_ritz,
     _row_norms,
 )
@@ -110,7 +111,7 @@ def _chebyshev_solve(op, op_l, x0, cfg: _Config):
 
     def cond(state):
         _, _, theta, res, _, it, _ = state
-        return jnp.logical_and(it < cfg.max_restarts, jnp.logical_not(done(theta, res)))
+        return jnp.logical_and(it < cfg.max_restarts, jnp.logical_not(done(theta, res) | _poisoned(res)))
 
     def body(state):
         x, _, theta, res, upper, it, d_prev = state  # d_prev: the previous filter's degree

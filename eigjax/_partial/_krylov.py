@@ -11,6 +11,7 @@ from ._blocks import (
     _eigh_small,
     _hermitian_small,
     _orthonormalise_against,
+    _poisoned,
     _row_norms,
 )
 from ._types import _Config
@@ -52,7 +53,7 @@ def _krylov_solve(op, x0, cfg: _Config):
 
     def cond(state):
         _, _, _, res, anorm, it = state
-        return jnp.logical_and(it < cfg.max_restarts, jnp.logical_not(done(res, anorm)))
+        return jnp.logical_and(it < cfg.max_restarts, jnp.logical_not(done(res, anorm) | _poisoned(res)))
 
     def body(state):
         x, _, _, _, _, it = state

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from .._linalg import _mm
-from ._blocks import _coefficients, _eigh_small, _hermitian_small, _row_norms
+from ._blocks import _coefficients, _eigh_small, _hermitian_small, _poisoned, _row_norms
 from ._types import _Config
 
 _DROP = 1e-12  # relative eigenvalue of the scaled Gram matrix below which a direction is dropped
@@ -105,7 +105,8 @@ def _lobpcg_solve(op_a, op_b, precond, x0, cfg: _Config):
 
     def cond(state):
         *_, res, bnorm, scale, it = state
-        return jnp.logical_and(it < cfg.max_restarts, jnp.logical_not(jnp.all(ok(res, bnorm, scale)[:k])))
+        stop = jnp.all(ok(res, bnorm, scale)[:k]) | _poisoned(res)
+        return jnp.logical_and(it < cfg.max_restarts, jnp.logical_not(stop))
 
     def body(state):
         x, ax, bx, pv, apv, bpv, theta, res, bnorm, scale, it = state

@@ -55,6 +55,7 @@ from ._blocks import (
     _eigh_small,
     _hermitian_small,
     _orthonormal_rows,
+    _poisoned,
     _row_norms,
     _start_block,
 )
@@ -141,7 +142,7 @@ def _thick_restart_lanczos(op, accept, cfg: _Config):
     def done(q, t, g):
         theta, y = ritz(t)
         res = _row_norms(_mm(g, y[m_rows - b :]).T)  # ||G y_i||
-        small = jnp.all(res[:k] <= cfg.tol / 2 * jnp.abs(theta[:k]))
+        small = jnp.all(res[:k] <= cfg.tol / 2 * jnp.abs(theta[:k])) | _poisoned(res)
         return jnp.logical_or(small, accept(_mm(y[:, :k].T.astype(dtype), q[:m_rows])))
 
     def restart(state):

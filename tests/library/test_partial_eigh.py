@@ -314,6 +314,27 @@ def test_convergence_report_when_not_converged():
         np.testing.assert_allclose(v.T @ v, np.eye(2), atol=1e-12)
 
 
+@pytest.mark.parametrize("method", ["chebyshev", "krylov", "lobpcg", "shift_invert"])
+def test_a_nan_stops_the_iteration_and_is_reported(method):
+    """A NaN in the matrix (or in a shift-invert solve) never leaves an iteration's state:
+    every method stops at once with NaN eigenvalues and ``converged = False``, instead of
+    running to ``max_restarts`` (500) as before."""
+    a = matrix().copy()
+    a[3, 7] = a[7, 3] = np.nan
+    inv = jnp.asarray(1.0 / (SPEC - 0.5))  # any solve: the NaN comes from A (or, below, from it)
+    kw = {"precond": lambda d, x: d * x, "precond_params": inv} if method == "shift_invert" else {}
+    res = jit(lambda a: eigjax.eigh_partial(a, 4, method=method, **kw))(jnp.asarray(a))
+    assert np.all(np.isnan(np.asarray(res.eigenvalues))) and not bool(res.converged)
+    assert int(res.iterations) <= 1
+    if method == "shift_invert":  # a NaN from the solve, the matrix finite
+        bad = jnp.full((N,), jnp.nan)
+        res = jit(lambda a: eigjax.eigh_partial(a, 4, method=method, precond=lambda d, x: d * x, precond_params=bad))(
+            jnp.asarray(matrix())
+        )
+        assert np.all(np.isnan(np.asarray(res.eigenvalues))) and not bool(res.converged)
+        assert int(res.iterations) == 0
+
+
 def test_bad_input():
     a = jnp.eye(5)
     f = eigjax.eigh_partial
