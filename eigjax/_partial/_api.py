@@ -236,7 +236,9 @@ def eigh_partial(
 
     Returns:
       :class:`PartialEighResult` ``(eigenvalues, eigenvectors, residual_norms,
-      iterations, converged)``; eigenvalues ascending in both modes.
+      iterations, converged)``; eigenvalues ascending in both modes. A NaN in the
+      operator, a solve or a preconditioner stops the iteration at once: NaN results,
+      ``converged`` False.
 
     Raises:
       TypeError: ``a`` is not an array, BCOO or callable; ``k`` is not an int; ``precond``
