@@ -231,7 +231,9 @@ def eigh_partial(
         ``precond(precond_params, x)`` for one vector ``x`` (``vmap``-ed over blocks), or
         ``None``. Only speed depends on it; it carries no derivative. With
         ``method="shift_invert"`` it must be exact (an inexact one leaves ``converged``
-        False).
+        False) and ``sigma`` below every eigenvalue (above, for the largest): a ``sigma``
+        inside the spectrum, when detected (see :mod:`eigjax._partial._shift_invert`),
+        gives NaN with ``converged`` False.
       precond_params: the pytree passed to a callable ``precond``.
 
     Returns:

@@ -8,7 +8,11 @@ largest ``theta`` and are well separated from the rest. ``sigma`` itself is neve
 Rayleigh-Ritz step with ``A`` on the final block gives the eigenvalues and eigenvectors, and
 their residuals ``||A v - w v||`` decide ``converged`` against ``tol * ||A||`` (``||A||``
 from a short Lanczos run), so an inexact solve shows as ``converged = False``, never as a
-silently accepted answer.
+silently accepted answer. A ``sigma`` inside the spectrum (eigenvalues below it) would
+give genuine eigenpairs that are not the wanted ones; it shows as a positive Ritz value of
+``-S`` (``S`` indefinite) or as a Ritz value of ``A``'s Lanczos run below the block, and the
+result is then NaN with ``converged`` False (detected, not guaranteed: an eigenvalue below
+``sigma`` that neither Lanczos run sees passes).
 
 The iteration is the Krylov-Schur form of thick-restart Lanczos (Wu & Simon 2000; Stewart
 2001), on ``-S`` (so the wanted are the smallest), with a block of ``b`` vectors (the
@@ -46,6 +50,8 @@ excellent preconditioner of ``A - w_i I`` on the complement of the block.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -82,8 +88,9 @@ def _too_small(cfg: _Config) -> bool:
 
 
 def _thick_restart_lanczos(op, accept, cfg: _Config):
-    """``(theta, x, it)``: the ``p`` smallest Ritz values of the Hermitian ``op`` (ascending),
-    their vectors as orthonormal rows, and the restarts used (see the module docstring).
+    """``(theta, x, it, indefinite)``: the ``p`` smallest Ritz values of the Hermitian ``op``
+    (ascending), their vectors as orthonormal rows, the restarts used (see the module
+    docstring), and whether a Ritz value of ``op`` is positive (beyond rounding).
     Restarts stop when ``accept(x)`` holds for the ``k`` wanted Ritz vectors (rows ``x``) or
     their residuals with ``op`` are below ``tol / 2`` of their Ritz values."""
     b, m_rows, keep = _shape(cfg)
@@ -160,7 +167,10 @@ def _thick_restart_lanczos(op, accept, cfg: _Config):
     cond = lambda s: jnp.logical_and(s[3] < cfg.max_restarts, jnp.logical_not(s[4]))
     q, t, g, it, _ = jax.lax.while_loop(cond, restart, state)
     theta, y = ritz(t)
-    return theta[: cfg.p], _mm(y[:, : cfg.p].T.astype(dtype), q[:m_rows]), it
+    # -S is negative definite when sigma is below every eigenvalue: a Ritz value of T above
+    # rounding level is an eigenvalue below sigma, which the wanted set would then miss
+    indefinite = theta[-1] > 100 * m_rows * eps * jnp.max(jnp.abs(theta))
+    return theta[: cfg.p], _mm(y[:, : cfg.p].T.astype(dtype), q[:m_rows]), it, indefinite
 
 
 def _shift_invert_solve(op_a, solve, cfg: _Config):
@@ -184,6 +194,16 @@ def _shift_invert_solve(op_a, solve, cfg: _Config):
     # the wanted Ritz vectors' residuals with A (the test that decides `converged`) end the
     # restarts early: k products with A per restart, much cheaper than the solves
     accept = lambda x: converged(*(lambda r: (r[0], r[3]))(rayleigh_ritz(x)))
-    _, x, it = _thick_restart_lanczos(lambda v: -solve(v), accept, cfg)
+    _, x, it, indefinite = _thick_restart_lanczos(lambda v: -solve(v), accept, cfg)
     theta, x, ax, res = rayleigh_ritz(x)
-    return theta, x, ax, x, res, it, converged(theta, res)
+    # An eigenvalue of A below the block (sigma placed above it: S is indefinite, or the
+    # Lanczos run on A found a Ritz value below the block's lowest eigenvalue interval)
+    # breaks the contract: converged pairs would be genuine eigenpairs but not the wanted
+    # ones, a silently wrong answer, so they become NaN (unconverged ones are reported as
+    # they are, with converged False).
+    slack = 100 * math.sqrt(_LANCZOS_STEPS) * float(jnp.finfo(jnp.finfo(cfg.dtype).dtype).eps) * anorm
+    missed = jnp.logical_or(indefinite, lo < theta[0] - res[0] - slack)
+    conv = converged(theta, res)
+    nan = lambda z: jnp.where(jnp.logical_and(missed, conv), jnp.nan, z)
+    theta, x, ax, res = nan(theta), nan(x), nan(ax), nan(res)
+    return theta, x, ax, x, res, it, jnp.logical_and(conv, jnp.logical_not(missed))

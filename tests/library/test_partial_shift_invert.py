@@ -129,6 +129,22 @@ def test_an_inexact_solve_is_reported_not_accepted():
     assert float(jnp.max(res.residual_norms)) > 1e-6
 
 
+@pytest.mark.parametrize("which", ["smallest", "largest"])
+def test_a_shift_inside_the_spectrum_gives_nan_not_the_wrong_eigenpairs(which):
+    """``sigma`` must lie below the wanted eigenvalues (above, for the largest). Placed
+    inside the spectrum (1.7: eigenvalues 1 and 1.5 below it; 19.2: 19.5 and 20 above it),
+    shift-invert would converge to the eigenvalues nearest ``sigma`` on one side, genuine
+    eigenpairs but not the wanted ones: a silently wrong answer. ``S`` is then indefinite,
+    which the Lanczos Ritz values show, and the result is NaN with ``converged`` False."""
+    a = jnp.asarray(matrix())
+    shift = {"smallest": 1.7, "largest": 19.2}[which]
+    shifted = a - shift * jnp.eye(N) if which == "smallest" else shift * jnp.eye(N) - a
+    lu = jax.scipy.linalg.lu_factor(shifted)
+    res = jax.jit(lambda a: partial(a, which, lu, lambda lu, x: jax.scipy.linalg.lu_solve(lu, x)))(a)
+    assert not bool(res.converged)
+    assert np.all(np.isnan(np.asarray(res.eigenvalues))) and np.all(np.isnan(np.asarray(res.eigenvectors)))
+
+
 def lu_partial(a, k, sigma, **kw):
     """``eigh_partial`` of the dense ``a`` with an exact LU solve of ``a - sigma I``."""
     lu = jax.scipy.linalg.lu_factor(jnp.asarray(a - sigma * np.eye(len(a), dtype=a.dtype)))
