@@ -29,15 +29,17 @@ def _lanczos_bounds(op, x0, steps: int):
     bound, and keeps XLA on its matrix-matrix path (a single-vector dense product compiles
     much more slowly on CPU). No reorthogonalisation: lost orthogonality only repeats
     converged Ritz values. After a breakdown (an invariant subspace reached) the remaining
-    steps add zeros to the tridiagonal matrix, which can only lower the smallest / raise
-    the largest Ritz value: both stay safe for the filter.
+    steps repeat the first step's Rayleigh quotient on the diagonal, decoupled (a value
+    inside the spectrum's range, so neither bound moves; zeros there made the smallest
+    Ritz value ``min(0, lambda_min)``, which shift-invert's check of a missed eigenvalue
+    below the block read as one).
     """
     real = jnp.finfo(x0.dtype).dtype
     tiny = 100 * float(jnp.finfo(real).eps)
     q0 = x0 / _row_norms(x0)[:, None].astype(x0.dtype)
 
     def step(carry, _):
-        q, q_prev, beta_prev = carry
+        q, q_prev, beta_prev, live = carry
         w = op(q) - beta_prev[:, None].astype(q.dtype) * q_prev
         alpha = jnp.real(jnp.sum(jnp.conj(q) * w, axis=-1))
         w = w - alpha[:, None].astype(q.dtype) * q
@@ -45,10 +47,11 @@ def _lanczos_bounds(op, x0, steps: int):
         alive = beta > tiny * (jnp.abs(alpha) + beta_prev)
         beta = jnp.where(alive, beta, 0.0)
         q_next = w / jnp.where(alive, beta, 1.0)[:, None].astype(w.dtype) * alive[:, None].astype(w.dtype)
-        return (q_next, q, beta), (alpha, beta)
+        return (q_next, q, beta, jnp.logical_and(live, alive)), (alpha, beta, live)
 
-    init = (q0, jnp.zeros_like(q0), jnp.zeros((x0.shape[0],), real))
-    _, (alphas, betas) = jax.lax.scan(step, init, None, length=steps)  # (steps, rows)
+    init = (q0, jnp.zeros_like(q0), jnp.zeros((x0.shape[0],), real), jnp.ones((x0.shape[0],), bool))
+    _, (alphas, betas, live) = jax.lax.scan(step, init, None, length=steps)  # (steps, rows)
+    alphas = jnp.where(live, alphas, alphas[0])  # steps after a breakdown: q = 0
     tridiagonal = lambda a, b: jnp.diag(a) + jnp.diag(b[:-1], 1) + jnp.diag(b[:-1], -1)
     theta = _eigh_small(jax.vmap(tridiagonal)(alphas.T, betas.T))[0]  # (rows, steps)
     return jnp.min(theta[:, 0]), jnp.max(theta[:, -1]), jnp.max(theta[:, -1] + betas[-1])

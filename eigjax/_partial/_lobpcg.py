@@ -68,7 +68,7 @@ def _ritz(y, ay, kept, p):
     """Rayleigh-Ritz on the B-orthonormal rows ``y`` (dropped rows are zero): the ``p`` smallest
     Ritz values, their coefficients ``Z`` (``x = Z y``) and the largest kept Ritz value in modulus."""
     h = _hermitian_small(_coefficients(ay, y).T)
-    big = 2.0 * jnp.linalg.norm(h) + 1.0  # above every kept Ritz value (Frobenius >= spectral norm)
+    big = 2.0 * h.shape[0] * jnp.max(jnp.abs(h)) + 1.0  # above every kept Ritz value (n max|h_ij| >= ||h||_2)
     h = h + jnp.diag(jnp.where(kept, 0.0, big)).astype(h.dtype)
     theta_all, z = _eigh_small(h)
     n_kept = jnp.sum(kept)
@@ -82,6 +82,16 @@ def _rr(s, as_, bs, mask, p):
     m, y, _, kept = _svqb(s, bs, mask)
     theta, z, theta_max = _ritz(y, _mm(m, as_), kept, p)
     return theta, _mm(z, m), theta_max
+
+
+def _inverse_norms(x):
+    """``1 / ||x_i||`` as a column (0 for a zero row), in ``x``'s dtype."""
+    nrm = _row_norms(x)
+    return jnp.where(nrm > 0, 1.0 / jnp.where(nrm > 0, nrm, 1.0), 0.0)[:, None].astype(x.dtype)
+
+
+def _unit_rows(x):
+    return x * _inverse_norms(x)
 
 
 def _lobpcg_solve(op_a, op_b, precond, x0, cfg: _Config):
@@ -115,6 +125,7 @@ def _lobpcg_solve(op_a, op_b, precond, x0, cfg: _Config):
         w = precond(r)
         for _ in range(2):
             w = w - _mm(_coefficients(w, bx), x)
+        w = _unit_rows(w)  # SVQB's Gram matrix squares them: a 1e-160 row would underflow and be dropped
         aw, bw = op_a(w), op_b(w)
         s, as_, bs = (jnp.concatenate(t) for t in ((x, w, pv), (ax, aw, apv), (bx, bw, bpv)))
         mask = jnp.concatenate([ones, active, active & (it > 0)])
@@ -122,6 +133,8 @@ def _lobpcg_solve(op_a, op_b, precond, x0, cfg: _Config):
         # The new P: the W and P parts of the new Ritz vectors (Hetmaniuk & Lehoucq 2006).
         tp = t[:, p:]
         pv, apv, bpv = _mm(tp, s[p:]), _mm(tp, as_[p:]), _mm(tp, bs[p:])
+        inv = _inverse_norms(pv)
+        pv, apv, bpv = pv * inv, apv * inv, bpv * inv
         x, ax, bx = _mm(t, s), _mm(t, as_), _mm(t, bs)
         res, bnorm = residuals(theta_new, ax, bx)
         return x, ax, bx, pv, apv, bpv, theta_new, res, bnorm, jnp.maximum(scale, s_new), it + 1

@@ -91,8 +91,9 @@ def _thick_restart_lanczos(op, accept, cfg: _Config):
     """``(theta, x, it, indefinite)``: the ``p`` smallest Ritz values of the Hermitian ``op``
     (ascending), their vectors as orthonormal rows, the restarts used (see the module
     docstring), and whether a Ritz value of ``op`` is positive (beyond rounding).
-    Restarts stop when ``accept(x)`` holds for the ``k`` wanted Ritz vectors (rows ``x``) or
-    their residuals with ``op`` are below ``tol / 2`` of their Ritz values."""
+    Restarts stop when ``accept(x, theta_1)`` (returning a flag and ``||A|| / ||A - sigma||``)
+    holds for the ``k`` wanted Ritz vectors (rows ``x``), or when their residuals with ``op``
+    are below ``tol / 2`` times that ratio of their Ritz values."""
     b, m_rows, keep = _shape(cfg)
     n, k, dtype = cfg.n, cfg.k, cfg.dtype
     eps = float(jnp.finfo(jnp.finfo(dtype).dtype).eps)
@@ -149,8 +150,11 @@ def _thick_restart_lanczos(op, accept, cfg: _Config):
     def done(q, t, g):
         theta, y = ritz(t)
         res = _row_norms(_mm(g, y[m_rows - b :]).T)  # ||G y_i||
-        small = jnp.all(res[:k] <= cfg.tol / 2 * jnp.abs(theta[:k])) | _poisoned(res)
-        return jnp.logical_or(small, accept(_mm(y[:, :k].T.astype(dtype), q[:m_rows])))
+        ok, ratio = accept(_mm(y[:, :k].T.astype(dtype), q[:m_rows]), theta[0])
+        # ||A x - mu x|| <= ||A - sigma|| ||r|| / |theta|: ratio = ||A|| / ||A - sigma||,
+        # kept >= 1e-3 and the threshold >= 10 eps (an inexact solve must still stop)
+        small = res[:k] <= jnp.maximum(cfg.tol / 2 * ratio, 10 * eps) * jnp.abs(theta[:k])
+        return jnp.logical_or(jnp.all(small) | _poisoned(res), ok)
 
     def restart(state):
         q, t, g, it, _ = state
@@ -191,9 +195,16 @@ def _shift_invert_solve(op_a, solve, cfg: _Config):
     def converged(theta, res):
         return jnp.all(res[: cfg.k] <= cfg.tol * jnp.maximum(anorm, jnp.max(jnp.abs(theta))))
 
-    # the wanted Ritz vectors' residuals with A (the test that decides `converged`) end the
-    # restarts early: k products with A per restart, much cheaper than the solves
-    accept = lambda x: converged(*(lambda r: (r[0], r[3]))(rayleigh_ritz(x)))
+    def accept(x, theta_s):
+        """The wanted Ritz vectors' residuals with A (the test that decides `converged`; or a
+        NaN there) end the restarts early: k products with A per restart, much cheaper than the solves.
+        Also ``||A|| / (||A|| + |sigma|)`` (at least 1e-3), ``sigma = lambda_1 + 1 / theta_1``
+        from the smallest Ritz values of A and of ``-S = -(A - sigma I)^{-1}``."""
+        theta, _, _, res = rayleigh_ritz(x)
+        sigma = theta[0] + 1 / jnp.where(theta_s != 0, theta_s, -1)
+        ratio = jnp.clip(anorm / (anorm + jnp.abs(sigma)), 1e-3, 1.0)
+        return converged(theta, res) | _poisoned(res), jnp.nan_to_num(ratio, nan=1e-3)  # (a NaN in A: stop)
+
     _, x, it, indefinite = _thick_restart_lanczos(lambda v: -solve(v), accept, cfg)
     theta, x, ax, res = rayleigh_ritz(x)
     # An eigenvalue of A below the block (sigma placed above it: S is indefinite, or the

@@ -204,6 +204,31 @@ def test_complex_hermitian_and_float32(dtype):
     )
 
 
+@pytest.mark.parametrize("case", ["scaled identity", "identity plus rank one"])
+def test_a_short_krylov_space_of_a_is_not_read_as_a_missed_eigenvalue(case):
+    """``A = 3 I`` and ``2 I + u u^T`` exhaust the short Lanczos run on ``A`` (its ``||A||``
+    estimate) after one or two steps. That run padded its tridiagonal matrix with zeros, so
+    its smallest Ritz value read ``min(0, lambda_min)``, which the check for an eigenvalue
+    below the block took for one: a correct answer became NaN (found by review)."""
+    n = {"scaled identity": 20, "identity plus rank one": 30}[case]
+    a = 3.0 * np.eye(n)
+    if case == "identity plus rank one":
+        u = rng(26).standard_normal(n)
+        a = 2.0 * np.eye(n) + np.outer(u, u) / (u @ u)
+    res = jax.jit(lambda a: lu_partial(a, 1, 1.0))(a)
+    assert bool(res.converged)
+    np.testing.assert_allclose(res.eigenvalues, np.linalg.eigvalsh(a)[:1], rtol=1e-12)
+
+
+def test_a_shift_far_below_the_spectrum_still_converges():
+    """``sigma = -1000`` for ``||A|| = 20``: the residual test with ``S`` must be tightened by
+    ``||A|| / ||A - sigma||`` (``||A x - mu x|| <= ||A - sigma|| ||r|| / |theta|``), or the
+    restarts end before the residuals with ``A`` pass (found by review)."""
+    res = jax.jit(lambda a: lu_partial(a, 2, -1000.0))(matrix())
+    assert bool(res.converged)
+    np.testing.assert_allclose(res.eigenvalues, SPEC[:2], rtol=0, atol=1e-9)
+
+
 def test_argument_errors():
     a = jnp.asarray(matrix())
     with pytest.raises(ValueError, match="shift_invert.*callable `precond`"):
