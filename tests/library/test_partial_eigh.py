@@ -335,7 +335,7 @@ def test_a_nan_stops_the_iteration_and_is_reported(method):
         assert int(res.iterations) == 0
 
 
-@pytest.mark.parametrize("method", ["chebyshev", "lobpcg", "shift_invert"])
+@pytest.mark.parametrize("method", ["chebyshev", "krylov", "lobpcg", "shift_invert"])
 @pytest.mark.parametrize(("dtype", "scale"), [(np.float64, 1e-150), (np.float32, 1e-17), (np.float64, 1e150)])
 def test_tiny_and_huge_matrices_report_honest_residuals(method, dtype, scale):
     """Residual norms are computed with each row scaled by its largest entry: squared
