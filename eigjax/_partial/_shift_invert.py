@@ -29,9 +29,10 @@ block, and the block steps refill the basis to ``M``; the coupling of ``V+`` wit
 rows reappears as the first new step's coefficients. Restarts stop when the ``k`` wanted
 Ritz vectors pass the final test with ``A`` (``k`` products with ``A`` per restart, cheap
 next to the solves), or when their residuals with ``S`` are below ``tol / 2 * |theta_i|``
-(which ends the iteration for an inexact solve too, whose ``A`` residuals never get there;
-for an exact one, ``S x = theta x + r`` gives ``||A x - (sigma + 1 / theta) x|| <=
-||A - sigma|| ||r|| / |theta|``).
+times ``||A|| / ||A - sigma||`` (which ends the iteration for an inexact solve too, whose
+``A`` residuals never get there; for an exact one, ``S x = theta x + r`` gives
+``||A x - (sigma + 1 / theta) x|| <= ||A - sigma|| ||r|| / |theta|``; ``sigma`` is estimated
+as ``lambda_1 + 1 / theta_1`` from the Ritz values, the ratio kept above 1e-3).
 
 Why thick restart with a thin block: every block step costs a solve, and ARPACK needs ~35
 single-vector solves on the benchmark's 100,000-node graph where the previous block Krylov
