@@ -77,7 +77,7 @@ from ._eig_host import NATIVE_PLATFORMS, host_eig
 from ._gaps import gap_matrix, nan_on_cut
 from ._guard import checked_pairs, guard, resolve_check
 from ._hooks import gauge_hook, jit_entry
-from ._linalg import _h, _mm
+from ._linalg import _h, _mm, _norm
 
 _SOLVERS = ("auto", "xla", "host")
 
@@ -301,7 +301,7 @@ def _linearise(a, w, v, degenerate_tol) -> _Linearisation:
     # Condition numbers s_i = ||y_i|| (||x_i|| = 1, y_i^H x_i = 1), estimated: masks only.
     z = jnp.broadcast_to(jnp.asarray(_probes(n, v.dtype)), (*v.shape[:-1], _PROBES))
     s = jnp.sqrt(jnp.mean(_abs2(jnp.linalg.solve(vs, z)), axis=-1))
-    norm_a = jnp.linalg.norm(jax.lax.stop_gradient(a), axis=(-2, -1))[..., None]
+    norm_a = _norm(jax.lax.stop_gradient(a), axis=(-2, -1))[..., None]
     err = (n * eps) * norm_a * s  # first-order error bound of each eigenvalue
     d = gap_matrix(ws)
     absd = jnp.abs(d)

@@ -125,10 +125,19 @@ def _divided_differences(f: Callable, w: jax.Array, fw: jax.Array, *, with_error
     smooth = jnp.abs(jax.lax.stop_gradient(d)) * jnp.abs(f2[..., None, :]) <= 0.5 * jnp.abs(f1[..., None, :])
     abs_d = jnp.abs(jax.lax.stop_gradient(d))
     tiny = abs_d <= np.sqrt(eps) * scale
-    candidate = (abs_d <= _REL_CLOSE * pair_scale) & smooth | tiny
     # Quotient on the pairs that are far apart (safe denominator elsewhere).
     safe_d = jnp.where(tiny, jnp.ones_like(d), d)
     quotient = (fw[..., :, None] - fw[..., None, :]) / safe_d.astype(fw.dtype)
+    # The quotient's rounding error: eps |f| / |d| from the cancellation, eps |G| from the
+    # division.
+    fs, qs = jax.lax.stop_gradient((fw, quotient))
+    afw = jnp.abs(fs)
+    q_err = eps * ((afw[..., :, None] + afw[..., None, :]) / jnp.where(tiny, 1, abs_d) + jnp.abs(qs))
+    # Quadrature candidates: pairs close relative to their size, or whose quotient cancels
+    # (loses more than 4 bits: exp or a sigmoid at |w| ~ 1e-10, where f(w_i) ~ f(w_j) ~ 1 and
+    # the quotient kept only 1e-6 of G; found by an audit), where f' is smooth over the interval.
+    cancels = q_err > 16 * eps * jnp.abs(qs)
+    candidate = ((abs_d <= _REL_CLOSE * pair_scale) | cancels) & smooth | tiny
     # Quadrature of f' between the two eigenvalues on the candidate pairs; the others
     # evaluate f' at w_j (inside the domain), so nothing unselected is NaN.
     d_close = jnp.where(candidate, d, jnp.zeros_like(d))
@@ -143,15 +152,12 @@ def _divided_differences(f: Callable, w: jax.Array, fw: jax.Array, *, with_error
     quad = jnp.where(jax.lax.stop_gradient(d) == 0, at_wj, quad)
     quotient = quotient.astype(result_dtype(quotient, quad))
     quad = quad.astype(quotient.dtype)
-    # The quotient's rounding error: eps |f| / |d| from the cancellation, eps |G| from the
-    # division. The quadrature is taken only where it agrees with the quotient within 4x
-    # that bound (it is then at least as accurate), or where the quotient is useless
-    # (|d| <= sqrt(eps) max|w|). Where it does not agree, f' is not smooth between the two
-    # eigenvalues (a kink: relu, clip, abs, where-based f inside the interval) and the
-    # 5-point rule is wrong by O(1); the quotient is the exact value there.
-    fs, qs, quads = jax.lax.stop_gradient((fw, quotient, quad))
-    afw = jnp.abs(fs)
-    q_err = eps * ((afw[..., :, None] + afw[..., None, :]) / jnp.where(tiny, 1, abs_d) + jnp.abs(qs))
+    # The quadrature is taken only where it agrees with the quotient within 4x the
+    # quotient's error bound (it is then at least as accurate), or where the quotient is
+    # useless (|d| <= sqrt(eps) max|w|). Where it does not agree, f' is not smooth between
+    # the two eigenvalues (a kink: relu, clip, abs, where-based f inside the interval) and
+    # the 5-point rule is wrong by O(1); the quotient is the exact value there.
+    quads = jax.lax.stop_gradient(quad)
     agrees = jnp.abs(quads - qs) <= 4 * q_err
     close = tiny | (candidate & agrees) | (abs_d == 0)
     g = jnp.where(close, quad, quotient)

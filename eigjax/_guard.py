@@ -95,6 +95,8 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
+from ._linalg import _norm
+
 __all__ = ["guard", "checked_pairs", "resolve_check", "trust_loss"]
 
 _local = threading.local()
@@ -213,11 +215,7 @@ def _scales(wbar, qbar, w):
     rdt = jnp.abs(w).dtype
     wmax = jnp.max(jnp.abs(w), axis=-1, initial=0.0)[..., None, None]
     sw = jnp.zeros_like(wmax) if wbar is None else jnp.max(jnp.abs(wbar), axis=-1, initial=0.0)[..., None, None]
-    sq = (
-        jnp.zeros_like(wmax)
-        if qbar is None
-        else jnp.max(jnp.linalg.norm(qbar, axis=-2), axis=-1, initial=0.0)[..., None, None]
-    )
+    sq = jnp.zeros_like(wmax) if qbar is None else jnp.max(_norm(qbar, axis=-2), axis=-1, initial=0.0)[..., None, None]
     sq, sw = sq.astype(rdt), sw.astype(rdt)
     scale_q = jnp.maximum(sq, sw * wmax)
     scale_w = jnp.maximum(sw, jnp.where(wmax > 0, sq / jnp.where(wmax > 0, wmax, 1), 0))

@@ -13,6 +13,16 @@ import jax.numpy as jnp
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
+def _norm(x: jax.Array, axis: int | tuple[int, ...]) -> jax.Array:
+    """Euclidean (Frobenius for two axes) norm over ``axis``, scaled by the largest entry
+    first: ``jnp.linalg.norm`` squares the entries, so a matrix of norm 1e-160 read 0 and
+    one of 1e155 read inf (float64; 1e-20 and 1e19 in float32), and the tolerances built
+    from it cut every pair or none. Zero where ``x`` is zero; NaN if ``x`` holds inf/NaN."""
+    big = jnp.max(jnp.abs(x), axis=axis, keepdims=True)
+    unit = x / jnp.where(big > 0, big, 1.0).astype(x.dtype)
+    return jnp.squeeze(big, axis=axis) * jnp.linalg.norm(unit, axis=axis)
+
+
 def _h(x: jax.Array) -> jax.Array:
     """Conjugate transpose of the last two axes."""
     return jnp.conj(jnp.swapaxes(x, -1, -2))

@@ -33,7 +33,7 @@ from jax.typing import ArrayLike
 from ._checks import as_square_matrix, check_bool, result_dtype
 from ._eigh import _eigh
 from ._frechet import _reconstruct, frechet, param_term
-from ._linalg import _hermitian_part
+from ._linalg import _hermitian_part, _norm
 
 
 # f is static (a hashable, closure-converted function); the values it closed over are
@@ -216,7 +216,7 @@ def _psd_apply(f: Callable, fn: str, a: jax.Array, *params) -> jax.Array:
     eps = float(jnp.finfo(a.dtype).eps)
 
     def one(m):
-        tol = jax.lax.stop_gradient(_PSD_C * n * eps * jnp.linalg.norm(m))
+        tol = jax.lax.stop_gradient(_PSD_C * n * eps * _norm(m, axis=(-2, -1)))
         return matrix_function(m, lambda w: f(_psd_clip(w, tol.astype(w.dtype)), *params), fn=fn)
 
     batch = a.shape[:-2]

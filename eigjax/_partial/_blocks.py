@@ -7,7 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from .._linalg import _mm
+from .._linalg import _mm, _norm
 
 
 def _hermitian_small(h):
@@ -56,12 +56,10 @@ def _orthonormal_rows(y):
 
 
 def _row_norms(x):
-    """Euclidean norms of the rows, scaled by each row's largest entry first, so that
-    neither tiny rows (``|A| ~ 1e-160`` in float64, ``1e-20`` in float32: squares underflow,
-    a residual read 0 and a wrong pair passed as converged) nor huge ones overflow."""
-    big = jnp.max(jnp.abs(x), axis=-1)
-    scale = jnp.where(big > 0, big, 1.0)
-    return big * jnp.linalg.norm(x / scale[..., None].astype(x.dtype), axis=-1)
+    """Euclidean norms of the rows, scaled (:func:`eigjax._linalg._norm`): unscaled, tiny
+    rows (``|A| ~ 1e-160`` in float64, ``1e-20`` in float32) read 0 and a wrong pair passed
+    as converged."""
+    return _norm(x, axis=-1)
 
 
 def _rayleigh_ritz(op, q):
