@@ -18,7 +18,7 @@ def _norm(x: jax.Array, axis: int | tuple[int, ...]) -> jax.Array:
     first: ``jnp.linalg.norm`` squares the entries, so a matrix of norm 1e-160 read 0 and
     one of 1e155 read inf (float64; 1e-20 and 1e19 in float32), and the tolerances built
     from it cut every pair or none. Zero where ``x`` is zero; NaN if ``x`` holds inf/NaN."""
-    big = jnp.max(jnp.abs(x), axis=axis, keepdims=True)
+    big = jnp.max(jnp.abs(x), axis=axis, keepdims=True, initial=0.0)
     unit = x / jnp.where(big > 0, big, 1.0).astype(x.dtype)
     return jnp.squeeze(big, axis=axis) * jnp.linalg.norm(unit, axis=axis)
 

@@ -32,6 +32,28 @@ def test_eig_eigenvector_gradient_is_scale_invariant(dtype, scale):
     np.testing.assert_allclose(gs, g1, rtol=1e-4 if dtype == np.float32 else 1e-10)
 
 
+@pytest.mark.parametrize(("dtype", "scale"), [(np.float64, 1e-200), (np.float32, 1e-25)])
+def test_eig_degenerate_projector_gradient_at_tiny_norm(dtype, scale):
+    """``tr(P C)``, ``P`` the spectral projector of a double (semisimple) eigenvalue, against
+    its closed form ``-(P C S + S C P)^T`` (``S`` the reduced resolvent of the other
+    eigenvalue). With ``||A||^2`` underflowing, the degenerate tolerance was 0, the pair
+    split by rounding was not cut and the gradient was off by 9-36 %."""
+    x = np.array([[2.0, 1.0, 0.0], [0.0, 1.0, 1.0], [1.0, 0.0, 3.0]])
+    y = np.linalg.inv(x).T
+    c = np.array([[1.0, 2.0, 0.0], [0.0, 1.0, -1.0], [3.0, 0.0, 1.0]])
+    p, r = x[:, :2] @ y[:, :2].T, np.outer(x[:, 2], y[:, 2])  # eigenvalues 1, 1 and 2
+    g_ref = -((p @ c @ r).T + (r @ c @ p).T)
+
+    def loss(a):
+        res = eigjax.eig(a, left=True)
+        proj = res.eigenvectors[:, :2] @ jnp.conj(res.left_eigenvectors[:, :2]).T
+        return jnp.real(jnp.trace(proj @ jnp.asarray(c, proj.dtype)))
+
+    a = jnp.asarray((x @ np.diag([1.0, 1.0, 2.0]) @ np.linalg.inv(x) * scale).astype(dtype))
+    g = np.asarray(jax.grad(loss)(a), np.float64) * scale
+    np.testing.assert_allclose(g, g_ref, rtol=0, atol=(1e-5 if dtype == np.float32 else 1e-12) * np.abs(g_ref).max())
+
+
 @pytest.mark.parametrize("s", [1e-10, 1e-100])
 def test_expm_derivative_at_small_norm(s):
     """``d exp(sA)[E] = E + s (A E + E A) / 2 + O(s^2)``: the quotient ``(e^wi - e^wj) / (wi -
