@@ -306,7 +306,6 @@ def eigh_partial(
     cg_tol = check_nonnegative_float(cg_tol, name="cg_tol", fn=_FN)
     cg_tol = tol if cg_tol is None else cg_tol
     degenerate_tol = check_nonnegative_float(degenerate_tol, name="degenerate_tol", fn=_FN)
-    extra = max(3, k) if method == "krylov" else max(4, k)
     # ints only (a float or a string was coerced by int() before: 4.7 ran as 4)
     block_size = check_int(block_size, name="block_size", fn=_FN, minimum=1, allow_none=True)
     krylov_steps = check_int(krylov_steps, name="krylov_steps", fn=_FN, minimum=2, allow_none=True)
@@ -322,6 +321,7 @@ def eigh_partial(
         p = min(n_, k + 1)
         m = -(-max(2 * k + 12, 20) // width) if krylov_steps is None else krylov_steps
     else:
+        extra = max(3, k) if method == "krylov" else max(4, k)
         p = min(n_, k + extra) if block_size is None else block_size
         if not k <= p <= n_:
             raise ValueError(f"{_FN}: option `block_size` must satisfy k <= block_size <= n; got {p}.")

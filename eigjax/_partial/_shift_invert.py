@@ -70,22 +70,24 @@ from ._chebyshev import _lanczos_bounds
 from ._types import _LANCZOS_STEPS, _Config
 
 
+def _round_up(x: int, b: int) -> int:
+    return -(-x // b) * b
+
+
 def _shape(cfg: _Config) -> tuple[int, int, int]:
     """``(b, M, L)``: block width, basis rows and rows kept at a restart (multiples of ``b``,
     ``p <= L <= M - b``, ``M + b <= n``); ``cfg.m`` is the basis size in blocks."""
     b = cfg.width
     cap = (cfg.n - b) // b * b
-    up = lambda x: -(-x // b) * b
-    m_rows = max(min(cfg.m * b, cap), up(cfg.p) + b)
-    keep = min(max(up(cfg.p), up(m_rows // 2 + 1)), m_rows - b)
+    m_rows = max(min(cfg.m * b, cap), _round_up(cfg.p, b) + b)
+    keep = min(max(_round_up(cfg.p, b), _round_up(m_rows // 2 + 1, b)), m_rows - b)
     return b, m_rows, keep
 
 
 def _too_small(cfg: _Config) -> bool:
     """Problems too small for the iteration (``4 p > n`` or no room for ``L + b`` basis rows
     and the next block) are solved densely."""
-    b = cfg.width
-    return 4 * cfg.p > cfg.n or -(-cfg.p // b) * b + 2 * b > cfg.n
+    return 4 * cfg.p > cfg.n or _round_up(cfg.p, cfg.width) + 2 * cfg.width > cfg.n
 
 
 def _thick_restart_lanczos(op, accept, cfg: _Config):

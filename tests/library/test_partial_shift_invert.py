@@ -46,11 +46,13 @@ def loss_from(w, v):
     return jnp.sum(w**2) + jnp.sum((v @ v.T) * WEIGHT)
 
 
-def lu_solver(a, which):
-    """An exact solve of ``(A - sigma I)`` (``sigma I - A`` for the largest), factorised
-    outside the function being differentiated, passed as precond_params."""
+def lu_solver(a, which, sigma=None):
+    """An exact solve of ``(A - sigma I)`` (``sigma I - A`` for the largest; ``sigma``
+    default ``SIGMA[which]``), factorised outside the function being differentiated,
+    passed as precond_params."""
     eye = jnp.eye(N)
-    shifted = a - SIGMA[which] * eye if which == "smallest" else SIGMA[which] * eye - a
+    sigma = SIGMA[which] if sigma is None else sigma
+    shifted = a - sigma * eye if which == "smallest" else sigma * eye - a
     return jax.scipy.linalg.lu_factor(jnp.asarray(shifted)), lambda lu, x: jax.scipy.linalg.lu_solve(lu, x)
 
 
@@ -137,10 +139,8 @@ def test_a_shift_inside_the_spectrum_gives_nan_not_the_wrong_eigenpairs(which):
     eigenpairs but not the wanted ones: a silently wrong answer. ``S`` is then indefinite,
     which the Lanczos Ritz values show, and the result is NaN with ``converged`` False."""
     a = jnp.asarray(matrix())
-    shift = {"smallest": 1.7, "largest": 19.2}[which]
-    shifted = a - shift * jnp.eye(N) if which == "smallest" else shift * jnp.eye(N) - a
-    lu = jax.scipy.linalg.lu_factor(shifted)
-    res = jax.jit(lambda a: partial(a, which, lu, lambda lu, x: jax.scipy.linalg.lu_solve(lu, x)))(a)
+    lu, solve = lu_solver(a, which, {"smallest": 1.7, "largest": 19.2}[which])
+    res = jax.jit(lambda a: partial(a, which, lu, solve))(a)
     assert not bool(res.converged)
     assert np.all(np.isnan(np.asarray(res.eigenvalues))) and np.all(np.isnan(np.asarray(res.eigenvectors)))
 
