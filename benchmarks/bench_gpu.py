@@ -1,6 +1,7 @@
 """GPU benchmark and checks (issue 16): one command, under 8 minutes on one GPU.
 
     PYTHONPATH=. python benchmarks/bench_gpu.py --out gpu.md [--budget 420] [--variants] [--sizes 2,3,4]
+        [--group 8] [--try-entries]
 
 Writes a markdown report (and prints it) with, in this order (a time budget skips the
 rest, marked as skipped, so the command always finishes):
@@ -12,9 +13,10 @@ rest, marked as skipped, so the command always finishes):
    residual / orthogonality / eigenvalue error against NumPy float64, and one JVP
    against central differences of the eigenvalues in float64; a violation makes the
    exit status 1 (the benchmarks still run);
-3. with ``--variants``: the dispatch's alternatives at 1e6 matrices, n = 2, 3, 4: the
-   Pallas kernel (``eigjax.internal.eigh_small_pallas``) with several block sizes and
-   layouts, the pure-JAX entry solver and cuSOLVER, with the bandwidth floor;
+3. with ``--variants``: the dispatch's alternatives at 1e6 matrices (n = 2, 3, 4, 8, 16
+   or ``--sizes``): the Pallas kernel (``eigjax.internal.eigh_small_pallas``, n <= 4)
+   with several block sizes and layouts, the pure-JAX entry solver (its accuracy too)
+   and cuSOLVER, with the bandwidth floor and each variant's compile time;
 4. small batched eigh, n in {2, 3, 4, 8, 16, 32} (or ``--sizes``) x batch {1e4, 1e6},
    float32/float64, forward and value-and-grad of an eigenvector loss, eigjax against
    ``jax.vmap(jnp.linalg.eigh)`` (cuSOLVER), medians of interleaved repeats, with the
@@ -24,7 +26,10 @@ rest, marked as skipped, so the command always finishes):
 
 On a CPU (``--smoke``: tiny sizes) it checks the script only; the kernel then runs in
 Pallas' interpret mode. Repeats adapt to the cost of a call (at least 3, up to 15 or
-~1 s of calls); a call over 2 s is timed once and marked.
+~1 s of calls); a call over 2 s is timed once and marked. A repeat issues ``--group``
+calls back to back and waits once (device throughput; see ``timed``). ``--try-entries``
+routes 5 <= n <= 16 to the entry solver in the dispatch (sections 2 and 4), the
+candidate that ``eigjax._small.ENTRIES_PLAN`` would take if it wins.
 """
 
 from __future__ import annotations
@@ -55,22 +60,36 @@ def emit(line: str = "") -> None:
     print(line, flush=True)
 
 
-def timed(fns: dict, *args) -> dict:
-    """Median seconds per function, interleaved; first call = compile + warm-up."""
+def timed(fns: dict, *args, compile_times: dict | None = None) -> dict:
+    """Median seconds per call, interleaved between the functions.
+
+    A call's time is that of ``ARGS.group`` calls issued back to back, then waited for,
+    divided by the count: JAX dispatches asynchronously, so the host's launch latency
+    (tens of microseconds) overlaps the device's work and the figure is the device's
+    throughput, the quantity the bandwidth floor bounds (``--group 1``: one call and a
+    wait, as the first two leases measured). The first call compiles (its time goes to
+    ``compile_times``); calls over 2 s are timed once."""
     first = {}
     for name, fn in fns.items():
+        t = time.perf_counter()
         jax.block_until_ready(fn(*args))
+        if compile_times is not None:
+            compile_times[name] = time.perf_counter() - t
         t = time.perf_counter()
         jax.block_until_ready(fn(*args))
         first[name] = time.perf_counter() - t
     slowest = max(first.values())
     reps = 1 if slowest > 2.0 else int(min(15, max(3, 1.0 / max(slowest, 1e-6))))
-    times = {name: [first[name]] for name in fns}
-    for _ in range(reps - 1):
+    group = 1 if slowest > 0.1 else ARGS.group
+    times = {name: [] if reps > 1 else [first[name]] for name in fns}
+    for _ in range(reps - 1 if reps > 1 else 0):
         for name, fn in fns.items():
             t = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times[name].append(time.perf_counter() - t)
+            out = None
+            for _ in range(group):
+                out = fn(*args)  # the previous output is released when its call is done
+            jax.block_until_ready(out)
+            times[name].append((time.perf_counter() - t) / group)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -225,49 +244,84 @@ def small_table(rng, bw: float, budget: float) -> None:
         del a
 
 
+def accuracy(fn, rng, n, dtype) -> str:
+    """Worst residual / (eps ||A||) and orthogonality / (n eps) of ``fn`` on random and
+    exactly degenerate batches of 4,104 matrices (the bounds are 50 and 50)."""
+    worst_r = worst_o = 0.0
+    for kind in ("random", "degenerate"):
+        a = sym_batch(rng, 4104 // SCALE + 8, n, dtype, kind)
+        w, v = (np.asarray(x, np.float64) for x in fn(jnp.asarray(a)))
+        a64, eps = a.astype(np.float64), float(np.finfo(dtype).eps)
+        an = np.linalg.norm(a64, axis=(-2, -1))
+        worst_r = max(worst_r, np.max(np.linalg.norm(a64 @ v - v * w[..., None, :], axis=(-2, -1)) / an) / eps)
+        worst_o = max(
+            worst_o, np.max(np.linalg.norm(np.swapaxes(v, -1, -2) @ v - np.eye(n), axis=(-2, -1))) / (n * eps)
+        )
+    if not (worst_r <= 50 and worst_o <= 50):
+        FAILED.append(("variant accuracy", n, np.dtype(dtype).name))
+    return f"{worst_r:.1f} / {worst_o:.2f}"
+
+
 def variants(rng, bw: float, budget: float) -> None:
     """The dispatch's alternatives at 1e6 matrices, forward: the Pallas kernel's block
-    sizes and loop forms, the entry solver, cuSOLVER; the fastest is marked."""
+    sizes and loop forms (n <= 4), the pure-JAX entry solver, cuSOLVER; the fastest is
+    marked, and the compile time of each (first call) is listed."""
     emit("")
-    emit("## 3. Solver variants (forward, batch 1e6; ms, medians)")
+    emit("## 3. Solver variants (forward, batch 1e6; ms, medians; compile s = first call)")
     emit("")
     emit("pallas bB wW: eigjax.internal.eigh_small_pallas(block=B, num_warps=W) (sweeps unrolled; default warps")
-    emit("B / 32); T: transposed layout;")
-    emit("entries: the pure-JAX entry solver; jnp: vmap(jnp.linalg.eigh) (cuSOLVER).")
+    emit("B / 32); T: transposed layout (n <= 4 only: Triton compiled n = 5 in 14 s, n = 8 not in 100 s);")
+    emit("entries: the pure-JAX entry solver (n >= 5: round-robin with the skip rule, a sweep per loop body")
+    emit("up to n = 8, s1: a step per body), the accuracy of its default form as")
+    emit("residual / (eps ||A||) and orthogonality / (n eps), worst of random and exactly degenerate;")
+    emit("jnp: vmap(jnp.linalg.eigh) (cuSOLVER).")
     emit("")
-    emit("| n | dtype | variant times | fastest | jnp / fastest | fastest / floor |")
-    emit("|---|---|---|---|---|---|")
+    emit("| n | dtype | variant times | compile s | fastest | jnp / fastest | fastest / floor | entries accuracy |")
+    emit("|---|---|---|---|---|---|---|---|")
     pallas = eigjax.internal.eigh_small_pallas
     if PLATFORM == "cpu":  # a check of the script: the interpreter, tiny batches
         pallas = functools.partial(pallas, interpret=True)
+    sizes = ARGS.sizes or (2, 3, 4, 8, 16)
     for dtype in (np.float32, np.float64):
-        for n in (2, 3, 4) if SCALE == 1 else (2, 3):
+        for n in sizes if SCALE == 1 else (2, 3, 5):
             name = f"| {n} | {np.dtype(dtype).name} |"
             if time.perf_counter() - T0 > budget:
-                emit(f"{name} skipped (time budget) | | | |")
+                emit(f"{name} skipped (time budget) | | | | | |")
                 continue
             a = jnp.asarray(sym_batch(rng, 10**6 // SCALE, n, dtype))
             fns = {"jnp": jax.jit(jax.vmap(jnp.linalg.eigh))}
-            # (block, warps): with fewer warps than block / 32 each thread holds several
-            # matrices (independent rotation chains in flight: the kernel is latency-bound)
-            shapes = [(128, None), (256, None), (256, 4), (512, 4)] if dtype == np.float32 else [(128, None), (256, 4)]
-            for blk, warps in shapes:
-                label = f"pallas b{blk}" + (f" w{warps}" if warps else "")
-                fns[label] = jax.jit(functools.partial(pallas, block=blk, num_warps=warps))
-            fns["pallas b128 T"] = jax.jit(functools.partial(pallas, layout="transposed"))
-            fns["pallas b256 w4 T"] = jax.jit(functools.partial(pallas, block=256, num_warps=4, layout="transposed"))
             if n <= 4:
-                fns["entries"] = jax.jit(lambda x: eigjax.internal.eigh_small_accel(x, method="entries"))
+                # (block, warps): with fewer warps than block / 32 each thread holds several
+                # matrices (independent rotation chains in flight: the kernel is latency-bound)
+                shapes = (
+                    [(128, None), (256, None), (256, 4), (512, 4)] if dtype == np.float32 else [(128, None), (256, 4)]
+                )
+                for blk, warps in shapes:
+                    label = f"pallas b{blk}" + (f" w{warps}" if warps else "")
+                    fns[label] = jax.jit(functools.partial(pallas, block=blk, num_warps=warps))
+                fns["pallas b128 T"] = jax.jit(functools.partial(pallas, layout="transposed"))
+                fns["pallas b256 w4 T"] = jax.jit(
+                    functools.partial(pallas, block=256, num_warps=4, layout="transposed")
+                )
+            entries = jax.jit(lambda x: eigjax.internal.eigh_small_accel(x, method="entries"))
+            fns["entries"] = entries
+            if 5 <= n <= 8:  # default: a sweep per loop body; s1: a step per body (fast to compile)
+                fns["entries s1"] = jax.jit(
+                    lambda x: eigjax.internal.eigh_small_accel(x, method="entries", unroll_sweep=False)
+                )
+            compile_s: dict = {}
             try:
-                t = timed(fns, a)
+                t = timed(fns, a, compile_times=compile_s)
+                acc = accuracy(entries, rng, n, dtype)
             except Exception as e:  # noqa: BLE001 - a compile failure is a result to record
-                emit(f"{name} FAILED: {type(e).__name__}: {str(e)[:300]} | | | |")
+                emit(f"{name} FAILED: {type(e).__name__}: {str(e)[:300]} | | | | | |")
                 FAILED.append(("variants", n, np.dtype(dtype).name, type(e).__name__))
                 continue
             best = min((k for k in t if k != "jnp"), key=t.get)
             floor = a.dtype.itemsize * a.shape[0] * (2 * n * n + n) / bw
             cells = ", ".join(f"{k} {v * 1e3:.3f}" for k, v in t.items())
-            emit(f"{name} {cells} | {best} | {t['jnp'] / t[best]:.1f}x | {t[best] / floor:.1f} |")
+            comp = ", ".join(f"{k} {v:.1f}" for k, v in compile_s.items())
+            emit(f"{name} {cells} | {comp} | {best} | {t['jnp'] / t[best]:.1f}x | {t[best] / floor:.1f} | {acc} |")
             del a
 
 
@@ -356,9 +410,19 @@ if __name__ == "__main__":
     p.add_argument("--budget", type=float, default=420.0, help="seconds after which remaining rows are skipped")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (a check of the script on a CPU)")
     p.add_argument("--focus", action="store_true", help="only the dispatch rows: n 2-8, batch 1e5/1e6, checks at 1.3e5")
-    p.add_argument("--variants", action="store_true", help="also section 4: the dispatch's alternatives at 1e6")
+    p.add_argument("--variants", action="store_true", help="also section 3: the dispatch's alternatives at 1e6")
     p.add_argument("--sizes", type=lambda x: tuple(int(v) for v in x.split(",")), help="only these n (e.g. 2,3,4)")
+    p.add_argument("--group", type=int, default=8, help="calls issued back to back per timing (1: call and wait)")
+    p.add_argument(
+        "--try-entries",
+        action="store_true",
+        help="route 5 <= n <= 16 to the pure-JAX entry solver (eigjax._small.ENTRIES_PLAN) in sections 2 and 4",
+    )
     ARGS = p.parse_args()
+    if ARGS.try_entries:
+        import eigjax._small
+
+        eigjax._small.ENTRIES_PLAN.update({n: 0 for n in range(5, eigjax._small.ACCEL_ENTRIES_MAX_N + 1)})
     faulthandler.enable()
     SCALE = 1000 if ARGS.smoke else 1
     dev = jax.devices()[0]
@@ -366,6 +430,8 @@ if __name__ == "__main__":
     emit(
         f"# eigjax GPU benchmark: {dev.device_kind} ({dev.platform}), jax {jax.__version__}, {time.strftime('%Y-%m-%d')}"
     )
+    emit("")
+    emit(f"Options: {vars(ARGS)}")
     emit("")
     rng = np.random.default_rng(0)
     bw = bandwidth()

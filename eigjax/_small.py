@@ -40,6 +40,9 @@ Two implementations share these formulas:
   entries in 30-45 elementwise kernels per sweep, so the solver is bound by memory
   traffic in the last-level cache (measured from the compiled HLO; this is what the
   rotation schedule below minimises).
+  For ``5 <= n <= 16`` the same unrolling runs the round-robin schedule below with the
+  native kernel's skip rule and a stop test (an accelerators' candidate, see
+  :func:`_eigh_unrolled`).
 * ``5 <= n``: the parallel (round-robin, Brent & Luk 1985) ordering on arrays of
   shape ``(n, n, T)`` with the batch last (vectorized), tiles of ``T`` matrices
   processed by ``lax.map`` so a tile stays in cache, and a ``while_loop`` over sweeps
@@ -151,7 +154,9 @@ def _sort_network(w, cols):
     return w, cols
 
 
-def _eigh_unrolled(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, jax.Array]:
+def _eigh_unrolled(
+    a: jax.Array, symmetrize: bool = False, *, unroll_sweep: bool | None = None
+) -> tuple[jax.Array, jax.Array]:
     """Jacobi unrolled over entries, for real ``(..., n, n)`` (``symmetrize``: of
     ``(a + a^T) / 2``, formed entry by entry after the power-of-two scaling, so entries
     near the largest float cannot overflow in the sum).
@@ -162,11 +167,22 @@ def _eigh_unrolled(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, j
     solver into one pass: faster than transposing to batch-last first; BENCHMARKS.md,
     "Against the issue's targets").
 
-    ``n <= 4``, a fixed number of sweeps (``_UNROLLED_SWEEPS``), in a ``fori_loop``
+    ``n <= 4``: a fixed number of sweeps (``_UNROLLED_SWEEPS``), in a ``fori_loop``
     (shallow fusions, fast to compile; unrolled in Python it took minutes to compile on
-    XLA:CPU at n = 3, so that form was dropped). A round-robin form for ``n >= 5`` on entries was tried for the GPU (faster
-    than cuSOLVER at n = 8, float32) and dropped: on exactly degenerate float64 batches its
-    residual reached 1e4 eps (BENCHMARKS.md, "GPU (H200)").
+    XLA:CPU at n = 3, so that form was dropped).
+
+    ``5 <= n <= 16`` (an accelerators' candidate, chosen by nothing yet: see
+    :func:`accel_plan`): the round-robin schedule of the tiled solver on entries
+    (odd ``n`` padded with one decoupled index), one sweep of ``n - 1`` steps per
+    ``while_loop`` iteration (unrolled in Python with ``unroll_sweep``, the default up
+    to n = 8: above, XLA:CPU took over 16 GB and minutes to compile the n = 16 sweep;
+    else a ``fori_loop`` over its steps), with the native kernel's skip rule: the pair ``(p, q)``
+    is rotated only if ``|a_pq| > max(eps sqrt|a_pp a_qq|, eps ||A||_F / n)``, so a
+    converged matrix is left exactly as it is, and the loop ends after a sweep in which
+    no matrix of the batch rotated (at most ``_MAX_SWEEPS``). A first form without the
+    skip rule, which rotated until ``off(A) <= eps ||A||_F``, churned rounding inside
+    exactly degenerate clusters (residual 1e4 eps in float64; BENCHMARKS.md,
+    "GPU (H200)").
     """
     n = a.shape[-1]
     dtype = np.dtype(a.dtype)
@@ -175,9 +191,9 @@ def _eigh_unrolled(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, j
     amax = functools.reduce(jnp.maximum, [jnp.abs(a[:, i, j]) for i in range(n) for j in range(n)])
     finite = jnp.isfinite(amax)  # max and abs propagate NaN and inf
     scale, unscale = _scales(amax, finite)
-    if n > 4:
-        raise ValueError(f"eigjax._small._eigh_unrolled: n must be at most 4; got {n}.")
-    npad = n
+    if n > ACCEL_ENTRIES_MAX_N:
+        raise ValueError(f"eigjax._small._eigh_unrolled: n must be at most {ACCEL_ENTRIES_MAX_N}; got {n}.")
+    npad = n + (n % 2) if n >= 5 else n
     keys = [(i, j) for i in range(npad) for j in range(i, npad)]  # symmetric storage, i <= j
     one, zero = jnp.ones_like(amax), jnp.zeros_like(amax)
 
@@ -192,17 +208,30 @@ def _eigh_unrolled(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, j
 
     m0 = tuple(entry(i, j) for i, j in keys)
     v0 = tuple(tuple(one if r == c else zero for c in range(npad)) for r in range(npad))  # v[row][col]
-    pairs, src, unroll = _SCHEDULES.get(n, ([(0, 1)], (0, 1), 1))
+    if n >= 5:
+        pairs, src, unroll = [(2 * k, 2 * k + 1) for k in range(npad // 2)], None, 1
+        per_sweep = npad - 1
+    else:
+        pairs, src, unroll = _SCHEDULES.get(n, ([(0, 1)], (0, 1), 1))
+        per_sweep = 3  # steps after which the labels are back in place
     if src is None:
         src = tuple(int(i) for i in _round_robin_perm(npad))
-    per_sweep = 3  # steps after which the labels are back in place
+    eps = float(np.finfo(dtype).eps)
 
-    def step(_, carry):
+    def step(carry, floor=None) -> tuple[tuple, jax.Array | None]:
+        """One step; with ``floor`` (the skip rule's absolute part), also whether each
+        matrix rotated."""
         m, v = dict(zip(keys, carry[0])), [list(row) for row in carry[1]]
+        rotated = []
         for p, q in pairs:
             app, aqq, apq = m[(p, p)], m[(q, q)], m[(p, q)]
             t, c, s = _rotation(app, aqq, apq)
-            m[(p, p)], m[(q, q)], m[(p, q)] = app - t * apq, aqq + t * apq, jnp.zeros_like(apq)
+            if floor is not None:
+                rot = jnp.abs(apq) > jnp.maximum(eps * jnp.sqrt(jnp.abs(app * aqq)), floor)
+                t, c, s = jnp.where(rot, t, zero), jnp.where(rot, c, one), jnp.where(rot, s, zero)
+                rotated.append(rot)
+            m[(p, p)], m[(q, q)] = app - t * apq, aqq + t * apq
+            m[(p, q)] = zero if floor is None else jnp.where(rotated[-1], zero, apq)  # skipped: kept
             for r in range(npad):
                 if r != p and r != q:
                     arp, arq = m[key(r, p)], m[key(r, q)]
@@ -210,19 +239,42 @@ def _eigh_unrolled(a: jax.Array, symmetrize: bool = False) -> tuple[jax.Array, j
             for row in v:
                 vrp, vrq = row[p], row[q]
                 row[p], row[q] = c * vrp - s * vrq, s * vrp + c * vrq
-        return (tuple(m[key(src[i], src[j])] for i, j in keys), tuple(tuple(row[k] for k in src) for row in v))
+        out = (tuple(m[key(src[i], src[j])] for i, j in keys), tuple(tuple(row[k] for k in src) for row in v))
+        return out, (functools.reduce(jnp.logical_or, rotated) if rotated else None)
 
     # 1, or NaN for a non-finite input (the eigenvectors are then NaN too)
     poison = jnp.where(finite, one, jnp.nan)
     state = (m0, v0)
     if n == 2:  # one rotation is the exact eigendecomposition
-        state = step(0, state)
-    else:
+        state = step(state)[0]
+    elif n <= 4:
         # unscale and poison ride along unchanged: materialised once, instead of XLA
         # recomputing max |a_ij| in every output kernel (slower at n = 3)
         steps = per_sweep * _UNROLLED_SWEEPS[(n, dtype)]
-        body = lambda i, c: (*step(i, c[:2]), c[2])  # noqa: E731
+        body = lambda i, c: (*step(c[:2])[0], c[2])  # noqa: E731
         *state, (unscale, poison) = jax.lax.fori_loop(0, steps, body, (*state, (unscale, poison)), unroll=unroll)
+    else:
+        # ||A||_F of the scaled input, from one triangle and the diagonal (padding excluded)
+        sq = [(1.0 if i == j else 2.0) * m0[k] * m0[k] for k, (i, j) in enumerate(keys) if j < n]
+        floor = eps * jnp.sqrt(functools.reduce(jnp.add, sq)) / n
+
+        def one_step(_, c):
+            st, rot = step(c[:2], c[2])
+            return (*st, c[2], c[3] | rot)
+
+        def sweep(c):
+            inner = (c[0], c[1], c[2][0], jnp.zeros_like(finite))
+            if unroll_sweep if unroll_sweep is not None else npad <= 8:
+                for _ in range(per_sweep):
+                    inner = one_step(0, inner)
+            else:
+                inner = jax.lax.fori_loop(0, per_sweep, one_step, inner)
+            return (*inner[:2], c[2], c[3] + 1, jnp.any(inner[3]))
+
+        cond = lambda c: (c[3] < _MAX_SWEEPS[dtype]) & c[4]  # noqa: E731
+        init = (m0, v0, (floor, unscale, poison), jnp.int32(0), jnp.bool_(True))
+        m_out, v_out, (_, unscale, poison), _, _ = jax.lax.while_loop(cond, sweep, init)
+        state = (m_out, v_out)
     m, v = state
     m = dict(zip(keys, m))
     w = [m[(i, i)] * unscale for i in range(npad)]
@@ -384,18 +436,27 @@ def eigh_small(a: jax.Array, *, symmetrize: bool = False) -> tuple[jax.Array, ja
     return _eigh_tiled(a / 2 + jnp.swapaxes(a, -1, -2) / 2 if symmetrize else a)  # no overflow near max
 
 
-@functools.partial(jax.jit, static_argnames=("symmetrize", "method"))
+@functools.partial(jax.jit, static_argnames=("symmetrize", "method", "unroll_sweep"))
 def eigh_small_accel(
-    a: jax.Array, *, symmetrize: bool = False, method: str | None = None
+    a: jax.Array, *, symmetrize: bool = False, method: str | None = None, unroll_sweep: bool | None = None
 ) -> tuple[jax.Array, jax.Array]:
     """The small-matrix solver of the accelerators (GPU, TPU), for real ``(..., n, n)``
     input (the lower triangle, or with ``symmetrize`` the symmetric part).
 
-    ``method``: ``"entries"`` (:func:`_eigh_unrolled`, the default for ``n <= 4``) or ``"tiled"``
-    (:func:`_eigh_tiled` on the whole batch as one tile). Which one a GPU/TPU program
-    uses is :func:`accel_plan`'s table. Pure JAX, so it
-    runs (and is tested) on every backend;
-    XLA:GPU fuses the elementwise sweeps that XLA:CPU splits into many kernels.
+    ``method``: ``"entries"`` (:func:`_eigh_unrolled`, for ``n <= 16``; the default for
+    ``n <= 4``) or ``"tiled"`` (:func:`_eigh_tiled` on the whole batch as one tile, the
+    default above). Which one a GPU/TPU program uses is :func:`accel_plan`'s table. Pure
+    JAX, so it runs (and is tested) on every backend; XLA:GPU fuses the elementwise
+    sweeps that XLA:CPU splits into many kernels. ``unroll_sweep``: the entry solver's
+    loop form for ``n >= 5`` (:func:`_eigh_unrolled`).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from eigjax.internal import eigh_small_accel
+        >>> a = jnp.broadcast_to(jnp.diag(jnp.arange(6.0)) + 1.0, (3, 6, 6))
+        >>> w, v = eigh_small_accel(a, method="entries")
+        >>> bool(jnp.allclose(a @ v, v * w[..., None, :], atol=1e-5))
+        True
     """
     if jnp.issubdtype(a.dtype, jnp.complexfloating):
         raise TypeError(
@@ -406,26 +467,30 @@ def eigh_small_accel(
         return eigh_small(a, symmetrize=symmetrize)
     if (method or ("entries" if n <= 4 else "tiled")) == "tiled":
         return _eigh_tiled(a / 2 + jnp.swapaxes(a, -1, -2) / 2 if symmetrize else a, tile=0)
-    return _eigh_unrolled(a, symmetrize)
+    return _eigh_unrolled(a, symmetrize, unroll_sweep=unroll_sweep)
 
 
 def accel_plan(n: int, batch: int) -> dict | None:
     """The options of :func:`eigh_small_accel` that a GPU/TPU program uses for ``batch``
     matrices of size ``n``, or None for the backend's solver (cuSOLVER's batched Jacobi
-    on a GPU). Measured on an H200 against ``vmap(jnp.linalg.eigh)`` (BENCHMARKS.md,
-    "GPU (H200)"; benchmarks/bench_gpu.py): the entry solver wins at n = 2, 3, and at
-    n = 4 in batches of 1e5 and more; cuSOLVER wins at n = 4 in batches of 1e4
-    (launch-bound loops) and for 5 <= n <= 16, where the whole-batch tiled solver
-    was slower."""
-    if n <= 3 or (n == 4 and batch >= ACCEL_MIN_BATCH):
-        return {"method": "entries"}
-    return None
+    on a GPU): ``ENTRIES_PLAN``'s table."""
+    min_batch = ENTRIES_PLAN.get(n)
+    return None if min_batch is None or batch < min_batch else {"method": "entries"}
 
 
 # Fewest matrices for which n = 4 uses the pure-JAX solver on an accelerator (measured
 # faster at 1e5 and 1e6, slower at 1e4).
 ACCEL_MIN_BATCH = 100_000
+# Where the entry solver runs on an accelerator: n -> fewest matrices. Measured on an
+# H200 against ``vmap(jnp.linalg.eigh)`` (BENCHMARKS.md, "GPU (H200)";
+# benchmarks/bench_gpu.py): it wins at n = 2, 3, and at n = 4 in batches of 1e5 and more;
+# cuSOLVER wins at n = 4 in batches of 1e4 (launch-bound loops). For 5 <= n <= 16 the
+# round-robin entry solver with the skip rule has not been timed on a GPU yet
+# (``bench_gpu.py --try-entries`` adds it here for a run), so cuSOLVER stays.
+ENTRIES_PLAN: dict[int, int] = {2: 0, 3: 0, 4: ACCEL_MIN_BATCH}
 ACCEL_MAX_N = 4
+# Largest n of the entry solver (``method="entries"``; its program grows as n^3 per sweep).
+ACCEL_ENTRIES_MAX_N = 16
 
 
 # Fewest matrices in one call for which the fast path is chosen. XLA takes seconds to

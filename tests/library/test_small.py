@@ -183,6 +183,21 @@ def test_gpu_dispatch_uses_the_pallas_kernel_only_where_measured():
     assert solver_in(jax.vmap(eigjax.eigh), (big, 3, 3), "cuda-jit") == "pallas"
 
 
+def test_entries_plan_routes_a_size_to_the_entry_solver(monkeypatch):
+    """``ENTRIES_PLAN`` is the one table of the pure-JAX route on accelerators: an entry
+    for n = 6 (what ``bench_gpu.py --try-entries`` adds) makes the CUDA and TPU lowerings
+    of ``eigh`` and its gradient pure JAX from that batch size on, and nothing else."""
+    assert small.accel_plan(6, 10**6) is None  # not measured on a GPU: cuSOLVER
+    monkeypatch.setitem(small.ENTRIES_PLAN, 6, 1000)
+    assert small.accel_plan(6, 1000) == {"method": "entries"} and small.accel_plan(6, 999) is None
+    grad = jax.grad(lambda a: jnp.sum(eigjax.eigh(a)[1] ** 4))
+    for platform in ("cuda-jit", "tpu"):
+        assert solver_in(eigjax.eigh, (1000, 6, 6), platform) == "jax"
+        assert solver_in(grad, (1000, 6, 6), platform) == "jax"
+        assert solver_in(eigjax.eigh, (999, 6, 6), platform) == "backend"
+        assert solver_in(eigjax.eigh, (1000, 7, 7), platform) == "backend"
+
+
 def test_complex_routed_to_backend_solver():
     r = h.rng(4)
     a = h.random_hermitian(r, 3, np.complex128, batch=(4,))
