@@ -178,8 +178,9 @@ def _eigh_unrolled(
     to n = 8: above, XLA:CPU took over 16 GB and minutes to compile the n = 16 sweep;
     else a ``fori_loop`` over its steps), with the native kernel's skip rule: the pair ``(p, q)``
     is rotated only if ``|a_pq| > max(eps sqrt|a_pp a_qq|, eps ||A||_F / n)``, so a
-    converged matrix is left exactly as it is, and the loop ends after a sweep in which
-    no matrix of the batch rotated (at most ``_MAX_SWEEPS``). A first form without the
+    converged matrix is left exactly as it is, and the loop ends when no pair of any
+    matrix of the batch is above that threshold (at most ``_MAX_SWEEPS``): the sweep that
+    would rotate nothing is not run. A first form without the
     skip rule, which rotated until ``off(A) <= eps ||A||_F``, churned rounding inside
     exactly degenerate clusters (residual 1e4 eps in float64; BENCHMARKS.md,
     "GPU (H200)").
@@ -218,20 +219,19 @@ def _eigh_unrolled(
         src = tuple(int(i) for i in _round_robin_perm(npad))
     eps = float(np.finfo(dtype).eps)
 
-    def step(carry, floor=None) -> tuple[tuple, jax.Array | None]:
-        """One step; with ``floor`` (the skip rule's absolute part), also whether each
-        matrix rotated."""
+    def step(carry, floor=None) -> tuple:
+        """One step; with ``floor`` (the skip rule's absolute part), pairs at or below
+        the threshold are left exactly as they are."""
         m, v = dict(zip(keys, carry[0])), [list(row) for row in carry[1]]
-        rotated = []
         for p, q in pairs:
             app, aqq, apq = m[(p, p)], m[(q, q)], m[(p, q)]
             t, c, s = _rotation(app, aqq, apq)
+            new_apq = zero
             if floor is not None:
                 rot = jnp.abs(apq) > jnp.maximum(eps * jnp.sqrt(jnp.abs(app * aqq)), floor)
                 t, c, s = jnp.where(rot, t, zero), jnp.where(rot, c, one), jnp.where(rot, s, zero)
-                rotated.append(rot)
-            m[(p, p)], m[(q, q)] = app - t * apq, aqq + t * apq
-            m[(p, q)] = zero if floor is None else jnp.where(rotated[-1], zero, apq)  # skipped: kept
+                new_apq = jnp.where(rot, zero, apq)
+            m[(p, p)], m[(q, q)], m[(p, q)] = app - t * apq, aqq + t * apq, new_apq
             for r in range(npad):
                 if r != p and r != q:
                     arp, arq = m[key(r, p)], m[key(r, q)]
@@ -239,40 +239,47 @@ def _eigh_unrolled(
             for row in v:
                 vrp, vrq = row[p], row[q]
                 row[p], row[q] = c * vrp - s * vrq, s * vrp + c * vrq
-        out = (tuple(m[key(src[i], src[j])] for i, j in keys), tuple(tuple(row[k] for k in src) for row in v))
-        return out, (functools.reduce(jnp.logical_or, rotated) if rotated else None)
+        return (tuple(m[key(src[i], src[j])] for i, j in keys), tuple(tuple(row[k] for k in src) for row in v))
 
     # 1, or NaN for a non-finite input (the eigenvectors are then NaN too)
     poison = jnp.where(finite, one, jnp.nan)
     state = (m0, v0)
     if n == 2:  # one rotation is the exact eigendecomposition
-        state = step(state)[0]
+        state = step(state)
     elif n <= 4:
         # unscale and poison ride along unchanged: materialised once, instead of XLA
         # recomputing max |a_ij| in every output kernel (slower at n = 3)
         steps = per_sweep * _UNROLLED_SWEEPS[(n, dtype)]
-        body = lambda i, c: (*step(c[:2])[0], c[2])  # noqa: E731
+        body = lambda i, c: (*step(c[:2]), c[2])  # noqa: E731
         *state, (unscale, poison) = jax.lax.fori_loop(0, steps, body, (*state, (unscale, poison)), unroll=unroll)
     else:
         # ||A||_F of the scaled input, from one triangle and the diagonal (padding excluded)
         sq = [(1.0 if i == j else 2.0) * m0[k] * m0[k] for k, (i, j) in enumerate(keys) if j < n]
         floor = eps * jnp.sqrt(functools.reduce(jnp.add, sq)) / n
 
-        def one_step(_, c):
-            st, rot = step(c[:2], c[2])
-            return (*st, c[2], c[3] | rot)
+        def above(m, floor):
+            """Whether any pair of any matrix is above the skip threshold: the next sweep
+            would rotate (the rule depends on the pair and its diagonal only, which do not
+            change while nothing rotates), so stopping here saves the confirming sweep."""
+            mm = dict(zip(keys, m))
+            tests = [
+                jnp.abs(mm[(i, j)]) > jnp.maximum(eps * jnp.sqrt(jnp.abs(mm[(i, i)] * mm[(j, j)])), floor)
+                for i, j in keys
+                if i < j < n
+            ]
+            return jnp.any(functools.reduce(jnp.logical_or, tests))
 
         def sweep(c):
-            inner = (c[0], c[1], c[2][0], jnp.zeros_like(finite))
+            st = (c[0], c[1])
             if unroll_sweep if unroll_sweep is not None else npad <= 8:
                 for _ in range(per_sweep):
-                    inner = one_step(0, inner)
+                    st = step(st, c[2][0])
             else:
-                inner = jax.lax.fori_loop(0, per_sweep, one_step, inner)
-            return (*inner[:2], c[2], c[3] + 1, jnp.any(inner[3]))
+                st = jax.lax.fori_loop(0, per_sweep, lambda _, x: step(x, c[2][0]), st)
+            return (*st, c[2], c[3] + 1, above(st[0], c[2][0]))
 
         cond = lambda c: (c[3] < _MAX_SWEEPS[dtype]) & c[4]  # noqa: E731
-        init = (m0, v0, (floor, unscale, poison), jnp.int32(0), jnp.bool_(True))
+        init = (m0, v0, (floor, unscale, poison), jnp.int32(0), above(m0, floor))
         m_out, v_out, (_, unscale, poison), _, _ = jax.lax.while_loop(cond, sweep, init)
         state = (m_out, v_out)
     m, v = state
