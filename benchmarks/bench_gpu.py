@@ -29,7 +29,8 @@ Pallas' interpret mode. Repeats adapt to the cost of a call (at least 3, up to 1
 ~1 s of calls); a call over 2 s is timed once and marked. A repeat issues ``--group``
 calls back to back and waits once (device throughput; see ``timed``). ``--try-entries``
 routes 5 <= n <= 16 to the entry solver in the dispatch (sections 2 and 4), the
-candidate that ``eigjax._small.ENTRIES_PLAN`` would take if it wins.
+candidate that the dispatch's table would take if it wins
+(``eigjax.internal.route_to_entry_solver``).
 """
 
 from __future__ import annotations
@@ -416,13 +417,12 @@ if __name__ == "__main__":
     p.add_argument(
         "--try-entries",
         action="store_true",
-        help="route 5 <= n <= 16 to the pure-JAX entry solver (eigjax._small.ENTRIES_PLAN) in sections 2 and 4",
+        help="route 5 <= n <= 16 to the pure-JAX entry solver in sections 2 and 4",
     )
     ARGS = p.parse_args()
     if ARGS.try_entries:
-        import eigjax._small
-
-        eigjax._small.ENTRIES_PLAN.update({n: 0 for n in range(5, eigjax._small.ACCEL_ENTRIES_MAX_N + 1)})
+        for size in range(5, 17):
+            eigjax.internal.route_to_entry_solver(size)
     faulthandler.enable()
     SCALE = 1000 if ARGS.smoke else 1
     dev = jax.devices()[0]

@@ -495,6 +495,18 @@ ACCEL_MIN_BATCH = 100_000
 # round-robin entry solver with the skip rule has not been timed on a GPU yet
 # (``bench_gpu.py --try-entries`` adds it here for a run), so cuSOLVER stays.
 ENTRIES_PLAN: dict[int, int] = {2: 0, 3: 0, 4: ACCEL_MIN_BATCH}
+
+
+def route_to_entry_solver(n: int, min_batch: int = 0) -> None:
+    """From now on, programs lowered for a GPU/TPU solve batches of at least ``min_batch``
+    real ``n x n`` matrices (``2 <= n <= 16``) with the pure-JAX entry solver (an entry of
+    ``ENTRIES_PLAN``): for experiments such as ``benchmarks/bench_gpu.py --try-entries``.
+    Programs already compiled keep their solver."""
+    if not 2 <= n <= ACCEL_ENTRIES_MAX_N:
+        raise ValueError(f"route_to_entry_solver: n must satisfy 2 <= n <= {ACCEL_ENTRIES_MAX_N}; got {n}.")
+    ENTRIES_PLAN[int(n)] = int(min_batch)
+
+
 ACCEL_MAX_N = 4
 # Largest n of the entry solver (``method="entries"``; its program grows as n^3 per sweep).
 ACCEL_ENTRIES_MAX_N = 16

@@ -43,8 +43,9 @@ Pi``). With ``B = I`` it is the rule below.
 
 Forward, ``method="shift_invert"`` (``_shift_invert``): thick-restart block Lanczos
 (Krylov-Schur form; Wu & Simon 2000, Stewart 2001) on a user's exact solve ``(A - sigma
-I)^{-1}``, thin blocks (default 2 vectors, one solve each), half the basis' Ritz vectors
-kept at a restart, then Rayleigh-Ritz with ``A``; derivative as LOBPCG's with ``B = I``.
+B)^{-1}`` (``B = I`` without ``b``; for a pencil in the ``B`` inner product), thin blocks
+(default 2 vectors, one solve each), half the basis' Ritz vectors kept at a restart, then
+Rayleigh-Ritz with ``A`` and ``B``; derivative as LOBPCG's.
 
 Chebyshev and Krylov: converged when the ``k`` wanted residuals satisfy ``||A x_i - theta_i x_i|| <= tol *
 ||A||`` (``||A||`` estimated by the largest Ritz value in modulus seen: of the Krylov basis,

@@ -171,9 +171,9 @@ def eigh_partial(
         ``width / gap``), ``"lobpcg"`` (blocked LOBPCG, Knyazev 2001, with soft locking
         and SVQB orthonormalisation; the only method for ``b`` and ``precond``),
         ``"shift_invert"`` (thick-restart block Lanczos on a callable ``precond`` that
-        applies ``(A - sigma I)^{-1}`` exactly, e.g. a sparse factorisation built outside
-        JAX and called through ``jax.pure_callback``; then Rayleigh-Ritz with ``A``; no
-        ``b``; as ARPACK's shift-invert mode, for gaps too small for products alone; an
+        applies ``(A - sigma B)^{-1}`` exactly (``B = I`` without ``b``), e.g. a sparse
+        factorisation built outside JAX and called through ``jax.pure_callback``; then
+        Rayleigh-Ritz with ``A`` (and ``B``); as ARPACK's shift-invert mode, for gaps too small for products alone; an
         eigenvalue of multiplicity above ``block_size`` (default 2) may be missed, as with
         ARPACK; see :mod:`eigjax._partial._shift_invert`) or ``"auto"`` (``"lobpcg"`` if ``b`` or
         ``precond`` is given, else ``"chebyshev"``).
@@ -219,7 +219,7 @@ def eigh_partial(
         degenerate group is not detected by it (see above: no derivative, CG stalls).
 
       b: the ``B`` of ``A v = w B v``, Hermitian positive definite (not checked; LOBPCG
-        then fails to converge or returns NaN): a dense matrix (its Hermitian part), a BCOO
+        and shift-invert then fail to converge or return NaN): a dense matrix (its Hermitian part), a BCOO
         matrix or a callable ``matvec(b_params, x)``, of the size and dtype of ``a``;
         derivatives flow to it (or to ``b_params``). ``None``: ``B = I``.
       b_params: the pytree passed to a callable ``b``.
@@ -249,7 +249,7 @@ def eigh_partial(
         missing ``n``; a BCOO matrix or operator that a random probe (two products,
         run when its values are concrete, i.e. not under ``jit``/``grad``) shows to be
         non-Hermitian; ``b`` or ``precond`` with ``method`` other than ``"lobpcg"``/``"auto"``
-        (``precond`` also with ``"shift_invert"``, which needs a callable one and no ``b``);
+        (``precond`` also with ``"shift_invert"``, which needs a callable one);
         ``b`` of another size or dtype than ``a``; ``b_params`` without a callable ``b``,
         ``precond_params`` without a callable ``precond``; ``precond="jacobi"`` with a
         matrix-free ``a``; an unknown ``precond`` string.
@@ -280,10 +280,10 @@ def eigh_partial(
                 f"{_FN}: method='shift_invert' needs a callable `precond` that applies (A - sigma I)^-1 exactly "
                 f"(a factorisation built outside); got precond={precond!r}."
             )
-        if b is not None:
-            raise ValueError(f"{_FN}: method='shift_invert' takes no `b` (standard problems only); use 'lobpcg'.")
     elif method != "lobpcg" and (b is not None or precond is not None):
-        raise ValueError(f"{_FN}: options `b` and `precond` need method='lobpcg' (or 'auto'); got method={method!r}.")
+        raise ValueError(
+            f"{_FN}: options `b` and `precond` need method='lobpcg' or 'shift_invert' (or 'auto'); got method={method!r}."
+        )
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"{_FN}: argument `k` must be a Python int; got {k!r} of type {type(k).__name__}.")
     k = int(k)

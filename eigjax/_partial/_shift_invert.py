@@ -2,7 +2,14 @@
 
 The user's ``precond`` is here an exact inverse ``S = (A - sigma I)^{-1}`` (of ``sigma I - A``
 for ``which="largest"``), e.g. a sparse factorisation built outside JAX, with ``sigma``
-below the wanted eigenvalues. ``S`` has the eigenvectors of ``A`` and eigenvalues
+below the wanted eigenvalues. For a pencil ``A v = lambda B v`` it is ``(A - sigma B)^{-1}``
+and the iteration runs on ``S B``, self-adjoint in the ``B`` inner product ``<x, y>_B = x^H
+B y``, with a ``B``-orthonormal basis (ARPACK's generalized shift-invert mode, ``bmat='G'``,
+mode 3): everything below holds with that inner product in place of the Euclidean one; the
+final Rayleigh-Ritz step is on the small pencil ``(X A X^H, X B X^H)`` and ``converged``
+asks for a backward error ``||A x - w B x|| / ((||A|| + |w| ||B||) ||x||) <= tol``. Each
+block step then costs a solve and two products with ``B`` (``B W`` for the norms, ``B``
+times the new block). ``S`` has the eigenvectors of ``A`` and eigenvalues
 ``theta = 1 / (lambda - sigma)``, so the wanted eigenvalues, nearest ``sigma``, become the
 largest ``theta`` and are well separated from the rest. ``sigma`` itself is never needed: a
 Rayleigh-Ritz step with ``A`` on the final block gives the eigenvalues and eigenvectors, and
@@ -12,7 +19,7 @@ silently accepted answer. A ``sigma`` inside the spectrum (eigenvalues below it)
 give genuine eigenpairs that are not the wanted ones; it shows as a positive Ritz value of
 ``-S`` (``S`` indefinite) or as a Ritz value of ``A``'s Lanczos run below the block, and the
 result is then NaN with ``converged`` False (detected, not guaranteed: an eigenvalue below
-``sigma`` that neither Lanczos run sees passes).
+``sigma`` that neither Lanczos run sees passes; for a pencil only the first test applies).
 
 The iteration is the Krylov-Schur form of thick-restart Lanczos (Wu & Simon 2000; Stewart
 2001), on ``-S`` (so the wanted are the smallest), with a block of ``b`` vectors (the
@@ -90,26 +97,41 @@ def _too_small(cfg: _Config) -> bool:
     return 4 * cfg.p > cfg.n or _round_up(cfg.p, cfg.width) + 2 * cfg.width > cfg.n
 
 
-def _thick_restart_lanczos(op, accept, cfg: _Config):
-    """``(theta, x, it, indefinite)``: the ``p`` smallest Ritz values of the Hermitian ``op``
-    (ascending), their vectors as orthonormal rows, the restarts used (see the module
-    docstring), and whether a Ritz value of ``op`` is positive (beyond rounding).
-    Restarts stop when ``accept(x, theta_1)`` (returning a flag and ``||A|| / ||A - sigma||``)
-    holds for the ``k`` wanted Ritz vectors (rows ``x``), or when their residuals with ``op``
-    are below ``tol / 2`` times that ratio of their Ritz values."""
+def _b_orthonormal_rows(r, op_b):
+    """Rows spanning ``r``, orthonormal in the ``B`` inner product (``r B r^H = I``), and ``B``
+    applied to them: SVQB twice (Stathopoulos & Wu 2002) with explicit products with ``B``, for
+    the rare repair branch (full-rank ``r``)."""
+    br = op_b(r)
+    for _ in range(2):
+        lam, u = _eigh_small(_hermitian_small(_coefficients(br, r).T))  # G_ij = r_i^H B r_j
+        m = (u / jnp.sqrt(jnp.maximum(lam, jnp.finfo(lam.dtype).tiny))[None, :].astype(u.dtype)).T
+        r = _mm(m, r)
+        br = op_b(r)
+    return r, br
+
+
+def _thick_restart_lanczos(op, accept, cfg: _Config, op_b=None):
+    """``(theta, x, bx, it, indefinite)``: the ``p`` smallest Ritz values of ``op`` (ascending),
+    their vectors as rows orthonormal in the ``B`` inner product (``B = op_b``, the identity if
+    None; ``op`` is then self-adjoint in it) and ``B`` applied to them, the restarts used (see
+    the module docstring), and whether a Ritz value of ``op`` is positive (beyond rounding).
+    ``op`` receives ``B`` applied to the block (``-S B v = op(B v)``). Restarts stop when
+    ``accept(x, bx, theta_1)`` (returning a flag and ``||A|| / ||A - sigma B||``) holds for the
+    ``k`` wanted Ritz vectors (rows ``x``), or when their residuals with ``op`` are below
+    ``tol / 2`` times that ratio of their Ritz values."""
     b, m_rows, keep = _shape(cfg)
     n, k, dtype = cfg.n, cfg.k, cfg.dtype
     eps = float(jnp.finfo(jnp.finfo(dtype).dtype).eps)
     spare = _start_block((m_rows // b + 1, b, n), dtype, cfg.seed + 2)  # rows for a breakdown
 
-    def project(w, q):
-        c = _coefficients(w, q)
+    def project(w, q, bq):
+        c = _coefficients(w, bq)  # c[r, i] = q_i^H B w_r
         return w - _mm(c, q), c
 
     def step(s, carry):
         """Block step at row ``s``: columns ``s:s+b`` of ``T``, the next block at ``s + b``.
 
-        ``W = op(V_s)`` is projected twice against every row of ``q`` (rows not built yet
+        ``W = op(B V_s)`` is projected twice against every row of ``q`` (rows not built yet
         are zero and add nothing): ``W -> W1 -> W2``. A row whose second projection removed
         half of it (``|W2_i| <= |W1_i| / 2``: what the first left was rounding inside the
         span, as in ARPACK's test) or whose QR diagonal is at rounding level (``|R_ii| <=
@@ -118,106 +140,170 @@ def _thick_restart_lanczos(op, accept, cfg: _Config):
         factor up to ``eps / 1e-3`` out of the orthogonal complement of ``q``: projected once
         more. Both are rare and taken in a ``lax.cond``; what is dropped is at rounding level
         of ``|W|``, and the coupling ``G`` is computed from ``W2`` against the rows kept.
+        With ``B``: norms in the ``B`` inner product (``B W`` once, then updated with the
+        projections), the QR factor from the Cholesky factor of the block's Gram matrix
+        ``W2 B W2^H``, and ``B`` applied to the next block explicitly.
         """
-        q, t, _ = carry
-        w = op(jax.lax.dynamic_slice_in_dim(q, s, b))
-        w1, c1 = project(w, q)
-        w2, c2 = project(w1, q)
-        qr_q, qr_r = jnp.linalg.qr(w2.T)
-        r_ii, n1, n2 = jnp.abs(jnp.diagonal(qr_r)), _row_norms(w1), _row_norms(w2)
-        lost = jnp.logical_or(n2 <= n1 / 2, r_ii <= 100 * eps * jnp.max(_row_norms(w)))
+        q, bq, t, _ = carry
+        bqs = q if bq is None else bq
+        w = op(jax.lax.dynamic_slice_in_dim(bqs, s, b))
+        w1, c1 = project(w, q, bqs)
+        w2, c2 = project(w1, q, bqs)
+        if op_b is None:
+            qr_q, qr_r = jnp.linalg.qr(w2.T)
+            r_ii, n0, n1, n2 = (jnp.abs(jnp.diagonal(qr_r)), *map(_row_norms, (w, w1, w2)))
+            fast = lambda _: (qr_q.T, None)  # noqa: E731
+        else:
+            bw = op_b(w)
+            bw1 = bw - _mm(c1, bqs)
+            bw2 = bw1 - _mm(c2, bqs)
+            bnorm = lambda x, bx: jnp.sqrt(jnp.abs(jnp.real(jnp.sum(jnp.conj(x) * bx, axis=-1))))  # noqa: E731
+            n0, n1, n2 = bnorm(w, bw), bnorm(w1, bw1), bnorm(w2, bw2)
+            chol = jnp.linalg.cholesky(_hermitian_small(_coefficients(bw2, w2)))  # G_ri = w2_i^H B w2_r
+            # NaN where G is not positive definite (rounding): then a breakdown, unless the
+            # block itself is NaN (a NaN solve: left to stop the iteration)
+            r_ii = jnp.abs(jnp.diagonal(chol))
+            r_ii = jnp.where(jnp.isnan(r_ii) & jnp.all(jnp.isfinite(n2)), 0, r_ii)
+            rows = jax.scipy.linalg.solve_triangular(chol, w2, lower=True)  # L^-1 W2: B-orthonormal
+            mul_b = op_b
+            fast = lambda _: (rows, mul_b(rows))  # noqa: E731
+        lost = jnp.logical_or(n2 <= n1 / 2, r_ii <= 100 * eps * jnp.max(n0))
 
         def repair(_):
             r = jnp.where(lost[:, None], spare[s // b], w2)
             for _ in range(2):
-                r = project(r, q)[0]
-            r = _orthonormal_rows(r)
-            return _orthonormal_rows(project(r, q)[0])
+                r = project(r, q, bqs)[0]
+            if op_b is None:
+                r = _orthonormal_rows(r)
+                return _orthonormal_rows(project(r, q, bqs)[0]), None
+            r = _b_orthonormal_rows(r, op_b)[0]
+            return _b_orthonormal_rows(project(r, q, bqs)[0], op_b)
 
         suspect = jnp.logical_or(jnp.any(lost), jnp.any(r_ii < 1e-3 * n2))
-        nxt = jax.lax.cond(suspect, repair, lambda _: qr_q.T, None)
+        nxt, bnxt = jax.lax.cond(suspect, repair, fast, None)
         c = c1 + c2
         t = jax.lax.dynamic_update_slice(t, c.T[:m_rows], (0, s))
         q = jax.lax.dynamic_update_slice(q, nxt, (s + b, 0))
-        return q, t, _coefficients(w2, nxt).T  # the coupling: g[i, r] = nxt_i^H w2_r
+        if bq is not None:
+            bq = jax.lax.dynamic_update_slice(bq, bnxt, (s + b, 0))
+        # the coupling: g[i, r] = nxt_i^H B w2_r
+        return q, bq, t, _coefficients(w2, nxt if bnxt is None else bnxt).T
 
-    def fill(q, t, start):
+    def fill(q, bq, t, start):
         steps = (m_rows - start) // b
-        return jax.lax.fori_loop(0, steps, lambda i, c: step(start + i * b, c), (q, t, jnp.zeros((b, b), dtype)))
+        init = (q, bq, t, jnp.zeros((b, b), dtype))
+        return jax.lax.fori_loop(0, steps, lambda i, c: step(start + i * b, c), init)
 
     def ritz(t):
         upper = jnp.arange(m_rows)[:, None] <= jnp.arange(m_rows)[None, :]
         u = jnp.where(upper, t, 0)
         return _eigh_small(_hermitian_small(u + jnp.conj(jnp.triu(u, 1).T)))
 
-    def done(q, t, g):
+    def vectors(y, q, bq, count):
+        yt = y[:, :count].T.astype(dtype)
+        return _mm(yt, q[:m_rows]), (None if bq is None else _mm(yt, bq[:m_rows]))
+
+    def done(q, bq, t, g):
         theta, y = ritz(t)
         res = _row_norms(_mm(g, y[m_rows - b :]).T)  # ||G y_i||
-        ok, ratio = accept(_mm(y[:, :k].T.astype(dtype), q[:m_rows]), theta[0])
+        x, bx = vectors(y, q, bq, k)
+        ok, ratio = accept(x, x if bx is None else bx, theta[0])
         # ||A x - mu x|| <= ||A - sigma|| ||r|| / |theta|: ratio = ||A|| / ||A - sigma||,
         # kept >= 1e-3 and the threshold >= 10 eps (an inexact solve must still stop)
         small = res[:k] <= jnp.maximum(cfg.tol / 2 * ratio, 10 * eps) * jnp.abs(theta[:k])
         return jnp.logical_or(jnp.all(small) | _poisoned(res), ok)
 
     def restart(state):
-        q, t, g, it, _ = state
+        q, bq, t, g, it, _ = state
         theta, y = ritz(t)
-        kept = _mm(y[:, :keep].T.astype(dtype), q[:m_rows])
+        kept, bkept = vectors(y, q, bq, keep)
         q = jnp.zeros_like(q).at[:keep].set(kept).at[keep : keep + b].set(q[m_rows:])
+        if bq is not None:
+            bq = jnp.zeros_like(bq).at[:keep].set(bkept).at[keep : keep + b].set(bq[m_rows:])
         t = jnp.zeros_like(t).at[jnp.arange(keep), jnp.arange(keep)].set(theta[:keep].astype(dtype))
-        q, t, g = fill(q, t, keep)
-        return q, t, g, it + 1, done(q, t, g)
+        q, bq, t, g = fill(q, bq, t, keep)
+        return q, bq, t, g, it + 1, done(q, bq, t, g)
 
-    q = jnp.zeros((m_rows + b, n), dtype).at[:b].set(_orthonormal_rows(_start_block((b, n), dtype, cfg.seed)))
-    q, t, g = fill(q, jnp.zeros((m_rows, m_rows), dtype), 0)
-    state = (q, t, g, jnp.zeros((), jnp.int32), done(q, t, g))
-    cond = lambda s: jnp.logical_and(s[3] < cfg.max_restarts, jnp.logical_not(s[4]))
-    q, t, g, it, _ = jax.lax.while_loop(cond, restart, state)
+    x0 = _start_block((b, n), dtype, cfg.seed)
+    if op_b is None:
+        q0, bq = _orthonormal_rows(x0), None
+    else:
+        q0, bq0 = _b_orthonormal_rows(x0, op_b)
+        bq = jnp.zeros((m_rows + b, n), dtype).at[:b].set(bq0)
+    q = jnp.zeros((m_rows + b, n), dtype).at[:b].set(q0)
+    q, bq, t, g = fill(q, bq, jnp.zeros((m_rows, m_rows), dtype), 0)
+    state = (q, bq, t, g, jnp.zeros((), jnp.int32), done(q, bq, t, g))
+    cond = lambda s: jnp.logical_and(s[4] < cfg.max_restarts, jnp.logical_not(s[5]))
+    q, bq, t, g, it, _ = jax.lax.while_loop(cond, restart, state)
     theta, y = ritz(t)
-    # -S is negative definite when sigma is below every eigenvalue: a Ritz value of T above
-    # rounding level is an eigenvalue below sigma, which the wanted set would then miss
+    # -S B is negative definite (in the B inner product) when sigma is below every
+    # eigenvalue: a Ritz value of T above rounding level is an eigenvalue below sigma,
+    # which the wanted set would then miss
     indefinite = theta[-1] > 100 * m_rows * eps * jnp.max(jnp.abs(theta))
-    return theta[: cfg.p], _mm(y[:, : cfg.p].T.astype(dtype), q[:m_rows]), it, indefinite
+    x, bx = vectors(y, q, bq, cfg.p)
+    return theta[: cfg.p], x, x if bx is None else bx, it, indefinite
 
 
-def _shift_invert_solve(op_a, solve, cfg: _Config):
+def _small_pencil(h, m):
+    """Ascending eigenvalues and ``Z`` (``Z^H H Z = diag``, ``Z^H M Z = I``) of the small
+    Hermitian pencil ``(H, M)``, ``M`` positive definite (Cholesky reduction)."""
+    l = jnp.linalg.cholesky(m)
+    c = jax.scipy.linalg.solve_triangular(l, h, lower=True)
+    c = jax.scipy.linalg.solve_triangular(l, jnp.conj(c.T), lower=True)  # L^-1 H L^-H (H Hermitian)
+    theta, u = _eigh_small(_hermitian_small(c))
+    return theta, jax.scipy.linalg.solve_triangular(jnp.conj(l.T), u, lower=False)
+
+
+def _shift_invert_solve(op_a, op_b, solve, cfg: _Config):
     """``(theta, x, ax, bx, res, it, conv)`` as :func:`eigjax._partial._lobpcg._lobpcg_solve`
-    returns them (``B = I``): the ``p`` Ritz pairs of ``op_a`` on the block that thick-restart
-    Lanczos on ``-solve`` converged to, ascending, vectors as orthonormal rows."""
+    returns them: the ``p`` Ritz pairs of the pencil ``(op_a, op_b)`` (``B = I`` if ``op_b``
+    is None) on the block that thick-restart Lanczos on ``-solve B`` converged to, ascending,
+    vectors as B-orthonormal rows."""
     x0 = _start_block((1, cfg.n), cfg.dtype, cfg.seed)
-    lo, hi, _ = _lanczos_bounds(op_a, x0, min(_LANCZOS_STEPS, cfg.n))  # the bound only scales tol
+    steps = min(_LANCZOS_STEPS, cfg.n)
+    lo, hi, _ = _lanczos_bounds(op_a, x0, steps)  # the bounds only scale tol
     anorm = jnp.maximum(jnp.abs(lo), jnp.abs(hi))
+    bnorm = 1.0 if op_b is None else _lanczos_bounds(op_b, x0, steps)[1]
 
-    def rayleigh_ritz(x):
+    def rayleigh_ritz(x, bx):
         ax = op_a(x)
-        theta, z = _eigh_small(_hermitian_small(_coefficients(ax, x).T))
+        h = _hermitian_small(_coefficients(ax, x).T)
+        if op_b is None:
+            theta, z = _eigh_small(h)
+        else:
+            theta, z = _small_pencil(h, _hermitian_small(_coefficients(bx, x).T))
         zt = z.T.astype(cfg.dtype)
         x, ax = _mm(zt, x), _mm(zt, ax)
-        return theta, x, ax, _row_norms(ax - theta[:, None].astype(cfg.dtype) * x)
+        bx = x if op_b is None else _mm(zt, bx)
+        return theta, x, ax, bx, _row_norms(ax - theta[:, None].astype(cfg.dtype) * bx)
 
-    def converged(theta, res):
-        return jnp.all(res[: cfg.k] <= cfg.tol * jnp.maximum(anorm, jnp.max(jnp.abs(theta))))
+    def converged(theta, x, res):
+        if op_b is None:
+            return jnp.all(res[: cfg.k] <= cfg.tol * jnp.maximum(anorm, jnp.max(jnp.abs(theta))))
+        # backward error of the pencil's pair: ||r|| / ((||A|| + |theta| ||B||) ||x||)
+        scale = (anorm + jnp.abs(theta) * bnorm) * _row_norms(x)
+        return jnp.all((res <= cfg.tol * scale)[: cfg.k])
 
-    def accept(x, theta_s):
+    def accept(x, bx, theta_s):
         """The wanted Ritz vectors' residuals with A (the test that decides `converged`; or a
         NaN there) end the restarts early: k products with A per restart, much cheaper than the solves.
-        Also ``||A|| / (||A|| + |sigma|)`` (at least 1e-3), ``sigma = lambda_1 + 1 / theta_1``
-        from the smallest Ritz values of A and of ``-S = -(A - sigma I)^{-1}``."""
-        theta, _, _, res = rayleigh_ritz(x)
+        Also ``||A|| / (||A|| + |sigma| ||B||)`` (at least 1e-3), ``sigma = lambda_1 + 1 / theta_1``
+        from the smallest Ritz values of A and of ``-S B = -(A - sigma B)^{-1} B``."""
+        theta, x, _, _, res = rayleigh_ritz(x, bx)
         sigma = theta[0] + 1 / jnp.where(theta_s != 0, theta_s, -1)
-        ratio = jnp.clip(anorm / (anorm + jnp.abs(sigma)), 1e-3, 1.0)
-        return converged(theta, res) | _poisoned(res), jnp.nan_to_num(ratio, nan=1e-3)  # (a NaN in A: stop)
+        ratio = jnp.clip(anorm / (anorm + jnp.abs(sigma) * bnorm), 1e-3, 1.0)
+        return converged(theta, x, res) | _poisoned(res), jnp.nan_to_num(ratio, nan=1e-3)  # (a NaN in A: stop)
 
-    _, x, it, indefinite = _thick_restart_lanczos(lambda v: -solve(v), accept, cfg)
-    theta, x, ax, res = rayleigh_ritz(x)
-    # An eigenvalue of A below the block (sigma placed above it: S is indefinite, or the
-    # Lanczos run on A found a Ritz value below the block's lowest eigenvalue interval)
-    # breaks the contract: converged pairs would be genuine eigenpairs but not the wanted
-    # ones, a silently wrong answer, so they become NaN (unconverged ones are reported as
-    # they are, with converged False).
+    _, x, bx, it, indefinite = _thick_restart_lanczos(lambda v: -solve(v), accept, cfg, op_b)
+    theta, x, ax, bx, res = rayleigh_ritz(x, bx)
+    # An eigenvalue below the block (sigma placed above it: S B is indefinite, or, for a
+    # standard problem, the Lanczos run on A found a Ritz value below the block's lowest
+    # eigenvalue interval) breaks the contract: converged pairs would be genuine eigenpairs
+    # but not the wanted ones, a silently wrong answer, so they become NaN (unconverged ones
+    # are reported as they are, with converged False).
     slack = 100 * math.sqrt(_LANCZOS_STEPS) * float(jnp.finfo(jnp.finfo(cfg.dtype).dtype).eps) * anorm
-    missed = jnp.logical_or(indefinite, lo < theta[0] - res[0] - slack)
-    conv = converged(theta, res)
+    missed = indefinite if op_b is not None else jnp.logical_or(indefinite, lo < theta[0] - res[0] - slack)
+    conv = converged(theta, x, res)
     nan = lambda z: jnp.where(jnp.logical_and(missed, conv), jnp.nan, z)
-    theta, x, ax, res = nan(theta), nan(x), nan(ax), nan(res)
-    return theta, x, ax, x, res, it, jnp.logical_and(conv, jnp.logical_not(missed))
+    theta, x, ax, bx, res = nan(theta), nan(x), nan(ax), nan(bx), nan(res)
+    return theta, x, ax, bx, res, it, jnp.logical_and(conv, jnp.logical_not(missed))

@@ -59,7 +59,7 @@ def _solve_unhooked(params, matmat, cfg: _Config):
 
 def _solve_general_unhooked(params, ops, cfg: _Config):
     """All ``p`` Ritz pairs of the pencil ``(A, B)`` (``B = I`` when ``ops[1]`` is None) by LOBPCG
-    (or, ``method="shift_invert"``, ``B = I``, by thick-restart Lanczos on the preconditioner as an exact inverse).
+    (or, ``method="shift_invert"``, by thick-restart Lanczos on the preconditioner as an exact inverse).
 
     Returns the ``k`` wanted pairs (ascending, eigenvectors as B-orthonormal columns), their
     residual norms ``||A v - w B v||``, the iteration count and flag, then the other Ritz
@@ -73,8 +73,8 @@ def _solve_general_unhooked(params, ops, cfg: _Config):
     precond = (lambda r: r) if pc is None else (lambda r: pc(pc_prm, r))
     if _too_small(cfg) if cfg.method == "shift_invert" else 4 * cfg.p > cfg.n:
         theta, x, ax, bx, res, it, conv = _dense_generalized_solve(op_a, op_b, cfg)
-    elif cfg.method == "shift_invert":  # B = I (checked by eigh_partial)
-        theta, x, ax, bx, res, it, conv = _shift_invert_solve(op_a, precond, cfg)
+    elif cfg.method == "shift_invert":
+        theta, x, ax, bx, res, it, conv = _shift_invert_solve(op_a, None if b_mm is None else op_b, precond, cfg)
     else:
         x0 = _start_block((cfg.p, cfg.n), cfg.dtype, cfg.seed)
         theta, x, ax, bx, res, it, conv = _lobpcg_solve(op_a, op_b, precond, x0, cfg)

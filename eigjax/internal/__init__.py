@@ -13,7 +13,8 @@ import ``eigjax._*``.
   ``eigjax/_small_dispatch.py``).
 * :func:`eigh_small` / :func:`eigh_small_accel`: the pure-JAX Jacobi solvers for batches
   of small real symmetric matrices (forward only; ``eigjax.eigh`` adds the derivative
-  rules), callable on every backend.
+  rules), callable on every backend. :func:`route_to_entry_solver`: make GPU/TPU programs
+  use the entry solver for a size the dispatch leaves to the backend (experiments).
 * :func:`eigh_small_pallas`: the same Jacobi method as one Pallas kernel (Triton on a
   GPU, ``interpret=True`` anywhere), one matrix per lane; forward only. ``eigjax.eigh``
   uses it on CUDA where it was measured fastest (float32, ``n = 3, 4``, 1e6 matrices
@@ -32,6 +33,7 @@ from .._native import available as native_available
 from .._native import status as native_status
 from .._small import eigh_small as eigh_small
 from .._small import eigh_small_accel as eigh_small_accel
+from .._small import route_to_entry_solver as route_to_entry_solver
 from .._small_dispatch import accel_solver as accel_solver
 from .._small_dispatch import cpu_solver as cpu_solver
 from .._small_pallas import eigh_small_pallas as eigh_small_pallas
@@ -44,4 +46,5 @@ __all__ = [
     "eigh_small_pallas",
     "native_available",
     "native_status",
+    "route_to_entry_solver",
 ]

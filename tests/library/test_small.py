@@ -188,9 +188,12 @@ def test_entries_plan_routes_a_size_to_the_entry_solver(monkeypatch):
     for n = 6 (what ``bench_gpu.py --try-entries`` adds) makes the CUDA and TPU lowerings
     of ``eigh`` and its gradient pure JAX from that batch size on, and nothing else."""
     assert small.accel_plan(6, 10**6) is None  # not measured on a GPU: cuSOLVER
-    monkeypatch.setitem(small.ENTRIES_PLAN, 6, 1000)
+    monkeypatch.setattr(small, "ENTRIES_PLAN", dict(small.ENTRIES_PLAN))  # restored after the test
+    eigjax.internal.route_to_entry_solver(6, 1000)
     assert small.accel_plan(6, 1000) == {"method": "entries"} and small.accel_plan(6, 999) is None
     grad = jax.grad(lambda a: jnp.sum(eigjax.eigh(a)[1] ** 4))
+    with pytest.raises(ValueError, match="2 <= n <= 16"):
+        eigjax.internal.route_to_entry_solver(17)
     for platform in ("cuda-jit", "tpu"):
         assert solver_in(eigjax.eigh, (1000, 6, 6), platform) == "jax"
         assert solver_in(grad, (1000, 6, 6), platform) == "jax"
