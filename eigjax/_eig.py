@@ -321,6 +321,12 @@ def _linearise(a, w, v, degenerate_tol) -> _Linearisation:
     near = (absd <= (10.0 / max(n, 1)) * err[..., :, None]) & offdiag
     defective = (s >= 0.05 / jnp.sqrt(eps)) & jnp.any(near, axis=-1)
     defective = defective | ~jnp.isfinite(s)
+    # Every output of the matrix, not only the defective slots: the derivatives of the
+    # others go through V^{-1} (nearly singular) and through the cut pairs (simple,
+    # defective), whose error bounds are huge, so they are not reliable either. A
+    # Jordan block at 1 next to a simple eigenvalue 2 gave the simple eigenvector's
+    # tangent as exactly 0 against central differences of 1 (found by an audit).
+    defective = jnp.broadcast_to(jnp.any(defective, axis=-1, keepdims=True), defective.shape)
     nan_mask = jnp.where(defective, jnp.nan, 1.0).astype(rdtype)
     return _Linearisation(f, nan_mask)
 

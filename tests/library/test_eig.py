@@ -389,6 +389,23 @@ def test_defective_input_gives_nonfinite_derivatives_not_a_crash(solver):
         assert not np.any(np.all(np.isfinite(d.reshape(3, -1)), axis=1))
 
 
+def test_a_jordan_block_makes_every_derivative_of_its_matrix_nan():
+    """A Jordan block at 1 next to a simple eigenvalue 2: the simple eigenvector's tangent
+    went through the cut pairs (simple, defective) and read exactly 0 where central
+    differences give (1, 0, 0) (a silently wrong number in forward mode, found by an
+    audit). The documented contract: every derivative output of such a matrix is NaN, in
+    forward and reverse mode; a batch's other matrices are unaffected."""
+    a = jnp.asarray([[[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 2.0]], np.diag([1.0, 2.0, 3.0])])
+    e = jnp.zeros((2, 3, 3)).at[:, 0, 2].set(1.0)
+    dw, dv = jax.jvp(lambda x: tuple(eigjax.eig(x)), (a,), (e,))[1]
+    assert np.all(np.isnan(np.asarray(dv[0]))) and np.all(np.isnan(np.asarray(dw[0])))
+    assert np.all(np.isfinite(np.asarray(dv[1]))) and np.all(np.isfinite(np.asarray(dw[1])))
+    dw2 = jax.jvp(eigjax.eigvals, (a,), (e,))[1]
+    assert np.all(np.isnan(np.asarray(dw2[0]))) and np.all(np.isfinite(np.asarray(dw2[1])))
+    g = jax.grad(lambda x: jnp.sum(jnp.real(eigjax.eigvals(x)[:, 2])))(a)
+    assert np.all(np.isnan(np.asarray(g[0]))) and np.all(np.isfinite(np.asarray(g[1])))
+
+
 def test_nearly_defective_but_differentiable_stays_finite():
     """A Jordan block split by 2e-3: ill-conditioned (s ~ 5e2) but differentiable."""
     a = np.array([[1.0, 1.0], [1e-6, 1.0]])  # eigenvalues 1 +- 1e-3
