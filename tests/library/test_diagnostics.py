@@ -443,3 +443,18 @@ def test_check_piped_into_a_closed_reader_ends_quietly():
     proc.wait(timeout=120)
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert proc.returncode in (0, 141)
+
+
+@pytest.mark.parametrize("dtype,scales", [(np.float32, (1.0, 1e5, 1e20, 1e-20)), (np.float64, (1e13, 1e200, 1e-200))])
+def test_gauge_check_is_scale_free(dtype, scales):
+    """The tolerances are in the loss's units: an absolute floor in units of ``a`` passed a
+    non-invariant eigenvector loss from ||a|| ~ 1e5 (float32) / 1e13 (float64) on, and the
+    unscaled norms overflowed at 1e20 (float32; found by an audit)."""
+    for s in scales:
+        a = jnp.asarray(np.diag([1.0, 1.0, 2.0]) * s, dtype)
+        vecs = lambda m: eigjax.eigh(m).eigenvectors  # noqa: E731
+        assert not _invariant(lambda m: jnp.sum(vecs(m)[:, 0]), a)[0], s
+        assert not _invariant(lambda m: eigjax.eigh(m).eigenvalues[0], a)[0], s
+        assert _invariant(lambda m: jnp.sum(eigjax.eigh(m).eigenvalues[:2]), a)[0], s
+        weights = jnp.arange(9.0, dtype=dtype).reshape(3, 3)
+        assert _invariant(lambda m: jnp.sum(vecs(m)[:, :2] @ vecs(m)[:, :2].T * weights), a)[0], s
