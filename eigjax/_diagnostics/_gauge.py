@@ -101,12 +101,12 @@ def _eig_gauge(key, args, w, v, y=None):
     n = w.shape[-1]
     ws, vs = jax.lax.stop_gradient((w, v))
     eye = jnp.broadcast_to(jnp.eye(n, dtype=vs.dtype), vs.shape)
-    s = jnp.linalg.norm(jnp.linalg.solve(vs, eye), axis=-1)
+    s = _norm(jnp.linalg.solve(vs, eye), axis=-1)
     tol = _general_tolerance(jax.lax.stop_gradient(args[0]), s)
     mask = _closure((jnp.abs(gap_matrix(ws)) <= tol) | jnp.broadcast_to(jnp.eye(n, dtype=bool), ws.shape[:-1] + (n, n)))
     u = jax.lax.stop_gradient(_polar_unitary(key, mask, v.dtype))
     v2 = jnp.matmul(v, u, precision=_HIGHEST)
-    norms = jnp.linalg.norm(jax.lax.stop_gradient(v2), axis=-2, keepdims=True)
+    norms = jnp.expand_dims(_norm(jax.lax.stop_gradient(v2), axis=-2), -2)
     norms = norms.astype(v2.dtype)  # real norms in v2's complex dtype
     if y is None:
         return v2 / norms

@@ -23,6 +23,7 @@ from .._eig import eig_condition_numbers, eigvals
 from .._eigh import eigvalsh
 from .._gaps import default_tolerance, gap_matrix
 from .._linalg import HIGHEST as _HIGHEST
+from .._linalg import _norm
 
 
 class SpectralReport(NamedTuple):
@@ -83,7 +84,7 @@ def _general_tolerance(a: jax.Array, s: jax.Array) -> jax.Array:
     """``n eps ||A||_F (s_i + s_j)``: the default of :func:`eigjax.eig`'s rule."""
     n = a.shape[-1]
     eps = jnp.finfo(a.dtype).eps
-    err = (n * eps) * jnp.linalg.norm(a, axis=(-2, -1))[..., None] * s
+    err = (n * eps) * _norm(a, axis=(-2, -1))[..., None] * s  # scaled: no overflow at 1e20 (float32)
     return err[..., :, None] + err[..., None, :]
 
 
