@@ -171,7 +171,13 @@ def _check_pencil(a, b, degenerate_tol, check: bool, *, fn: str):
     b = as_square_matrix(b, name="b", fn=fn)
     check_same_shape(a, b, names=("a", "b"), fn=fn)
     degenerate_tol = check_nonnegative_float(degenerate_tol, name="degenerate_tol", fn=fn)
-    dtype = jnp.result_type(a.dtype, b.dtype)
+    try:
+        dtype = jnp.result_type(a.dtype, b.dtype)
+    except jax.dtypes.TypePromotionError as e:  # strict promotion, as jnp.linalg refuses too
+        raise TypeError(
+            f"{fn}: arguments `a` and `b` must have the same dtype under strict dtype promotion; "
+            f"got a {a.dtype} and b {b.dtype} (cast one of them explicitly)."
+        ) from e
     a, b = a.astype(dtype), b.astype(dtype)
     if check:
         _check_positive_definite(b, fn=fn)

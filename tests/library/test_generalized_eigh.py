@@ -187,6 +187,13 @@ def test_bad_input():
         f(np.eye(2), [[1.0, 0.0], [0.0, 1.0]])
     with pytest.raises(ValueError, match=r"degenerate_tol"):
         f(np.eye(2), np.eye(2), degenerate_tol=-1.0)
+    # mixed dtypes: refused under strict promotion (as jnp.linalg), naming both arguments
+    with jax.numpy_dtype_promotion("strict"):
+        for g in (f, eigjax.eigvalsh_generalized):
+            with pytest.raises(TypeError, match=r"`a` and `b` must have the same dtype.*float32.*complex64"):
+                g(jnp.eye(2, dtype=jnp.float32), jnp.eye(2, dtype=jnp.complex64))
+    with jax.numpy_dtype_promotion("standard"):
+        assert f(jnp.eye(2, dtype=jnp.float32), jnp.eye(2, dtype=jnp.complex64)).eigenvectors.dtype == jnp.complex64
 
 
 @pytest.mark.parametrize("fill", [np.inf, -np.inf, np.nan])
