@@ -195,9 +195,11 @@ def eigh_partial(
         cap (default ``min(10 n, 1000)``; with the Chebyshev method each iteration
         applies the operator up to 64 times; with LOBPCG the CG is preconditioned by
         ``precond`` only, so an ill-conditioned pencil without one may need a larger cap)
-        of the derivative's projected solve. A
-        derivative reports no convergence: if the cap is hit the eigenvector derivative
-        is inaccurate (the eigenvalue derivative never uses the solve).
+        of the derivative's projected solve. A row of the solve that has not converged
+        at the cap gives a NaN eigenvector derivative, never an inaccurate finite one (the
+        eigenvalue derivative never uses the solve). When the last wanted eigenvalue and
+        the first further Ritz value cannot be told apart (a degenerate pair across the
+        block's edge), every derivative of the call is NaN.
       degenerate_tol: pairs inside the block closer than this are treated as degenerate
         (see :func:`eigjax.eigh`). Default: ``r_i + r_j + n eps max|w|`` with ``r`` the
         residual norms (a Ritz value is within its residual of an eigenvalue, so closer

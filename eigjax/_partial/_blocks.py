@@ -45,6 +45,8 @@ def _coefficients(x, q):
     CPU dot contracting the long axis of a thin ``(b, n) x (n, r)`` pair measured 2-25x slower
     (``b = 2``, ``r = 34``, ``n = 1e5``: 23 ms against 1.6 ms), and ``conj(q)`` would copy ``q``.
     """
+    if x.shape[0] == 0:  # no rows (no extra Ritz vectors: block_size = k)
+        return jnp.zeros((0, q.shape[0]), jnp.result_type(x.dtype, q.dtype))
     if x.shape[0] <= 4:
         return jnp.stack([jnp.conj(_mm(q, jnp.conj(x[r]))) for r in range(x.shape[0])])
     return _mm(x, jnp.conj(q).T)

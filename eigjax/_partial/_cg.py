@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .._linalg import _mm
+from .._linalg import _mm, _norm
 from ._blocks import _coefficients, _eigh_small, _hermitian_small
 from ._operators import _per_vector, _to_layout
 
@@ -54,7 +54,8 @@ def _deflated_cg(mv, b, wd, awd, w, sign, tol, maxiter, precond=None, bwd=None):
     Yeung, Erhel & Guyomarc'h 2000, deflated PCG). A coarse direction with a non-positive
     pivot (a split degenerate pair) is dropped. ``precond`` (symmetric positive definite on
     ``S^perp``; default the identity) is applied once per iteration. Stops when every row
-    has ``||r_i|| <= tol ||b_i||`` or after ``maxiter`` iterations.
+    has ``||r_i|| <= tol ||b_i||`` or after ``maxiter`` iterations; a row that has not
+    converged then is NaN. Rows are solved at unit norm.
 
     Generalized pencils (``bwd`` given, ``B`` times the rows of ``wd``): ``B_i = sign Pi (A - w_i
     B) Pi^H`` with ``Pi = I - B V V^H``; iterates and search directions lie in the B-orthogonal
@@ -65,6 +66,11 @@ def _deflated_cg(mv, b, wd, awd, w, sign, tol, maxiter, precond=None, bwd=None):
     """
     real = jnp.finfo(b.dtype).dtype
     dot = lambda x, y: jnp.real(jnp.sum(jnp.conj(x) * y, axis=-1))
+    # Rows of unit norm (scaled back at the end; a zero row stays zero): the squared norms
+    # and d^H B d underflowed or overflowed for |A| ~ 1e-100 or a loss scaled by 1e-200
+    # (CG stopped at once or diverged: found by an audit).
+    bnorm = _norm(b, axis=-1)
+    b = b / jnp.where(bnorm > 0, bnorm, 1.0)[:, None].astype(b.dtype)
     precond = (lambda r: r) if precond is None else precond
     q = wd.shape[0]
     if q:
@@ -122,4 +128,9 @@ def _deflated_cg(mv, b, wd, awd, w, sign, tol, maxiter, precond=None, bwd=None):
 
     zeros = jnp.zeros(b.shape[:1], real)
     s = (x, r, jnp.zeros_like(b), zeros, dot(r, r), jnp.zeros((), jnp.int32))
-    return jax.lax.while_loop(cond, body, s)[0]
+    x, _, _, _, rs, _ = jax.lax.while_loop(cond, body, s)
+    # A row that did not reach the tolerance in maxiter iterations is NaN, not a wrong
+    # finite derivative: with a gap of 1e-5 ||A|| at the block's edge CG stalled and
+    # diverged, and the derivative came out 500x too large (found by an audit).
+    x = jnp.where((rs <= thresh)[:, None] | (bnorm[:, None] == 0), x, jnp.nan)
+    return x * bnorm[:, None].astype(x.dtype)

@@ -43,6 +43,26 @@ def _guard_block(w_dot, c, f, w, cfg):
     )
 
 
+def _edge_mask(w, w_extra, res, cfg):
+    """1, or NaN when the last wanted eigenvalue and the first unwanted Ritz value cannot be
+    told apart (within the residual of the former plus rounding, or ``degenerate_tol``): a
+    degenerate pair across the block's edge, where the wanted subspace and the k-th
+    eigenvalue have no derivative (eigh's guard gives NaN there; here every tangent of the
+    call is NaN, in both modes). No test without extra Ritz values (``block_size = k``)."""
+    if not w_extra.shape[0]:
+        return jnp.ones((), jnp.finfo(w.dtype).dtype)
+    sign = -1.0 if cfg.largest else 1.0
+    ws, we, r = jax.lax.stop_gradient((w, w_extra, res))
+    last = jnp.argmax(sign * ws)
+    gap = jnp.min(sign * we) - sign * ws[last]
+    if cfg.degenerate_tol is None:
+        wmax = jnp.maximum(jnp.max(jnp.abs(ws)), jnp.max(jnp.abs(we)))
+        tol = 2 * r[last] + cfg.n * float(jnp.finfo(ws.dtype).eps) * wmax
+    else:
+        tol = cfg.degenerate_tol
+    return jnp.where(gap <= tol, jnp.nan, 1.0).astype(jnp.finfo(w.dtype).dtype)
+
+
 def _tangents(out, w_dot, v_dot):
     """The solve's output tangents: ``w_dot`` and ``v_dot``, then zeros. Residual norms carry
     no derivative, counters and flags are integer (float0), and the extra Ritz pairs only
@@ -120,7 +140,8 @@ def _partial_rule(matmat, cfg, primals, tangents, *, primal, higher):
     rhs = -sign * proj(y)
     u = _hermitian_solve(op, rhs, solve)
     v_dot = (inside + proj(u)).T
-    return out, _tangents(out, w_dot, v_dot)
+    edge = _edge_mask(w, w_extra, res, cfg)
+    return out, _tangents(out, w_dot * edge, v_dot * edge.astype(v_dot.dtype))
 
 
 # The twin custom_jvp (eigjax._ad): first-order rule outside, NaN on cut pairs inside.
@@ -200,7 +221,8 @@ def _general_rule(ops, cfg, primals, tangents, *, primal, higher):
     rhs = -sign * pi(ya - yb * wc[:, None])
     u = _hermitian_solve(op, rhs, solve)
     v_dot = (inside + pi_h(u)).T
-    return out, _tangents(out, w_dot, v_dot)
+    edge = _edge_mask(w, w_extra, res, cfg)
+    return out, _tangents(out, w_dot * edge, v_dot * edge.astype(v_dot.dtype))
 
 
 _partial_general, _partial_general_inner = twin_custom_jvp(
