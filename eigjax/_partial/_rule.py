@@ -10,6 +10,7 @@ from .._ad import twin_custom_jvp
 from .._gaps import gap_matrix, inverse_gaps, nan_on_cut
 from .._guard import checked_pairs, guard
 from .._linalg import _mm, _norm
+from .._nan_slots import nan_slots
 from ._blocks import _coefficients
 from ._cg import _chebyshev_preconditioner, _deflated_cg
 from ._operators import _per_vector
@@ -43,24 +44,24 @@ def _guard_block(w_dot, c, f, w, cfg):
     )
 
 
-def _edge_mask(w, w_extra, res, cfg):
-    """1, or NaN when the last wanted eigenvalue and the first unwanted Ritz value cannot be
-    told apart (within the residual of the former plus rounding, or ``degenerate_tol``): a
-    degenerate pair across the block's edge, where the wanted subspace and the k-th
-    eigenvalue have no derivative (eigh's guard gives NaN there; here every tangent of the
-    call is NaN, in both modes). No test without extra Ritz values (``block_size = k``)."""
+def _edge_slots(w, w_extra, res, cfg):
+    """Which wanted eigenvalues cannot be told apart from the first unwanted Ritz value
+    (within their residual plus rounding, or ``degenerate_tol``): a degenerate pair across
+    the block's edge, where those eigenvalues (the k-th is not differentiable) and their
+    eigenvectors have no derivative. The others keep theirs (eigenvalues ``v_i^H dA v_i``;
+    eigenvectors through a solve that the pair does not reach). None flagged without
+    extra Ritz values (``block_size = k``)."""
     if not w_extra.shape[0]:
-        return jnp.ones((), jnp.finfo(w.dtype).dtype)
+        return jnp.zeros(w.shape, bool)
     sign = -1.0 if cfg.largest else 1.0
     ws, we, r = jax.lax.stop_gradient((w, w_extra, res))
-    last = jnp.argmax(sign * ws)
-    gap = jnp.min(sign * we) - sign * ws[last]
+    gap = jnp.min(sign * we) - sign * ws
     if cfg.degenerate_tol is None:
         wmax = jnp.maximum(jnp.max(jnp.abs(ws)), jnp.max(jnp.abs(we)))
-        tol = 2 * r[last] + cfg.n * float(jnp.finfo(ws.dtype).eps) * wmax
+        tol = 2 * r + cfg.n * float(jnp.finfo(ws.dtype).eps) * wmax
     else:
         tol = cfg.degenerate_tol
-    return jnp.where(gap <= tol, jnp.nan, 1.0).astype(jnp.finfo(w.dtype).dtype)
+    return gap <= tol
 
 
 def _tangents(out, w_dot, v_dot):
@@ -140,8 +141,10 @@ def _partial_rule(matmat, cfg, primals, tangents, *, primal, higher):
     rhs = -sign * proj(y)
     u = _hermitian_solve(op, rhs, solve)
     v_dot = (inside + proj(u)).T
-    edge = _edge_mask(w, w_extra, res, cfg)
-    return out, _tangents(out, w_dot * edge, v_dot * edge.astype(v_dot.dtype))
+    # NaN for the eigenpairs degenerate with the first unwanted one, in both modes, only
+    # where a loss uses them (eigjax._nan_slots); the others keep their derivatives
+    bad = _edge_slots(w, w_extra, res, cfg)
+    return out, _tangents(out, nan_slots(w_dot, bad), nan_slots(v_dot, bad))
 
 
 # The twin custom_jvp (eigjax._ad): first-order rule outside, NaN on cut pairs inside.
@@ -225,8 +228,10 @@ def _general_rule(ops, cfg, primals, tangents, *, primal, higher):
     rhs = -sign * pi(ya - yb * wc[:, None])
     u = _hermitian_solve(op, rhs, solve)
     v_dot = (inside + pi_h(u)).T
-    edge = _edge_mask(w, w_extra, res_w, cfg)
-    return out, _tangents(out, w_dot * edge, v_dot * edge.astype(v_dot.dtype))
+    # NaN for the eigenpairs degenerate with the first unwanted one, in both modes, only
+    # where a loss uses them (eigjax._nan_slots); the others keep their derivatives
+    bad = _edge_slots(w, w_extra, res_w, cfg)
+    return out, _tangents(out, nan_slots(w_dot, bad), nan_slots(v_dot, bad))
 
 
 _partial_general, _partial_general_inner = twin_custom_jvp(
