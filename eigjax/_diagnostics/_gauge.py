@@ -207,6 +207,12 @@ def check_gauge_invariance(
     ``loss`` is a function of the matrix that calls eigjax's decompositions
     (directly, not only through a ``jax.jit``-compiled function traced earlier).
 
+    The tolerances are relative to the loss's own size (its values, its gradient, and
+    that times ``||a||``), so the check reads the same at any scale of ``a`` or of the
+    loss. A loss that is a constant written as a cancelling difference
+    (``trace(V_G V_G^H) - 2``) is all rounding, its own size included, and may be
+    reported as not invariant: a false alarm, never a false pass.
+
     Args:
       loss: ``loss(a)`` returning an array or pytree (real or complex).
       a: the matrix (or batch) at which to check.
