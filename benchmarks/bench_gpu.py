@@ -80,8 +80,9 @@ def timed(fns: dict, *args, compile_times: dict | None = None) -> dict:
         jax.block_until_ready(fn(*args))
         first[name] = time.perf_counter() - t
     slowest = max(first.values())
-    reps = 1 if slowest > 2.0 else int(min(15, max(3, 1.0 / max(slowest, 1e-6))))
     group = 1 if slowest > 0.1 else ARGS.group
+    # about 1 s of calls per function (a repeat is `group` calls): the budget of a lease
+    reps = 1 if slowest > 2.0 else int(min(15, max(3, 1.0 / max(slowest * group, 1e-6))))
     times = {name: [] if reps > 1 else [first[name]] for name in fns}
     for _ in range(reps - 1 if reps > 1 else 0):
         for name, fn in fns.items():

@@ -48,8 +48,9 @@ eigenspace (sums over the group, the group's spectral projector).
 Jordan block of size m is split into eigenvalues ``eps^(1/m)`` apart with
 ``s_i >~ eps^(-1/2)`` (nearly parallel eigenvectors). An eigenvalue with
 ``s_i >= 0.05 eps^(-1/2)`` that lies within ``10 n eps ||A||_F s_i`` of another one
-is treated as defective: its derivative, and the derivatives of all outputs of the
-same call, are NaN (multiplicative masks, so reverse mode gives NaN too). An exactly
+is treated as defective: its derivative, and the derivatives of all outputs for the
+same matrix (the other matrices of a batch keep theirs), are NaN (multiplicative masks,
+so reverse mode gives NaN too). An exactly
 singular ``V`` gives inf/NaN by itself. Nothing raises.
 
 **Ordering.** XLA returns eigenvalues unsorted. This module sorts them
@@ -477,7 +478,8 @@ def eig(
     ``dV = V (F o P + diag(c))``, ``F_ij = 1/(w_j - w_i)``, ``F_ij = 0`` for
     coincident pairs (repeated semisimple eigenvalues: exact for losses invariant
     to the basis of the repeated eigenspace). Defective (Jordan-block) eigenvalues
-    have no derivative: their derivatives are NaN; nothing raises.
+    have no derivative: every derivative output of that matrix is NaN (the others go
+    through the nearly singular ``V``); nothing raises.
 
     Args:
       a: array of shape ``(..., n, n)``, float32/float64/complex64/complex128 (int and
@@ -544,7 +546,8 @@ def eigvals(a: ArrayLike, *, solver: str = "auto") -> jax.Array:
 
     The derivative ``dw = diag(V^{-1} dA V)`` needs no eigenvector derivative and no
     eigengap; second and higher derivatives (``jax.hessian``, ``jacfwd(jacrev)``)
-    work. Derivatives at defective eigenvalues are NaN (see :func:`eig`).
+    work. A matrix with a defective eigenvalue gets NaN derivatives for all its
+    eigenvalues (see :func:`eig`).
 
     Args:
       a: array of shape ``(..., n, n)``; see :func:`eig`.

@@ -98,8 +98,10 @@ transposed, still definite, operator), so forward and reverse mode both work. A 
 the eigenvalues alone gives the solve a zero right-hand side in reverse mode, and CG
 stops before its first iteration (checked by a test). The condition is a gap
 ``lambda_{k+1} > lambda_k`` (smallest) between the block and the rest; if the block boundary
-splits a degenerate eigenspace the derivative does not exist and CG does not converge
-(the result is then meaningless; ``cg_maxiter`` bounds the cost).
+splits a degenerate eigenspace the derivative does not exist: the wanted eigenpairs
+within residual of the first further Ritz value get NaN derivatives (``eigjax._nan_slots``:
+in reverse mode only where the loss uses them), and a CG row that does not converge in
+``cg_maxiter`` iterations is NaN.
 
 Second and higher derivatives: exact where the block's eigenvalues are distinct, NaN
 where a pair inside the block is cut (as :func:`eigjax.eigh`: the cut would make them wrong).

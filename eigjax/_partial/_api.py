@@ -134,7 +134,8 @@ def eigh_partial(
     r"""The ``k`` smallest or largest eigenpairs of a Hermitian operator or pencil, differentiable.
 
     With ``b`` given, solves the generalized problem ``A v = w B v`` (``B`` Hermitian positive
-    definite) with ``B``-orthonormal eigenvectors, ``V^H B V = I``, by LOBPCG, differentiable
+    definite) with ``B``-orthonormal eigenvectors, ``V^H B V = I``, by LOBPCG (or shift-invert
+    Lanczos with a solve of ``A - sigma B``), differentiable
     in both operators (the rule of :mod:`eigjax._partial._rule`, ``_general_rule``:
     ``dw_i = v_i^H (dA - w_i dB) v_i``; inside the block ``dV = V C`` as in
     :func:`eigjax.eigh_generalized`; outside it a projected CG solve).
@@ -169,9 +170,10 @@ def eigh_partial(
       method: ``"chebyshev"`` (Chebyshev-filtered subspace iteration; cost grows like
         ``sqrt(spectral width / gap)``), ``"krylov"`` (restarted block Krylov; cost like
         ``width / gap``), ``"lobpcg"`` (blocked LOBPCG, Knyazev 2001, with soft locking
-        and SVQB orthonormalisation; the only method for ``b`` and ``precond``),
+        and SVQB orthonormalisation; with ``"shift_invert"`` the methods for ``b`` and ``precond``),
         ``"shift_invert"`` (thick-restart block Lanczos on a callable ``precond`` that
-        applies ``(A - sigma B)^{-1}`` exactly (``B = I`` without ``b``), e.g. a sparse
+        applies ``(A - sigma B)^{-1}`` exactly (``B = I`` without ``b``; ``(sigma B - A)^{-1}``
+        for ``which="largest"``), e.g. a sparse
         factorisation built outside JAX and called through ``jax.pure_callback``; then
         Rayleigh-Ritz with ``A`` (and ``B``); as ARPACK's shift-invert mode, for gaps too small for products alone; an
         eigenvalue of multiplicity above ``block_size`` (default 2) may be missed, as with
@@ -195,11 +197,12 @@ def eigh_partial(
         cap (default ``min(10 n, 1000)``; with the Chebyshev method each iteration
         applies the operator up to 64 times; with LOBPCG the CG is preconditioned by
         ``precond`` only, so an ill-conditioned pencil without one may need a larger cap)
-        of the derivative's projected solve. A row of the solve that has not converged
-        at the cap gives a NaN eigenvector derivative, never an inaccurate finite one (the
-        eigenvalue derivative never uses the solve). When the last wanted eigenvalue and
-        the first further Ritz value cannot be told apart (a degenerate pair across the
-        block's edge), every derivative of the call is NaN.
+        of the derivative's projected solve. A row whose CG residual has not reached
+        ``cg_tol`` at the cap gives a NaN eigenvector derivative instead of an inaccurate
+        finite one (the eigenvalue derivative never uses the solve; ``cg_tol = 0`` makes
+        every eigenvector derivative NaN). Wanted eigenvalues that cannot be told apart
+        from the first further Ritz value (a degenerate pair across the block's edge)
+        have NaN derivatives, and so do their eigenvectors, where a loss uses them.
       degenerate_tol: pairs inside the block closer than this are treated as degenerate
         (see :func:`eigjax.eigh`). Default: ``r_i + r_j + n eps max|w|`` with ``r`` the
         residual norms (a Ritz value is within its residual of an eigenvalue, so closer
@@ -250,7 +253,7 @@ def eigh_partial(
       ValueError: bad shapes, ``k`` outside ``[1, n]``, bad ``which`` or ``method``,
         missing ``n``; a BCOO matrix or operator that a random probe (two products,
         run when its values are concrete, i.e. not under ``jit``/``grad``) shows to be
-        non-Hermitian; ``b`` or ``precond`` with ``method`` other than ``"lobpcg"``/``"auto"``
+        non-Hermitian; ``b`` or ``precond`` with ``method`` other than ``"lobpcg"``/``"shift_invert"``/``"auto"``
         (``precond`` also with ``"shift_invert"``, which needs a callable one);
         ``b`` of another size or dtype than ``a``; ``b_params`` without a callable ``b``,
         ``precond_params`` without a callable ``precond``; ``precond="jacobi"`` with a
@@ -279,8 +282,8 @@ def eigh_partial(
     if method == "shift_invert":
         if not callable(precond) or isinstance(precond, str):
             raise ValueError(
-                f"{_FN}: method='shift_invert' needs a callable `precond` that applies (A - sigma I)^-1 exactly "
-                f"(a factorisation built outside); got precond={precond!r}."
+                f"{_FN}: method='shift_invert' needs a callable `precond` that applies (A - sigma I)^-1 "
+                f"(or (A - sigma B)^-1) exactly (a factorisation built outside); got precond={precond!r}."
             )
     elif method != "lobpcg" and (b is not None or precond is not None):
         raise ValueError(

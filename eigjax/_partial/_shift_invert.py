@@ -3,6 +3,7 @@
 The user's ``precond`` is here an exact inverse ``S = (A - sigma I)^{-1}`` (of ``sigma I - A``
 for ``which="largest"``), e.g. a sparse factorisation built outside JAX, with ``sigma``
 below the wanted eigenvalues. For a pencil ``A v = lambda B v`` it is ``(A - sigma B)^{-1}``
+(``(sigma B - A)^{-1}`` for the largest)
 and the iteration runs on ``S B``, self-adjoint in the ``B`` inner product ``<x, y>_B = x^H
 B y``, with a ``B``-orthonormal basis (ARPACK's generalized shift-invert mode, ``bmat='G'``,
 mode 3): everything below holds with that inner product in place of the Euclidean one; the

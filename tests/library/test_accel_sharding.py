@@ -37,6 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
         (4, "entries"),
         (5, "entries"),  # round-robin with the skip rule, odd n padded
         (6, "entries"),  # without the skip rule: residual 409 eps on the degenerate family (float64)
+        (9, "entries"),  # n > 8: a step per loop body (fori_loop) instead of a whole sweep
         (4, "tiled"),
         (5, "tiled"),
         (8, "tiled"),

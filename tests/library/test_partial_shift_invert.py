@@ -303,3 +303,30 @@ def test_pencil_bcoo_with_a_scipy_factorisation():
     np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-10)
     v = np.asarray(res.eigenvectors)
     np.testing.assert_allclose(v.T @ (b @ v), np.eye(3), atol=1e-10)
+
+
+def test_pencil_complex_hermitian():
+    """A complex Hermitian pencil (the B inner product's conjugations): eigenvalues against
+    SciPy's eigh(a, b), B-orthonormal eigenvectors, residuals as reported."""
+    n, k = 120, 3
+    r = rng(33)
+    a = with_spectrum(r, np.linspace(1.0, 12.0, n), dtype=np.complex128)
+    g = (r.standard_normal((n, n)) + 1j * r.standard_normal((n, n))) * 0.3
+    b = np.eye(n) + g @ g.conj().T / n
+    b = (b + b.conj().T) / 2
+    lu = jax.scipy.linalg.lu_factor(jnp.asarray(a - 0.2 * b))
+    res = eigjax.eigh_partial(
+        jnp.asarray(a),
+        k,
+        b=jnp.asarray(b),
+        method="shift_invert",
+        precond=lambda f, x: jax.scipy.linalg.lu_solve(f, x),
+        precond_params=lu,
+    )
+    assert bool(res.converged)
+    np.testing.assert_allclose(res.eigenvalues, scipy.linalg.eigh(a, b, eigvals_only=True)[:k], rtol=1e-10)
+    v = np.asarray(res.eigenvectors)
+    np.testing.assert_allclose(v.conj().T @ b @ v, np.eye(k), atol=1e-10)
+    np.testing.assert_allclose(
+        res.residual_norms, np.linalg.norm(a @ v - (b @ v) * np.asarray(res.eigenvalues), axis=0), rtol=1e-3, atol=1e-12
+    )
