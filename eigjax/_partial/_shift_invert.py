@@ -160,14 +160,17 @@ def _thick_restart_lanczos(op, accept, cfg: _Config, op_b=None):
             bw2 = bw1 - _mm(c2, bqs)
             bnorm = lambda x, bx: jnp.sqrt(jnp.abs(jnp.real(jnp.sum(jnp.conj(x) * bx, axis=-1))))  # noqa: E731
             n0, n1, n2 = bnorm(w, bw), bnorm(w1, bw1), bnorm(w2, bw2)
-            chol = jnp.linalg.cholesky(_hermitian_small(_coefficients(bw2, w2)))  # G_ri = w2_i^H B w2_r
-            # NaN where G is not positive definite (rounding): then a breakdown, unless the
+            gram = _hermitian_small(_coefficients(bw2, w2))  # conj(G), G_ir = w2_i^H B w2_r
+            # shifted by eps tr(G): a row dependent on the block's others shows as its own
+            # small pivot instead of failing the whole factorisation (found by review)
+            shift = float(eps) * jnp.real(jnp.trace(gram)) / b
+            chol = jnp.linalg.cholesky(gram + shift.astype(gram.dtype) * jnp.eye(b, dtype=gram.dtype))
+            # NaN where it still is not positive definite: then a breakdown, unless the
             # block itself is NaN (a NaN solve: left to stop the iteration)
             r_ii = jnp.abs(jnp.diagonal(chol))
             r_ii = jnp.where(jnp.isnan(r_ii) & jnp.all(jnp.isfinite(n2)), 0, r_ii)
             rows = jax.scipy.linalg.solve_triangular(chol, w2, lower=True)  # L^-1 W2: B-orthonormal
-            mul_b = op_b
-            fast = lambda _: (rows, mul_b(rows))  # noqa: E731
+            fast = lambda _: (rows, op_b(rows))  # noqa: E731  # pyright: ignore[reportOptionalCall]
         lost = jnp.logical_or(n2 <= n1 / 2, r_ii <= 100 * eps * jnp.max(n0))
 
         def repair(_):
