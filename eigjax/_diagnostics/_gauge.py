@@ -44,6 +44,7 @@ from .._hooks import KINDS, intercepting
 from .._linalg import HIGHEST as _HIGHEST
 from .._linalg import _norm
 from ._grad import _flat
+from ._grad import _vnorm as norm  # scaled: no overflow at ||a|| ~ 1e20 in float32
 from ._report import _closure, _general_tolerance
 
 
@@ -249,9 +250,6 @@ def check_gauge_invariance(
     # call. The reference evaluation comes first: a jitted function inside `loss` traced
     # there is then reused from its cache under the gauge (not intercepted, so `calls`
     # stays 0 and the check warns) instead of leaking a gauge into the reference.
-    def norm(x):  # scaled (no overflow at ||a|| ~ 1e20 in float32)
-        return _norm(jnp.ravel(x), axis=0)
-
     def run(a, key):
         wkey, *gkeys = jax.random.split(key, trials + 1)
         out0 = _flat(loss(a))

@@ -20,6 +20,17 @@ def _eigh_small(h):
     return w, v
 
 
+def _small_pencil(h, m):
+    """Ascending eigenvalues and ``Z`` (``Z^H H Z = diag``, ``Z^H M Z = I``) of a small
+    Hermitian pencil ``(H, M)``, ``M`` positive definite: ``M = L L^H``, the eigenvectors
+    ``U`` of ``L^-1 H L^-H`` and ``Z = L^-H U`` (Golub & Van Loan 8.7.2)."""
+    lf = jax.lax.linalg.cholesky(m, symmetrize_input=False)
+    t = jax.lax.linalg.triangular_solve(lf, h, left_side=True, lower=True)
+    t = jax.lax.linalg.triangular_solve(lf, t, left_side=False, lower=True, transpose_a=True, conjugate_a=True)
+    theta, u = _eigh_small(_hermitian_small(t))
+    return theta, jax.lax.linalg.triangular_solve(lf, u, left_side=True, lower=True, transpose_a=True, conjugate_a=True)
+
+
 def _start_block(shape, dtype, seed: int):
     """Deterministic pseudo-random block, uniform in [-1/2, 1/2) (an integer hash: compiles
     faster than ``jax.random``, and a start block needs no statistical quality)."""

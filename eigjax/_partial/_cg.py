@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from .._linalg import _mm, _norm
-from ._blocks import _coefficients, _eigh_small, _hermitian_small
+from ._blocks import _coefficients, _eigh_small, _hermitian_small, _small_pencil
 from ._operators import _per_vector, _to_layout
 
 
@@ -78,13 +78,7 @@ def _deflated_cg(mv, b, wd, awd, w, sign, tol, maxiter, precond=None, bwd=None):
         if bwd is None:
             m_val, m_vec = _eigh_small(h_a)
         else:
-            lf = jax.lax.linalg.cholesky(_hermitian_small(_coefficients(bwd, wd).T), symmetrize_input=False)
-            t = jax.lax.linalg.triangular_solve(lf, h_a, left_side=True, lower=True)
-            t = jax.lax.linalg.triangular_solve(lf, t, left_side=False, lower=True, transpose_a=True, conjugate_a=True)
-            m_val, m_vec = _eigh_small(_hermitian_small(t))
-            m_vec = jax.lax.linalg.triangular_solve(
-                lf, m_vec, left_side=True, lower=True, transpose_a=True, conjugate_a=True
-            )
+            m_val, m_vec = _small_pencil(h_a, _hermitian_small(_coefficients(bwd, wd).T))
         g = sign * (m_val[None, :] - w[:, None])
         floor = 1e3 * float(jnp.finfo(real).eps) * jnp.maximum(jnp.max(jnp.abs(m_val)), jnp.max(jnp.abs(w)))
         ok = g > floor

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from .._linalg import _mm
-from ._blocks import _coefficients, _eigh_small, _hermitian_small, _poisoned, _row_norms
+from ._blocks import _coefficients, _eigh_small, _hermitian_small, _poisoned, _row_norms, _small_pencil
 from ._types import _Config
 
 _DROP = 1e-12  # relative eigenvalue of the scaled Gram matrix below which a direction is dropped
@@ -151,16 +151,8 @@ def _lobpcg_solve(op_a, op_b, precond, x0, cfg: _Config):
 def _dense_generalized_solve(op_a, op_b, cfg: _Config):
     """Small problems: form both matrices, Cholesky-reduce, diagonalise (Golub & Van Loan 8.7.2)."""
     eye = jnp.eye(cfg.n, dtype=cfg.dtype)
-    a = _hermitian_small(op_a(eye).T)
-    b = _hermitian_small(op_b(eye).T)
-    l = jax.lax.linalg.cholesky(b, symmetrize_input=False)
-    t = jax.lax.linalg.triangular_solve(l, a, left_side=True, lower=True)
-    c = jax.lax.linalg.triangular_solve(l, t, left_side=False, lower=True, transpose_a=True, conjugate_a=True)
-    theta_all, u = _eigh_small(_hermitian_small(c))
-    v = jax.lax.linalg.triangular_solve(
-        l, u[:, : cfg.p], left_side=True, lower=True, transpose_a=True, conjugate_a=True
-    )
-    theta, x = theta_all[: cfg.p], v.T
+    theta_all, v = _small_pencil(_hermitian_small(op_a(eye).T), _hermitian_small(op_b(eye).T))
+    theta, x = theta_all[: cfg.p], v[:, : cfg.p].T
     ax, bx = op_a(x), op_b(x)
     res = _row_norms(ax - theta[:, None].astype(cfg.dtype) * bx)
     scale = jnp.maximum(jnp.max(jnp.abs(theta_all)), jnp.finfo(theta.dtype).tiny)

@@ -72,6 +72,7 @@ from ._blocks import (
     _orthonormal_rows,
     _poisoned,
     _row_norms,
+    _small_pencil,
     _start_block,
 )
 from ._chebyshev import _lanczos_bounds
@@ -246,16 +247,6 @@ def _thick_restart_lanczos(op, accept, cfg: _Config, op_b=None):
     indefinite = theta[-1] > 100 * m_rows * eps * jnp.max(jnp.abs(theta))
     x, bx = vectors(y, q, bq, cfg.p)
     return theta[: cfg.p], x, x if bx is None else bx, it, indefinite
-
-
-def _small_pencil(h, m):
-    """Ascending eigenvalues and ``Z`` (``Z^H H Z = diag``, ``Z^H M Z = I``) of the small
-    Hermitian pencil ``(H, M)``, ``M`` positive definite (Cholesky reduction)."""
-    l = jnp.linalg.cholesky(m)
-    c = jax.scipy.linalg.solve_triangular(l, h, lower=True)
-    c = jax.scipy.linalg.solve_triangular(l, jnp.conj(c.T), lower=True)  # L^-1 H L^-H (H Hermitian)
-    theta, u = _eigh_small(_hermitian_small(c))
-    return theta, jax.scipy.linalg.solve_triangular(jnp.conj(l.T), u, lower=False)
 
 
 def _shift_invert_solve(op_a, op_b, solve, cfg: _Config):
