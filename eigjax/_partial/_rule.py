@@ -44,6 +44,13 @@ def _guard_block(w_dot, c, f, w, cfg):
     )
 
 
+def _cut_tol(r_i, r_j, wmax, cfg):
+    """Pairs of Ritz values closer than this cannot be told apart from a degenerate pair: a
+    Ritz value lies within its residual ``r`` of an eigenvalue (Hermitian Bauer-Fike), plus
+    the rounding level ``n eps max|w|``."""
+    return r_i + r_j + cfg.n * float(jnp.finfo(wmax.dtype).eps) * wmax
+
+
 def _edge_slots(w, w_extra, res, cfg):
     """Which wanted eigenvalues cannot be told apart from the first unwanted Ritz value
     (within their residual plus rounding, or ``degenerate_tol``): a degenerate pair across
@@ -58,7 +65,7 @@ def _edge_slots(w, w_extra, res, cfg):
     gap = jnp.min(sign * we) - sign * ws
     if cfg.degenerate_tol is None:
         wmax = jnp.maximum(jnp.max(jnp.abs(ws)), jnp.max(jnp.abs(we)))
-        tol = 2 * r + cfg.n * float(jnp.finfo(ws.dtype).eps) * wmax
+        tol = _cut_tol(r, r, wmax, cfg)
     else:
         tol = cfg.degenerate_tol
     return gap <= tol
@@ -90,12 +97,9 @@ def _partial_rule(matmat, cfg, primals, tangents, *, primal, higher):
     w_dot = jnp.real(jnp.sum(jnp.conj(v) * y, axis=-1))
     p = _coefficients(y, v).T  # p[i, j] = v_i^H dA v_j
     if cfg.degenerate_tol is None:
-        # A Ritz value is within its residual norm of an eigenvalue (Hermitian
-        # Bauer-Fike), so pairs closer than r_i + r_j (plus the rounding level
-        # n eps ||A||) cannot be told apart from a degenerate pair.
         r = jax.lax.stop_gradient(res)
         wmax = jnp.max(jnp.abs(jax.lax.stop_gradient(w)))
-        deg_tol = r[:, None] + r[None, :] + cfg.n * float(jnp.finfo(w.dtype).eps) * wmax
+        deg_tol = _cut_tol(r[:, None], r[None, :], wmax, cfg)
     else:
         deg_tol = cfg.degenerate_tol
     f = inverse_gaps(w, degenerate_tol=deg_tol).astype(p.dtype)
@@ -197,7 +201,7 @@ def _general_rule(ops, cfg, primals, tangents, *, primal, higher):
     if cfg.degenerate_tol is None:
         r = jax.lax.stop_gradient(res_w)
         wmax = jnp.max(jnp.abs(jax.lax.stop_gradient(w)))
-        deg_tol = r[:, None] + r[None, :] + cfg.n * float(jnp.finfo(w.dtype).eps) * wmax
+        deg_tol = _cut_tol(r[:, None], r[None, :], wmax, cfg)
     else:
         deg_tol = cfg.degenerate_tol
     f = inverse_gaps(w, degenerate_tol=deg_tol).astype(pm.dtype)
