@@ -90,6 +90,12 @@ def _rotation(app, aqq, apq):
     return t, c, s
 
 
+def _rotates(app, aqq, apq, floor, eps):
+    """The skip rule of the native kernel (_small_native.cc): rotate the pair only if
+    ``|a_pq| > max(eps sqrt|a_pp a_qq|, floor)``; below it the pair is left exactly as it is."""
+    return jnp.abs(apq) > jnp.maximum(eps * jnp.sqrt(jnp.abs(app * aqq)), floor)
+
+
 def _scales(amax, finite):
     """Powers of two ``(2^-e, 2^e)`` with ``2^-e amax`` in [0.5, 1); ``(1, 1)`` for zero
     ``amax``, and ``(1, NaN)`` where not ``finite`` (a NaN or inf entry: the caller's
@@ -228,7 +234,7 @@ def _eigh_unrolled(
             t, c, s = _rotation(app, aqq, apq)
             new_apq = zero
             if floor is not None:
-                rot = jnp.abs(apq) > jnp.maximum(eps * jnp.sqrt(jnp.abs(app * aqq)), floor)
+                rot = _rotates(app, aqq, apq, floor, eps)
                 t, c, s = jnp.where(rot, t, zero), jnp.where(rot, c, one), jnp.where(rot, s, zero)
                 new_apq = jnp.where(rot, zero, apq)
             m[(p, p)], m[(q, q)], m[(p, q)] = app - t * apq, aqq + t * apq, new_apq
@@ -262,11 +268,7 @@ def _eigh_unrolled(
             would rotate (the rule depends on the pair and its diagonal only, which do not
             change while nothing rotates), so stopping here saves the confirming sweep."""
             mm = dict(zip(keys, m))
-            tests = [
-                jnp.abs(mm[(i, j)]) > jnp.maximum(eps * jnp.sqrt(jnp.abs(mm[(i, i)] * mm[(j, j)])), floor)
-                for i, j in keys
-                if i < j < n
-            ]
+            tests = [_rotates(mm[(i, i)], mm[(j, j)], mm[(i, j)], floor, eps) for i, j in keys if i < j < n]
             return jnp.any(functools.reduce(jnp.logical_or, tests))
 
         def sweep(c):
@@ -347,7 +349,7 @@ def _jacobi_tile(a: jax.Array) -> tuple[jax.Array, jax.Array]:
         app = a[diag_idx[0], diag_idx[0]]  # (m, T)
         aqq = a[diag_idx[1], diag_idx[1]]
         apq = a[diag_idx[0], diag_idx[1]]
-        rot = jnp.abs(apq) > jnp.maximum(eps * jnp.sqrt(jnp.abs(app * aqq)), floor[None, :])
+        rot = _rotates(app, aqq, apq, floor[None, :], eps)
         _, c, s = _rotation(app, aqq, apq)
         c, s = jnp.where(rot, c, jnp.ones_like(c)), jnp.where(rot, s, jnp.zeros_like(s))
         rotated = rotated | jnp.any(rot)
